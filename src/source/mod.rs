@@ -1,0 +1,171 @@
+//! Finding and reading activation dumps: `.npy` files, `.npz` archives and folders of them.
+//!
+//! Everything here reads; nothing writes. Every header is checked against the file's real size
+//! before anything is allocated, and every failure is a [`LoadError`] that names the file.
+
+pub mod discover;
+pub mod npy;
+pub mod npz;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use discover::{BatchLayout, Discovery, discover};
+pub use npy::OpenArray;
+
+/// Element types we can read. Everything is analysed as f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F16,
+    BF16,
+    F32,
+    F64,
+    I8,
+    U8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    Bool,
+}
+
+impl DType {
+    /// numpy's name for the type (`float32`, `bfloat16`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::I8 => "int8",
+            DType::U8 => "uint8",
+            DType::I16 => "int16",
+            DType::U16 => "uint16",
+            DType::I32 => "int32",
+            DType::U32 => "uint32",
+            DType::I64 => "int64",
+            DType::U64 => "uint64",
+            DType::Bool => "bool",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a `.npy` header says about its array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArrayInfo {
+    pub dtype: DType,
+    /// Byte order of the data in the file (false for single-byte types).
+    pub big_endian: bool,
+    pub shape: Vec<usize>,
+    pub fortran_order: bool,
+    /// The dtype string exactly as the header wrote it (`'<f4'`, `'|V2'`, ...).
+    pub descr: String,
+}
+
+impl ArrayInfo {
+    /// Element count (the header's shape product, already checked not to overflow).
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where one array's bytes live.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Location {
+    Npy(PathBuf),
+    NpzMember { archive: PathBuf, member: String },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Npy(p) => write!(f, "{}", p.display()),
+            Location::NpzMember { archive, member } => {
+                write!(f, "{}/{}", archive.display(), member)
+            }
+        }
+    }
+}
+
+/// One layer: a single array, or (batch-folder layout) one array per calibration batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// Display name: file stem, `archive/member`, or the file name shared across batch folders.
+    pub name: String,
+    /// The arrays, in batch order. Never empty.
+    pub parts: Vec<Location>,
+}
+
+impl LayerSpec {
+    /// A human-readable description of where the data comes from.
+    pub fn source(&self) -> String {
+        match self.parts.as_slice() {
+            [one] => one.to_string(),
+            [first, ..] => format!("{} (+{} more batch files)", first, self.parts.len() - 1),
+            [] => String::new(),
+        }
+    }
+}
+
+/// Limits that keep hostile files from costing unbounded memory or time.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest `.npy` header we accept, in bytes.
+    pub max_header_bytes: usize,
+    /// Largest inflated/stored ratio we accept for a compressed `.npz` member.
+    pub max_inflate_ratio: u64,
+    /// Largest number of files a folder walk will visit.
+    pub max_files: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 1 << 20,
+            max_inflate_ratio: 1024,
+            max_files: 100_000,
+        }
+    }
+}
+
+/// A failure to find or read one input. Displays as `<file>: <what is wrong>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LoadError {
+    pub path: String,
+    pub message: String,
+}
+
+impl LoadError {
+    pub fn new(path: impl fmt::Display, message: impl Into<String>) -> Self {
+        LoadError {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `.npz` archives: each member is one layer named `archive/member`.
