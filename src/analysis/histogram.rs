@@ -1,0 +1,109 @@
+//! Fixed-edge histograms with u64 counts (float counts saturate at 2^24: torch.histc's bug).
+
+use serde::Serialize;
+
+/// `counts.len()` equal-width bins over `[lo, hi]`; values equal to `hi` fall in the last bin.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Histogram {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// An empty histogram of `bins` bins over `[lo, hi]`. A zero-width range is widened to a
+    /// tiny positive width so bin arithmetic stays finite.
+    pub fn new(lo: f64, hi: f64, bins: usize) -> Self {
+        let hi = if hi > lo { hi } else { lo + f64::from(f32::MIN_POSITIVE) };
+        Histogram {
+            lo,
+            hi,
+            counts: vec![0; bins.max(1)],
+        }
+    }
+
+    pub fn bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn width(&self) -> f64 {
+        (self.hi - self.lo) / self.counts.len() as f64
+    }
+
+    /// Left edge of bin `i`; `edge(bins())` is `hi`.
+    pub fn edge(&self, i: usize) -> f64 {
+        if i >= self.counts.len() {
+            self.hi
+        } else {
+            self.lo + self.width() * i as f64
+        }
+    }
+
+    pub fn centre(&self, i: usize) -> f64 {
+        self.lo + self.width() * (i as f64 + 0.5)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds finite values; values outside `[lo, hi]` are clamped into the end bins.
+    pub fn add_values(&mut self, values: &[f32]) {
+        let n = self.counts.len();
+        let scale = n as f64 / (self.hi - self.lo);
+        let last = (n - 1) as f64;
+        for &v in values {
+            if v.is_finite() {
+                let b = ((f64::from(v) - self.lo) * scale).clamp(0.0, last) as usize;
+                self.counts[b] += 1;
+            }
+        }
+    }
+
+    /// Adds `|v|` of finite values.
+    pub fn add_abs_values(&mut self, values: &[f32]) {
+        let n = self.counts.len();
+        let scale = n as f64 / (self.hi - self.lo);
+        let last = (n - 1) as f64;
+        for &v in values {
+            if v.is_finite() {
+                let b = ((f64::from(v.abs()) - self.lo) * scale).clamp(0.0, last) as usize;
+                self.counts[b] += 1;
+            }
+        }
+    }
+
+    /// Adds another histogram with the same edges.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    /// Sums groups of `factor` consecutive bins (exact: same edges every `factor` bins).
+    pub fn coarsen(&self, factor: usize) -> Histogram {
+        let factor = factor.max(1);
+        Histogram {
+            lo: self.lo,
+            hi: self.hi,
+            counts: self
+                .counts
+                .chunks(factor)
+                .map(|c| c.iter().sum())
+                .collect(),
+        }
+    }
+
+    /// Smallest bin index whose cumulative count reaches `rank` (1-based), i.e. the bin that
+    /// holds the `rank`-th smallest value. `None` if the histogram holds fewer values.
+    pub fn bin_of_rank(&self, rank: u64) -> Option<usize> {
+        let mut acc = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            acc += c;
+            if acc >= rank && rank > 0 {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
