@@ -1,0 +1,1 @@
+//! The interactive terminal UI (being built).
