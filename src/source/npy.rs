@@ -1,9 +1,26 @@
 //! `.npy` files: header parsing, validation against the file size, chunked decoding to f32.
-//! (Stub: the loader work replaces this.)
+//!
+//! The header dict is parsed by a small strict parser of the Python literal numpy writes, so
+//! nothing in a file can make us evaluate code or unpickle objects. Lengths are checked against
+//! the limits and the real size of the file before any buffer is allocated.
+//!
+//! Data is read with positional reads (`read_exact_at`), never mmap: a file that shrinks while
+//! mapped kills the process with SIGBUS, while a short read is just an error.
 
-use std::sync::atomic::AtomicBool;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{ArrayInfo, Limits, LoadError, Location};
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::{ArrayInfo, DType, Limits, LoadError, Location, npz};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// Python literals nest this deep at most; numpy headers nest 2-3 levels.
+const MAX_DEPTH: usize = 32;
 
 /// An array whose header has been read and checked; its data is read on demand in chunks.
 pub struct OpenArray {
@@ -11,33 +28,720 @@ pub struct OpenArray {
     pub location: Location,
     /// Bytes after the data that the header does not account for (reported as a warning).
     pub trailing_bytes: u64,
+    source: DataSource,
+    overflows: AtomicU64,
+}
+
+/// Where the data bytes come from.
+#[derive(Debug)]
+pub(crate) enum DataSource {
+    /// Raw bytes at an absolute offset of a file: a `.npy` file or a stored `.npz` member.
+    Positional { path: PathBuf, offset: u64 },
+    /// A deflated `.npz` member: only readable as a stream, from its start.
+    Deflated(npz::DeflatedMember),
+}
+
+/// A parsed and size-checked header.
+#[derive(Debug)]
+pub(crate) struct Header {
+    pub info: ArrayInfo,
+    /// Offset of the data from the start of the `.npy` bytes.
+    pub data_offset: u64,
+    pub data_bytes: u64,
+    pub trailing: u64,
 }
 
 impl OpenArray {
     /// Opens `.npy` files and `.npz` members, reading only the header.
-    pub fn open(location: &Location, _limits: &Limits) -> Result<OpenArray, LoadError> {
-        Err(LoadError::new(location, "loader not built yet"))
+    pub fn open(location: &Location, limits: &Limits) -> Result<OpenArray, LoadError> {
+        let err = |m: String| LoadError::new(location, m);
+        let (header, source) = match location {
+            Location::Npy(path) => {
+                let file = File::open(path).map_err(|e| err(io_message(&e)))?;
+                let meta = file.metadata().map_err(|e| err(io_message(&e)))?;
+                if !meta.is_file() {
+                    return Err(err("not a regular file".into()));
+                }
+                let header =
+                    read_header(&mut (&file).take(meta.len()), meta.len(), limits).map_err(err)?;
+                let offset = header.data_offset;
+                let source = DataSource::Positional {
+                    path: path.clone(),
+                    offset,
+                };
+                (header, source)
+            }
+            Location::NpzMember { archive, member } => {
+                npz::open_member(archive, member, limits).map_err(err)?
+            }
+        };
+        Ok(OpenArray {
+            info: header.info,
+            location: location.clone(),
+            trailing_bytes: header.trailing,
+            source,
+            overflows: AtomicU64::new(0),
+        })
     }
 
     /// Decodes the data, in file order, into f32 chunks of at most `chunk_elems` elements and
     /// calls `f(first_element_index, values)` on each; chunks may be processed in parallel.
     /// Results come back in chunk order. Returns an error naming the file if the data cannot be
     /// read (e.g. the file shrank) or if `cancel` was set.
+    ///
+    /// A zero-size array has no chunks (`f` is never called). `chunk_elems == 0` counts as 1.
     pub fn map_chunks<T, F>(
         &self,
-        _chunk_elems: usize,
-        _cancel: &AtomicBool,
-        _f: F,
+        chunk_elems: usize,
+        cancel: &AtomicBool,
+        f: F,
     ) -> Result<Vec<T>, LoadError>
     where
         T: Send,
         F: Fn(usize, &[f32]) -> T + Sync + Send,
     {
-        Err(LoadError::new(&self.location, "loader not built yet"))
+        self.overflows.store(0, Ordering::Relaxed);
+        let len = self.info.len();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let chunk = chunk_elems.clamp(1, len);
+        let n_chunks = len.div_ceil(chunk);
+        let size = self.info.dtype.size() as u64;
+        let err = |m: String| LoadError::new(&self.location, m);
+        let cancelled = || LoadError::new(&self.location, "cancelled");
+        let elems = |i: usize| chunk.min(len - i * chunk);
+
+        match &self.source {
+            DataSource::Positional { path, offset } => {
+                let file = File::open(path).map_err(|e| err(io_message(&e)))?;
+                (0..n_chunks)
+                    .into_par_iter()
+                    .map_init(Scratch::default, |scratch, i| {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(cancelled());
+                        }
+                        let first = i * chunk;
+                        let at = offset + first as u64 * size;
+                        let values = self.decode(scratch, elems(i), |buf| {
+                            read_at(&file, path, buf, at).map_err(err)
+                        })?;
+                        Ok(f(first, values))
+                    })
+                    .collect()
+            }
+            DataSource::Deflated(member) => {
+                // Inflating is sequential; decoding and `f` run in parallel on a batch of
+                // chunks, so memory stays at a few chunks per worker thread.
+                member.with_stream(|stream| {
+                    let batch = rayon::current_num_threads().max(1);
+                    let mut raw: Vec<Vec<u8>> = Vec::new();
+                    let mut results = Vec::with_capacity(n_chunks);
+                    let mut next = 0;
+                    while next < n_chunks {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(cancelled());
+                        }
+                        let end = (next + batch).min(n_chunks);
+                        raw.resize_with(end - next, Vec::new);
+                        for (j, buf) in raw.iter_mut().enumerate() {
+                            buf.resize(elems(next + j) * size as usize, 0);
+                            stream.read_data(buf).map_err(err)?;
+                        }
+                        let part: Result<Vec<T>, LoadError> = raw
+                            .par_iter()
+                            .enumerate()
+                            .map_init(Scratch::default, |scratch, (j, bytes)| {
+                                let i = next + j;
+                                let values = self.decode(scratch, elems(i), |buf| {
+                                    buf.copy_from_slice(bytes);
+                                    Ok(())
+                                })?;
+                                Ok(f(i * chunk, values))
+                            })
+                            .collect();
+                        results.extend(part?);
+                        next = end;
+                    }
+                    Ok(results)
+                })
+            }
+        }
     }
 
     /// Finite float64 values that overflowed float32 during the last `map_chunks` pass.
     pub fn f64_overflows(&self) -> u64 {
-        0
+        self.overflows.load(Ordering::Relaxed)
+    }
+
+    /// Fills the raw bytes of `n` elements with `fill`, then converts them to f32.
+    fn decode<'s>(
+        &self,
+        s: &'s mut Scratch,
+        n: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), LoadError>,
+    ) -> Result<&'s [f32], LoadError> {
+        let dtype = self.info.dtype;
+        // Byte swapping is needed when the file's order is not the machine's.
+        let swap = self.info.big_endian != cfg!(target_endian = "big");
+        s.out.resize(n, 0.0);
+        let out = &mut s.out[..n];
+        match dtype {
+            DType::F32 => {
+                // Fast path: read straight into the output buffer, swap only if needed.
+                fill(bytemuck::cast_slice_mut(out))?;
+                if swap {
+                    for v in out.iter_mut() {
+                        *v = f32::from_bits(v.to_bits().swap_bytes());
+                    }
+                }
+            }
+            DType::F16 | DType::BF16 => {
+                s.raw16.resize(n, 0);
+                let raw = &mut s.raw16[..n];
+                fill(bytemuck::cast_slice_mut(raw))?;
+                if swap {
+                    for v in raw.iter_mut() {
+                        *v = v.swap_bytes();
+                    }
+                }
+                if dtype == DType::F16 {
+                    let halves: &[half::f16] = bytemuck::cast_slice(raw);
+                    halves.convert_to_f32_slice(out);
+                } else {
+                    for (o, &b) in out.iter_mut().zip(raw.iter()) {
+                        *o = half::bf16::from_bits(b).to_f32();
+                    }
+                }
+            }
+            _ => {
+                s.raw.resize(n * dtype.size(), 0);
+                let raw = &mut s.raw[..n * dtype.size()];
+                fill(raw)?;
+                let be = self.info.big_endian;
+                let overflows = convert(dtype, be, raw, out);
+                if overflows > 0 {
+                    self.overflows.fetch_add(overflows, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(&s.out[..n])
+    }
+}
+
+/// Per-worker buffers, reused across chunks.
+#[derive(Default)]
+struct Scratch {
+    out: Vec<f32>,
+    raw16: Vec<u16>,
+    raw: Vec<u8>,
+}
+
+/// Converts the types without a dedicated fast path; returns the f64 → f32 overflow count.
+fn convert(dtype: DType, be: bool, raw: &[u8], out: &mut [f32]) -> u64 {
+    macro_rules! ints {
+        ($t:ty) => {{
+            const N: usize = std::mem::size_of::<$t>();
+            let it = out.iter_mut().zip(raw.chunks_exact(N));
+            if be {
+                for (o, c) in it {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    *o = <$t>::from_be_bytes(a) as f32;
+                }
+            } else {
+                for (o, c) in it {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    *o = <$t>::from_le_bytes(a) as f32;
+                }
+            }
+            0
+        }};
+    }
+    match dtype {
+        DType::I8 => ints!(i8),
+        DType::U8 => ints!(u8),
+        DType::I16 => ints!(i16),
+        DType::U16 => ints!(u16),
+        DType::I32 => ints!(i32),
+        DType::U32 => ints!(u32),
+        DType::I64 => ints!(i64),
+        DType::U64 => ints!(u64),
+        DType::Bool => {
+            for (o, &b) in out.iter_mut().zip(raw) {
+                *o = if b != 0 { 1.0 } else { 0.0 };
+            }
+            0
+        }
+        DType::F64 => {
+            let mut overflows = 0u64;
+            for (o, c) in out.iter_mut().zip(raw.chunks_exact(8)) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                let v = if be {
+                    f64::from_be_bytes(a)
+                } else {
+                    f64::from_le_bytes(a)
+                };
+                let x = v as f32;
+                overflows += u64::from(x.is_infinite() && v.is_finite());
+                *o = x;
+            }
+            overflows
+        }
+        // Handled by the fast paths in `decode`.
+        DType::F32 | DType::F16 | DType::BF16 => 0,
+    }
+}
+
+/// Fills `buf` from `file` at `at`; a short read means the file changed after its header was
+/// checked.
+fn read_at(file: &File, path: &Path, buf: &mut [u8], at: u64) -> Result<(), String> {
+    file.read_exact_at(buf, at).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            format!(
+                "file changed while reading: {} ended before byte {}",
+                path.display(),
+                at + buf.len() as u64
+            )
+        } else {
+            format!("read error in {}: {}", path.display(), io_message(&e))
+        }
+    })
+}
+
+/// An io error as a short lowercase message (`no such file or directory`).
+pub(crate) fn io_message(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            // Strip the " (os error N)" suffix of OS errors.
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// Reads and checks a `.npy` header from `r`, whose total length is `total` bytes.
+///
+/// Lengths are checked against `limits` and `total` before the header buffer is allocated.
+pub(crate) fn read_header<R: Read>(
+    r: &mut R,
+    total: u64,
+    limits: &Limits,
+) -> Result<Header, String> {
+    let eof = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            "file changed while reading: the header ended early".to_string()
+        } else {
+            format!("read error: {}", io_message(&e))
+        }
+    };
+    let mut prefix = [0u8; 12];
+    let have = total.min(10) as usize;
+    r.read_exact(&mut prefix[..have]).map_err(eof)?;
+    let m = have.min(MAGIC.len());
+    if prefix[..m] != MAGIC[..m] || have == 0 {
+        return Err("not a .npy file (bad magic bytes)".into());
+    }
+    if have < 10 {
+        return Err(format!("too short to be a .npy file ({total} bytes)"));
+    }
+    let (major, minor) = (prefix[6], prefix[7]);
+    let (header_len, prefix_len) = match (major, minor) {
+        (1, 0) => (u64::from(u16::from_le_bytes([prefix[8], prefix[9]])), 10u64),
+        (2, 0) | (3, 0) => {
+            if total < 12 {
+                return Err(format!("too short to be a .npy file ({total} bytes)"));
+            }
+            r.read_exact(&mut prefix[10..12]).map_err(eof)?;
+            let len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            (u64::from(len), 12u64)
+        }
+        _ => return Err(format!("unsupported .npy format version {major}.{minor}")),
+    };
+    if header_len > limits.max_header_bytes as u64 {
+        return Err(format!(
+            "header length {header_len} bytes exceeds the limit of {} bytes",
+            limits.max_header_bytes
+        ));
+    }
+    let data_offset = prefix_len + header_len;
+    if data_offset > total {
+        return Err(format!(
+            "header length {header_len} runs past the end of the file ({total} bytes)"
+        ));
+    }
+    let mut bytes = vec![0u8; header_len as usize];
+    r.read_exact(&mut bytes).map_err(eof)?;
+    let text = if major == 3 {
+        String::from_utf8(bytes).map_err(|_| "header is not valid UTF-8".to_string())?
+    } else {
+        // Versions 1 and 2 are latin-1.
+        bytes.iter().map(|&b| char::from(b)).collect()
+    };
+    let info = parse_header_dict(&text)?;
+    let data_bytes = info
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(info.dtype.size()))
+        .map(|b| b as u64)
+        .ok_or_else(|| {
+            format!(
+                "shape {} overflows: too many elements",
+                fmt_shape(&info.shape)
+            )
+        })?;
+    let available = total - data_offset;
+    if data_bytes > available {
+        return Err(format!(
+            "truncated: header says {data_bytes} bytes of data, file has {available}"
+        ));
+    }
+    Ok(Header {
+        info,
+        data_offset,
+        data_bytes,
+        trailing: available - data_bytes,
+    })
+}
+
+fn fmt_shape(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => {
+            let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", parts.join(", "))
+        }
+    }
+}
+
+/// Parses the header dict: exactly the keys `descr`, `fortran_order` and `shape`.
+fn parse_header_dict(text: &str) -> Result<ArrayInfo, String> {
+    let value = PyParser::parse(text)?;
+    let Py::Dict(items) = value else {
+        return Err("header is not a dict".into());
+    };
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    for (key, value) in items {
+        let Py::Str(key, _) = key else {
+            return Err("header dict has a key that is not a string".into());
+        };
+        let slot = match key.as_str() {
+            "descr" => &mut descr,
+            "fortran_order" => &mut fortran,
+            "shape" => &mut shape,
+            _ => return Err(format!("header has unexpected key '{key}'")),
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("header has key '{key}' twice"));
+        }
+    }
+    let missing = |k: &str| format!("header is missing key '{k}'");
+    let descr = descr.ok_or_else(|| missing("descr"))?;
+    let fortran = fortran.ok_or_else(|| missing("fortran_order"))?;
+    let shape = shape.ok_or_else(|| missing("shape"))?;
+
+    let (dtype, big_endian, descr) = match descr {
+        Py::Str(s, raw) => {
+            let (dtype, be) = parse_descr(&s)?;
+            (dtype, be, raw)
+        }
+        Py::List => return Err("structured dtype (a list of fields) is not supported".into()),
+        _ => return Err("descr is not a dtype string".into()),
+    };
+    let Py::Bool(fortran_order) = fortran else {
+        return Err("fortran_order is not True or False".into());
+    };
+    let Py::Tuple(dims) = shape else {
+        return Err("shape is not a tuple".into());
+    };
+    let mut shape = Vec::with_capacity(dims.len());
+    for d in &dims {
+        match d {
+            Py::Int { neg: false, digits } => match digits.parse::<usize>() {
+                Ok(n) => shape.push(n),
+                Err(_) => {
+                    let all: Vec<String> = dims
+                        .iter()
+                        .map(|d| match d {
+                            Py::Int { digits, .. } => digits.clone(),
+                            _ => "?".into(),
+                        })
+                        .collect();
+                    let shown = if all.len() == 1 {
+                        format!("({},)", all[0])
+                    } else {
+                        format!("({})", all.join(", "))
+                    };
+                    return Err(format!("shape {shown} overflows: too many elements"));
+                }
+            },
+            _ => return Err("shape is not a tuple of non-negative integers".into()),
+        }
+    }
+    Ok(ArrayInfo {
+        dtype,
+        big_endian,
+        shape,
+        fortran_order,
+        descr,
+    })
+}
+
+/// Maps a numpy dtype string (`<f4`, `|V2`, ...) to a [`DType`] and its byte order.
+///
+/// numpy has no bfloat16: `ml_dtypes.bfloat16` arrays are saved as 2-byte void (`<V2`/`|V2`),
+/// so 2-byte void is read as bfloat16. Void has no byte order in numpy; `<V2`/`|V2` are taken as
+/// little-endian and a hand-written `>V2` as big-endian.
+fn parse_descr(s: &str) -> Result<(DType, bool), String> {
+    let native_be = cfg!(target_endian = "big");
+    let (order, rest) = match s.as_bytes().first() {
+        Some(b'<') => (Some(false), &s[1..]),
+        Some(b'>') => (Some(true), &s[1..]),
+        Some(b'|' | b'=') => (None, &s[1..]),
+        _ => (None, s),
+    };
+    let mut chars = rest.chars();
+    let kind = chars.next();
+    let size_str = chars.as_str();
+    let unsupported = |what: &str| format!("{what} dtype '{s}' is not supported");
+    match kind {
+        Some('O') => {
+            return Err(format!(
+                "object dtype '{s}' (pickled Python objects) is not supported; pickles are never loaded"
+            ));
+        }
+        Some('c') => return Err(unsupported("complex")),
+        Some('U' | 'S' | 'a') => return Err(unsupported("string")),
+        Some('M') => return Err(unsupported("datetime")),
+        Some('m') => return Err(unsupported("timedelta")),
+        _ => {}
+    }
+    let size: Option<usize> = if size_str.is_empty() {
+        None
+    } else if size_str.bytes().all(|b| b.is_ascii_digit()) {
+        size_str.parse().ok()
+    } else {
+        return Err(format!("unknown dtype '{s}'"));
+    };
+    let dtype = match (kind, size) {
+        (Some('f'), Some(2)) => DType::F16,
+        (Some('f'), Some(4)) => DType::F32,
+        (Some('f'), Some(8)) => DType::F64,
+        (Some('i'), Some(1)) => DType::I8,
+        (Some('i'), Some(2)) => DType::I16,
+        (Some('i'), Some(4)) => DType::I32,
+        (Some('i'), Some(8)) => DType::I64,
+        (Some('u'), Some(1)) => DType::U8,
+        (Some('u'), Some(2)) => DType::U16,
+        (Some('u'), Some(4)) => DType::U32,
+        (Some('u'), Some(8)) => DType::U64,
+        (Some('b'), Some(1)) | (Some('?'), None | Some(1)) => DType::Bool,
+        (Some('V'), Some(2)) => DType::BF16,
+        (Some('V'), _) => {
+            return Err(format!(
+                "void dtype '{s}' is not supported (only 2-byte void, read as bfloat16)"
+            ));
+        }
+        (Some('f'), _) => return Err(unsupported("float")),
+        _ => return Err(format!("unknown dtype '{s}'")),
+    };
+    let big_endian = dtype.size() > 1 && order.unwrap_or(native_be);
+    Ok((dtype, big_endian))
+}
+
+/// The subset of Python literals that can appear in a `.npy` header.
+#[derive(Debug)]
+enum Py {
+    /// Value and the literal as written (with its quotes).
+    Str(String, String),
+    Int {
+        neg: bool,
+        digits: String,
+    },
+    Bool(bool),
+    None,
+    Tuple(Vec<Py>),
+    /// A list (only its presence matters: a structured dtype).
+    List,
+    Dict(Vec<(Py, Py)>),
+}
+
+struct PyParser<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> PyParser<'a> {
+    fn parse(s: &'a str) -> Result<Py, String> {
+        let mut p = PyParser { s, pos: 0 };
+        let value = p
+            .value(0)
+            .map_err(|e| match p.s.trim_start().as_bytes().first() {
+                Some(b'{') => format!("header dict is malformed: {e}"),
+                _ => "header is not a dict".to_string(),
+            })?;
+        p.skip_ws();
+        if p.pos != p.s.len() {
+            return Err(match value {
+                Py::Dict(_) => "header dict is malformed: unexpected text after the dict".into(),
+                _ => "header is not a dict".into(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn rest(&self) -> &'a str {
+        &self.s[self.pos..]
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.rest().chars().next()
+    }
+
+    fn skip_ws(&mut self) {
+        let trimmed = self.rest().trim_start_matches([' ', '\t', '\n', '\r']);
+        self.pos = self.s.len() - trimmed.len();
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_ws();
+        if self.peek() == Some(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Py, String> {
+        if depth > MAX_DEPTH {
+            return Err("nested too deeply".into());
+        }
+        self.skip_ws();
+        match self.peek() {
+            Some(q @ ('\'' | '"')) => self.string(q),
+            Some('(') => {
+                self.pos += 1;
+                let (items, comma) = self.items(')', depth)?;
+                // `(x)` is just x in Python; only `(x,)` is a 1-tuple.
+                if items.len() == 1 && !comma {
+                    Ok(items.into_iter().next().unwrap_or(Py::None))
+                } else {
+                    Ok(Py::Tuple(items))
+                }
+            }
+            Some('[') => {
+                self.pos += 1;
+                self.items(']', depth)?;
+                Ok(Py::List)
+            }
+            Some('{') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    if self.eat('}') {
+                        break;
+                    }
+                    let key = self.value(depth + 1)?;
+                    if !self.eat(':') {
+                        return Err("expected ':'".into());
+                    }
+                    let value = self.value(depth + 1)?;
+                    items.push((key, value));
+                    if !self.eat(',') {
+                        if self.eat('}') {
+                            break;
+                        }
+                        return Err("expected ',' or '}'".into());
+                    }
+                }
+                Ok(Py::Dict(items))
+            }
+            Some(c) if c == '-' || c.is_ascii_digit() => {
+                let neg = c == '-';
+                if neg {
+                    self.pos += 1;
+                }
+                let digits: String = self
+                    .rest()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if digits.is_empty() {
+                    return Err("expected a number".into());
+                }
+                self.pos += digits.len();
+                // Python 2 long suffix, written by very old numpy.
+                if matches!(self.peek(), Some('L' | 'l')) {
+                    self.pos += 1;
+                }
+                Ok(Py::Int { neg, digits })
+            }
+            _ => {
+                let word: String = self
+                    .rest()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                self.pos += word.len();
+                match word.as_str() {
+                    "True" => Ok(Py::Bool(true)),
+                    "False" => Ok(Py::Bool(false)),
+                    "None" => Ok(Py::None),
+                    "" => Err("unexpected character".into()),
+                    _ => Err(format!("unexpected name {word:?}")),
+                }
+            }
+        }
+    }
+
+    /// Comma-separated values up to `close`; also says whether a comma was seen.
+    fn items(&mut self, close: char, depth: usize) -> Result<(Vec<Py>, bool), String> {
+        let mut items = Vec::new();
+        let mut comma = false;
+        loop {
+            if self.eat(close) {
+                return Ok((items, comma));
+            }
+            items.push(self.value(depth + 1)?);
+            if self.eat(',') {
+                comma = true;
+            } else if self.eat(close) {
+                return Ok((items, comma));
+            } else {
+                return Err(format!("expected ',' or '{close}'"));
+            }
+        }
+    }
+
+    fn string(&mut self, quote: char) -> Result<Py, String> {
+        let start = self.pos;
+        self.pos += quote.len_utf8();
+        let mut value = String::new();
+        let mut chars = self.rest().char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, e)) => value.push(e),
+                    None => break,
+                },
+                '\n' => break,
+                c if c == quote => {
+                    self.pos += i + c.len_utf8();
+                    let raw = self.s[start..self.pos].to_string();
+                    return Ok(Py::Str(value, raw));
+                }
+                c => value.push(c),
+            }
+        }
+        Err("unterminated string".into())
     }
 }
