@@ -1,1 +1,219 @@
-fn main() {}
+//! The `calibscope` binary: parse arguments, run the library, print, set the exit status.
+//! Exit status: 0 all inputs analysed; 1 some inputs failed; 2 usage error;
+//! 3 `--fail-on` matched a warning.
+
+mod cli;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use calibscope::analysis::warnings::{Thresholds, WarningKind};
+use calibscope::analysis::{Analysis, Options, Progress, analyze};
+use calibscope::calib::Scheme;
+use calibscope::report::{self, Format, export};
+use calibscope::source::{BatchLayout, Discovery, Limits, discover};
+use cli::{AnalysisArgs, Cli, Command, FormatArg, LayoutArg, ReportArgs, SchemeArg};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Report(args)) => report_command(args),
+        None => {
+            let args = cli.run;
+            setup_threads(&args.analysis)?;
+            if std::io::stdout().is_terminal() {
+                let (opts, found) = prepare(&args.paths, &args.analysis)?;
+                calibscope::tui::run(found.layers, found.errors, opts)?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                report_command(ReportArgs {
+                    paths: args.paths,
+                    format: FormatArg::Text,
+                    quiet: true,
+                    fail_on: None,
+                    export: None,
+                    method: "recommended".into(),
+                    analysis: args.analysis,
+                })
+            }
+        }
+    }
+}
+
+fn setup_threads(a: &AnalysisArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .context("could not start the worker threads")?;
+    }
+    Ok(())
+}
+
+fn options(a: &AnalysisArgs) -> Result<Options> {
+    if let Some(p) = a.percentile.iter().find(|p| !(0.0..=100.0).contains(*p)) {
+        bail!("--percentile {p} is outside 0..=100");
+    }
+    if !(a.ema_constant > 0.0 && a.ema_constant <= 1.0) {
+        bail!("--ema-constant must be in (0, 1]");
+    }
+    Ok(Options {
+        bits: a.bits,
+        scheme: match a.scheme {
+            SchemeArg::Symmetric => Scheme::Symmetric,
+            SchemeArg::Affine => Scheme::Affine,
+        },
+        percentiles: a.percentile.clone(),
+        ema_constant: a.ema_constant,
+        batch_axis: a.batch_axis.0,
+        thresholds: Thresholds {
+            sqnr_floor_db: a.sqnr_floor,
+            ..Thresholds::default()
+        },
+        limits: Limits {
+            max_header_bytes: a.max_header_bytes,
+            max_inflate_ratio: a.max_inflate_ratio,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+}
+
+/// Options and the layers to analyse (the bundled samples when no path is given).
+fn prepare(paths: &[PathBuf], a: &AnalysisArgs) -> Result<(Options, Discovery)> {
+    let opts = options(a)?;
+    let paths = if paths.is_empty() {
+        vec![calibscope::samples::extract().context("could not unpack the bundled samples")?]
+    } else {
+        paths.to_vec()
+    };
+    let layout = match a.layout {
+        LayoutArg::Auto => BatchLayout::Auto,
+        LayoutArg::Files => BatchLayout::Files,
+        LayoutArg::Batches => BatchLayout::Batches,
+    };
+    let found = discover(&paths, layout, &opts.limits);
+    Ok((opts, found))
+}
+
+fn report_command(args: ReportArgs) -> Result<ExitCode> {
+    setup_threads(&args.analysis).ok();
+    let fail_on = parse_fail_on(args.fail_on.as_deref())?;
+    let (opts, found) = prepare(&args.paths, &args.analysis)?;
+    let analysis = run_with_progress(&found, &opts, args.quiet);
+    let format = match args.format {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Markdown => Format::Markdown,
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = stdout.write_all(report::render(&analysis, format).as_bytes());
+    let _ = stdout.flush();
+
+    if let Some(ex) = &args.export {
+        let [kind, file] = ex.as_slice() else {
+            bail!("--export takes KIND FILE");
+        };
+        let contents = match kind.as_str() {
+            "trt-cache" => export::trt_cache(&analysis, &args.method),
+            "json" => export::ranges_json(&analysis, &args.method),
+            other => bail!("unknown export kind `{other}` (expected trt-cache or json)"),
+        }
+        .map_err(anyhow::Error::msg)?;
+        let inputs: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
+        export::write_atomic(Path::new(file), &contents, &inputs)
+            .with_context(|| format!("could not write {file}"))?;
+    }
+
+    let failed = analysis.layers.iter().any(|l| l.error.is_some());
+    if failed {
+        for l in analysis.layers.iter().filter(|l| l.error.is_some()) {
+            eprintln!("error: {}", l.error.as_deref().unwrap_or(""));
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(kinds) = fail_on {
+        let hit = analysis
+            .layers
+            .iter()
+            .flat_map(|l| &l.warnings)
+            .any(|w| kinds.is_empty() || kinds.contains(&w.kind));
+        if hit {
+            return Ok(ExitCode::from(3));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `None`: no gate; `Some(empty)`: any warning; otherwise the listed kinds.
+fn parse_fail_on(s: Option<&str>) -> Result<Option<Vec<WarningKind>>> {
+    let Some(s) = s else { return Ok(None) };
+    if s == "warnings" || s == "any" {
+        return Ok(Some(Vec::new()));
+    }
+    s.split(',')
+        .map(|k| {
+            WarningKind::from_name(k.trim()).with_context(|| {
+                let all: Vec<&str> = WarningKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown warning kind `{k}` for --fail-on (expected `warnings` or some of: {})",
+                    all.join(", ")
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Runs the analysis on a worker thread while the main thread draws a progress bar on stderr
+/// (only when stderr is a terminal and not `--quiet`).
+fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Analysis {
+    let progress = Progress::default();
+    let show = !quiet && std::io::stderr().is_terminal();
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| analyze(&found.layers, &found.errors, opts, &progress));
+        if show {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bar:40} {percent:>3}% {msg} ({elapsed})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            while !worker.is_finished() {
+                bar.set_length(progress.total.load(Ordering::Relaxed).max(1));
+                bar.set_position(progress.done.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{}/{} layers",
+                    progress.layers_done.load(Ordering::Relaxed),
+                    found.layers.len()
+                ));
+                std::thread::sleep(Duration::from_millis(80));
+            }
+            bar.finish_and_clear();
+        }
+        worker.join().unwrap_or_else(|_| Analysis {
+            version: calibscope::analysis::JSON_VERSION,
+            settings: calibscope::analysis::Settings::of(opts),
+            layers: Vec::new(),
+        })
+    })
+}

@@ -727,9 +727,12 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
         STAT_PERCENTILES
             .iter()
             .map(|&q| {
+                // Any value of the rank's bin is within the resolution; the first bin reports
+                // its lower edge (the exact min, e.g. the zeros of a ReLU) and the rest their
+                // upper edge.
                 let v = h
                     .bin_of_rank(calib::percentile::nearest_rank(q, finite))
-                    .map_or(f64::NAN, |b| h.edge(b + 1));
+                    .map_or(f64::NAN, |b| if b == 0 { h.lo } else { h.edge(b + 1) });
                 (percentile_key(q), v)
             })
             .collect()

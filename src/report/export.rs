@@ -1,0 +1,98 @@
+//! Exports of the chosen ranges: a TensorRT calibration cache and plain JSON ranges.
+//! Files are written atomically (temp file + rename) and never over an input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::analysis::{Analysis, LayerAnalysis, MethodResult};
+use crate::calib::Scheme;
+
+/// Header of the calibration cache (TensorRT 8.6 EntropyCalibration2 format).
+pub const TRT_HEADER: &str = "TRT-8600-EntropyCalibration2";
+
+/// Which method's range to export: the recommended one, or a method by label/name.
+pub fn pick<'a>(layer: &'a LayerAnalysis, method: &str) -> Option<&'a MethodResult> {
+    if method == "recommended" {
+        return layer.recommended_method();
+    }
+    layer
+        .methods
+        .iter()
+        .find(|m| m.label() == method)
+        .or_else(|| layer.methods.iter().find(|m| m.method.name() == method))
+}
+
+/// `TRT-8600-EntropyCalibration2` then `name: <f32 scale bits as 8 hex digits>` per layer
+/// (big-endian bit pattern, as TensorRT writes it); symmetric int8 scale = amax/127.
+pub fn trt_cache(a: &Analysis, method: &str) -> Result<String, String> {
+    if a.settings.scheme != Scheme::Symmetric || a.settings.bits != 8 {
+        return Err("a TensorRT cache holds symmetric int8 scales: use --scheme symmetric --bits 8".into());
+    }
+    let mut out = format!("{TRT_HEADER}\n");
+    for l in a.layers.iter().filter(|l| l.error.is_none()) {
+        let m = pick(l, method).ok_or_else(|| format!("{}: no method named {method}", l.name))?;
+        let _ = writeln!(out, "{}: {:08x}", l.name, (m.scale as f32).to_bits());
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct Range {
+    method: String,
+    min: f64,
+    max: f64,
+    scale: f64,
+    zero_point: i64,
+}
+
+/// `{layer: {"method", "min", "max", "scale", "zero_point"}}`.
+pub fn ranges_json(a: &Analysis, method: &str) -> Result<String, String> {
+    let mut map = BTreeMap::new();
+    for l in a.layers.iter().filter(|l| l.error.is_none()) {
+        let m = pick(l, method).ok_or_else(|| format!("{}: no method named {method}", l.name))?;
+        map.insert(
+            l.name.clone(),
+            Range {
+                method: m.label(),
+                min: m.range[0],
+                max: m.range[1],
+                scale: m.scale,
+                zero_point: m.zero_point,
+            },
+        );
+    }
+    serde_json::to_string_pretty(&map)
+        .map(|s| s + "\n")
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `contents` to `path` via a temp file in the same folder and a rename, refusing to
+/// replace any of `inputs`.
+pub fn write_atomic(path: &Path, contents: &str, inputs: &[&Path]) -> io::Result<()> {
+    // Only an existing file can be an input; compare canonical paths so links are caught.
+    if let Ok(c) = path.canonicalize() {
+        for input in inputs {
+            if input.canonicalize().is_ok_and(|i| i == c) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is an input; refusing to overwrite it", path.display()),
+                ));
+            }
+        }
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp_name = format!(".{}.tmp{}", name.unwrap_or_default(), std::process::id());
+    let tmp = match dir {
+        Some(d) => d.join(tmp_name),
+        None => Path::new(&tmp_name).to_path_buf(),
+    };
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

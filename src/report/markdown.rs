@@ -1,0 +1,138 @@
+//! Markdown report: a table per layer, then the sensitivity ranking and warnings.
+
+use std::fmt::Write;
+
+use super::fmt::{db, num, pct, shape};
+use super::{failed_layers, ranking, warning_counts};
+use crate::analysis::Analysis;
+
+/// Escapes the characters that would break a table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub fn render(a: &Analysis) -> String {
+    let mut out = String::new();
+    let s = &a.settings;
+    let _ = writeln!(
+        out,
+        "# calibscope report\n\n{} layers · {} {}-bit · percentiles {:?} · EMA constant {}\n",
+        a.layers.len(),
+        s.scheme.name(),
+        s.bits,
+        s.percentiles,
+        s.ema_constant
+    );
+    for l in &a.layers {
+        let _ = writeln!(out, "## {}\n", cell(&l.name));
+        let _ = writeln!(out, "Source: `{}`\n", l.source);
+        if let Some(st) = &l.stats {
+            let _ = writeln!(
+                out,
+                "| shape | dtype | finite | NaN | ±Inf | min | max | mean | std | kurtosis | zeros % |"
+            );
+            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                shape(&l.shape),
+                l.dtype,
+                st.finite,
+                st.nan,
+                st.pos_inf + st.neg_inf,
+                num(st.min),
+                num(st.max),
+                num(st.mean),
+                num(st.std),
+                num(st.kurtosis),
+                pct(st.zero_fraction)
+            );
+        }
+        if !l.casts.is_empty() {
+            let _ = writeln!(
+                out,
+                "| cast | overflow | flush to zero | subnormal | SQNR dB | max rel err |"
+            );
+            let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+            for c in &l.casts {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    c.dtype.name(),
+                    c.overflow,
+                    c.underflow,
+                    c.subnormal,
+                    db(c.sqnr_db),
+                    num(c.max_rel_error)
+                );
+            }
+            out.push('\n');
+        }
+        if !l.methods.is_empty() {
+            let _ = writeln!(
+                out,
+                "| method | range | scale | zero point | clipped % | MSE | SQNR dB | cosine |"
+            );
+            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
+            for m in &l.methods {
+                let rec = l.recommended.as_deref() == Some(m.label().as_str());
+                let label = if rec {
+                    format!("**{}** ✓", m.label())
+                } else {
+                    m.label()
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | [{}, {}] | {} | {} | {} | {} | {} | {:.5} |",
+                    label,
+                    num(m.range[0]),
+                    num(m.range[1]),
+                    num(m.scale),
+                    m.zero_point,
+                    pct(m.metrics.clipped()),
+                    num(m.metrics.mse),
+                    db(m.metrics.sqnr_db),
+                    m.metrics.cosine
+                );
+            }
+            out.push('\n');
+        }
+        for n in &l.notes {
+            let _ = writeln!(out, "- note: {}", cell(n));
+        }
+        for w in &l.warnings {
+            let _ = writeln!(out, "- ⚠ `{}`: {}", w.kind.name(), cell(&w.message));
+        }
+        if let Some(e) = &l.error {
+            let _ = writeln!(out, "- **error**: {}", cell(e));
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "## Sensitivity\n\n| # | layer | best SQNR dB | method |");
+    let _ = writeln!(out, "|--:|---|--:|---|");
+    for (i, l) in ranking(a).iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            i + 1,
+            cell(&l.name),
+            db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN)),
+            l.recommended.as_deref().unwrap_or("-")
+        );
+    }
+    let counts = warning_counts(a);
+    if !counts.is_empty() {
+        let _ = writeln!(out, "\n## Warnings\n\n| kind | layers |\n|---|--:|");
+        for (k, n) in counts {
+            let _ = writeln!(out, "| `{}` | {} |", k.name(), n);
+        }
+    }
+    let failed = failed_layers(a);
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\n## Failed inputs\n");
+        for l in failed {
+            let _ = writeln!(out, "- {}", cell(l.error.as_deref().unwrap_or("")));
+        }
+    }
+    out
+}

@@ -1,0 +1,167 @@
+//! The plain-text report: one block per layer, then the sensitivity ranking and a warning
+//! summary. Lines stay within 100 columns.
+
+use std::fmt::Write;
+
+use super::fmt::{db, num, pct, shape};
+use super::{failed_layers, ranking, warning_counts};
+use crate::analysis::{Analysis, LayerAnalysis};
+
+pub fn render(a: &Analysis) -> String {
+    let mut out = String::new();
+    let s = &a.settings;
+    let _ = writeln!(
+        out,
+        "calibscope report: {} layers, {} {}-bit, percentiles {}, EMA constant {}",
+        a.layers.len(),
+        s.scheme.name(),
+        s.bits,
+        s.percentiles
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.ema_constant
+    );
+    for l in &a.layers {
+        out.push('\n');
+        layer(&mut out, l);
+    }
+    summary(&mut out, a);
+    out
+}
+
+fn layer(out: &mut String, l: &LayerAnalysis) {
+    let _ = writeln!(out, "== {} ==", l.name);
+    let _ = writeln!(out, "  source    {}", l.source);
+    if let Some(e) = &l.error
+        && l.stats.is_none()
+    {
+        let _ = writeln!(out, "  ERROR     {e}");
+        return;
+    }
+    let _ = writeln!(out, "  shape     {} {}", shape(&l.shape), l.dtype);
+    if let Some(st) = &l.stats {
+        let _ = writeln!(
+            out,
+            "  values    {} finite of {}; NaN {}, +Inf {}, -Inf {}; zeros {}%",
+            st.finite,
+            st.count,
+            st.nan,
+            st.pos_inf,
+            st.neg_inf,
+            pct(st.zero_fraction)
+        );
+        let _ = writeln!(
+            out,
+            "  range     min {}  max {}  mean {}  std {}  kurtosis {}",
+            num(st.min),
+            num(st.max),
+            num(st.mean),
+            num(st.std),
+            num(st.kurtosis)
+        );
+        let p = &st.percentiles;
+        let line = |m: &std::collections::BTreeMap<String, f64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {}", num(*v)))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        let _ = writeln!(out, "  x         {}", line(&p.x));
+        let _ = writeln!(out, "  |x|       {}", line(&p.abs));
+    }
+    for c in &l.casts {
+        let _ = writeln!(
+            out,
+            "  {:<9} overflow {}, flush-to-zero {}, subnormal {}; SQNR {} dB, max rel err {}",
+            c.dtype.name(),
+            c.overflow,
+            c.underflow,
+            c.subnormal,
+            db(c.sqnr_db),
+            num(c.max_rel_error)
+        );
+    }
+    if !l.methods.is_empty() {
+        let _ = writeln!(
+            out,
+            "    {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8}",
+            "method", "range", "scale", "zp", "clip%", "MSE", "SQNR", "cosine"
+        );
+        for m in &l.methods {
+            let mark = if l.recommended.as_deref() == Some(m.label().as_str()) {
+                "*"
+            } else {
+                " "
+            };
+            let range = format!("[{}, {}]", num(m.range[0]), num(m.range[1]));
+            let _ = writeln!(
+                out,
+                "  {mark} {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8.5}",
+                m.label(),
+                range,
+                num(m.scale),
+                m.zero_point,
+                pct(m.metrics.clipped()),
+                num(m.metrics.mse),
+                db(m.metrics.sqnr_db),
+                m.metrics.cosine
+            );
+        }
+        if let Some(r) = &l.recommended {
+            let _ = writeln!(
+                out,
+                "  * recommended: {r} (best SQNR {} dB)",
+                db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN))
+            );
+        }
+    }
+    for n in &l.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    for w in &l.warnings {
+        let _ = writeln!(out, "  ! {}: {}", w.kind.name(), w.message);
+    }
+    if let Some(e) = &l.error {
+        let _ = writeln!(out, "  ERROR     {e}");
+    }
+}
+
+fn summary(out: &mut String, a: &Analysis) {
+    let _ = writeln!(out, "\n== summary ==");
+    let ranked = ranking(a);
+    if !ranked.is_empty() {
+        let _ = writeln!(
+            out,
+            "  sensitivity (best SQNR at {} bits, most sensitive first):",
+            a.settings.bits
+        );
+        for (i, l) in ranked.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:>3}. {:<44} {:>7} dB  {}",
+                i + 1,
+                l.name,
+                db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN)),
+                l.recommended.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let counts = warning_counts(a);
+    if counts.is_empty() {
+        let _ = writeln!(out, "  warnings: none");
+    } else {
+        let _ = writeln!(out, "  warnings:");
+        for (kind, layers) in counts {
+            let _ = writeln!(out, "    {:<26} {} layer(s)", kind.name(), layers);
+        }
+    }
+    let failed = failed_layers(a);
+    if !failed.is_empty() {
+        let _ = writeln!(out, "  failed inputs ({}):", failed.len());
+        for l in failed {
+            let _ = writeln!(out, "    {}", l.error.as_deref().unwrap_or(""));
+        }
+    }
+}
