@@ -1,0 +1,721 @@
+//! The UI state and how events change it. No drawing and no I/O here: handlers return
+//! [`Command`]s (start a job, export, quit) that the runner in `mod.rs` carries out, so every
+//! key can be unit-tested on a plain `App`.
+
+use std::sync::Arc;
+
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
+
+use crate::analysis::{Analysis, JSON_VERSION, LayerAnalysis, Options, Profile, Settings};
+use crate::calib::Scheme;
+use crate::report::Format;
+use crate::source::{LayerSpec, LoadError};
+
+use super::ui;
+
+/// Which screen is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Main,
+    Overview,
+}
+
+/// Which panel of the main view receives ↑/↓.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Layers,
+    Methods,
+    Details,
+}
+
+impl Focus {
+    fn next(self) -> Focus {
+        match self {
+            Focus::Layers => Focus::Methods,
+            Focus::Methods => Focus::Details,
+            Focus::Details => Focus::Layers,
+        }
+    }
+    fn prev(self) -> Focus {
+        match self {
+            Focus::Layers => Focus::Details,
+            Focus::Methods => Focus::Layers,
+            Focus::Details => Focus::Methods,
+        }
+    }
+}
+
+/// Order of the layer list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// Discovery order (file names, which usually follow the network).
+    Name,
+    /// Lowest best-SQNR first: the layers that hurt most.
+    Sensitivity,
+    /// Most warnings first.
+    Warnings,
+}
+
+impl Sort {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Name => "name",
+            Sort::Sensitivity => "sensitivity",
+            Sort::Warnings => "warnings",
+        }
+    }
+    fn next(self) -> Sort {
+        match self {
+            Sort::Name => Sort::Sensitivity,
+            Sort::Sensitivity => Sort::Warnings,
+            Sort::Warnings => Sort::Name,
+        }
+    }
+}
+
+/// A one-line text prompt in the status line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Filter(String),
+    Percentiles(String),
+    /// Waiting for the export format key.
+    Export,
+}
+
+/// One layer: where it comes from and its latest result.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    /// None for inputs that failed before a layer could be formed.
+    pub spec: Option<LayerSpec>,
+    pub name: String,
+    pub result: Option<LayerAnalysis>,
+    /// A re-run with new options is under way; `result` still holds the old numbers.
+    pub stale: bool,
+}
+
+impl Slot {
+    pub fn warnings(&self) -> usize {
+        self.result.as_ref().map_or(0, |r| r.warnings.len())
+    }
+    pub fn sensitivity(&self) -> Option<f64> {
+        self.result.as_ref().and_then(|r| r.sensitivity_sqnr_db)
+    }
+    pub fn errored(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.error.is_some())
+    }
+}
+
+/// A snapshot of the job's progress counters (the runner copies them in on each tick).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgressView {
+    pub done: u64,
+    pub total: u64,
+    pub layers_done: usize,
+    pub layers_total: usize,
+    pub running: bool,
+}
+
+impl ProgressView {
+    pub fn ratio(&self) -> f64 {
+        if self.layers_total == 0 {
+            return 1.0;
+        }
+        // Byte progress is finer, but `total` grows as layers open: blend in layer counts so the
+        // bar never jumps backwards by much.
+        let layers = self.layers_done as f64 / self.layers_total as f64;
+        let elems = if self.total > 0 {
+            (self.done as f64 / self.total as f64).min(1.0)
+        } else {
+            0.0
+        };
+        layers.max(elems * 0.999).clamp(0.0, 1.0)
+    }
+}
+
+/// Work for the runner.
+#[derive(Debug)]
+pub enum Command {
+    Quit,
+    /// Analyse the listed layers with `opts`; results come back tagged with `generation`.
+    Analyze {
+        generation: u64,
+        opts: Options,
+        work: Vec<Work>,
+    },
+    Export(Format),
+}
+
+/// One layer to (re)analyse. With a profile only calibration and the metrics pass run again.
+#[derive(Debug)]
+pub struct Work {
+    pub slot: usize,
+    pub spec: LayerSpec,
+    pub profile: Option<Arc<Profile>>,
+}
+
+/// Everything the screen shows.
+#[derive(Debug)]
+pub struct App {
+    pub slots: Vec<Slot>,
+    pub opts: Options,
+    pub view: View,
+    pub focus: Focus,
+    pub sort: Sort,
+    pub filter: String,
+    pub input: Option<Input>,
+    pub help: bool,
+    /// Selected layer (index into `slots`).
+    pub selected: Option<usize>,
+    /// Selected method row; None follows the recommended method.
+    pub method: Option<usize>,
+    pub log_scale: bool,
+    pub zoom: bool,
+    pub details_scroll: usize,
+    pub overview_scroll: usize,
+    pub generation: u64,
+    pub progress: ProgressView,
+    /// Last message for the status line (export path, errors).
+    pub message: Option<String>,
+    /// Size of the terminal, for mouse hit-testing with the same layout `draw` uses.
+    pub size: Rect,
+    pub running: bool,
+}
+
+impl App {
+    pub fn new(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> App {
+        let mut slots: Vec<Slot> = specs
+            .into_iter()
+            .map(|s| Slot {
+                name: s.name.clone(),
+                spec: Some(s),
+                result: None,
+                stale: false,
+            })
+            .collect();
+        slots.extend(errors.iter().map(|e| Slot {
+            spec: None,
+            name: e.path.clone(),
+            result: Some(LayerAnalysis::from_error(e)),
+            stale: false,
+        }));
+        let selected = if slots.is_empty() { None } else { Some(0) };
+        App {
+            slots,
+            opts,
+            view: View::Main,
+            focus: Focus::Layers,
+            sort: Sort::Name,
+            filter: String::new(),
+            input: None,
+            help: false,
+            selected,
+            method: None,
+            log_scale: false,
+            zoom: false,
+            details_scroll: 0,
+            overview_scroll: 0,
+            generation: 0,
+            progress: ProgressView::default(),
+            message: None,
+            size: Rect::new(0, 0, 80, 24),
+            running: true,
+        }
+    }
+
+    /// The first job: every layer with a spec, from scratch.
+    pub fn start(&mut self) -> Option<Command> {
+        self.analyze(false)
+    }
+
+    /// Starts a new generation. `reuse`: keep profiles (no re-reading for histograms).
+    fn analyze(&mut self, reuse: bool) -> Option<Command> {
+        self.generation += 1;
+        let mut work = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(spec) = &s.spec else { continue };
+            let profile = if reuse {
+                s.result.as_ref().and_then(|r| r.profile.clone())
+            } else {
+                None
+            };
+            s.stale = s.result.is_some();
+            work.push(Work {
+                slot: i,
+                spec: spec.clone(),
+                profile,
+            });
+        }
+        self.progress = ProgressView {
+            layers_total: work.len(),
+            running: !work.is_empty(),
+            ..ProgressView::default()
+        };
+        if work.is_empty() {
+            return None;
+        }
+        Some(Command::Analyze {
+            generation: self.generation,
+            opts: self.opts.clone(),
+            work,
+        })
+    }
+
+    /// A layer finished. Results of an older generation are dropped.
+    pub fn on_layer(&mut self, generation: u64, slot: usize, layer: LayerAnalysis) {
+        if generation != self.generation {
+            return;
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.result = Some(layer);
+            s.stale = false;
+        }
+    }
+
+    pub fn on_job_done(&mut self, generation: u64) {
+        if generation == self.generation {
+            self.progress.running = false;
+            self.progress.layers_done = self.progress.layers_total;
+        }
+    }
+
+    pub fn set_progress(&mut self, done: u64, total: u64, layers_done: usize) {
+        self.progress.done = done;
+        self.progress.total = total;
+        self.progress.layers_done = layers_done.min(self.progress.layers_total);
+    }
+
+    /// Slot indices in display order (sorted, filtered).
+    pub fn visible(&self) -> Vec<usize> {
+        let needle = self.filter_text().to_lowercase();
+        let mut v: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| needle.is_empty() || self.slots[i].name.to_lowercase().contains(&needle))
+            .collect();
+        match self.sort {
+            Sort::Name => {}
+            Sort::Sensitivity => {
+                v.sort_by(|&a, &b| sensitivity_order(&self.slots[a], &self.slots[b]))
+            }
+            Sort::Warnings => v.sort_by(|&a, &b| {
+                self.slots[b]
+                    .warnings()
+                    .cmp(&self.slots[a].warnings())
+                    .then(sensitivity_order(&self.slots[a], &self.slots[b]))
+            }),
+        }
+        v
+    }
+
+    /// Slots ordered most sensitive first (the overview's rows), unfiltered.
+    pub fn by_sensitivity(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.slots.len()).collect();
+        v.sort_by(|&a, &b| sensitivity_order(&self.slots[a], &self.slots[b]));
+        v
+    }
+
+    /// The filter being typed counts as the filter (live filtering).
+    pub fn filter_text(&self) -> &str {
+        match &self.input {
+            Some(Input::Filter(s)) => s,
+            _ => &self.filter,
+        }
+    }
+
+    pub fn selected_slot(&self) -> Option<&Slot> {
+        self.selected.and_then(|i| self.slots.get(i))
+    }
+
+    pub fn selected_layer(&self) -> Option<&LayerAnalysis> {
+        self.selected_slot().and_then(|s| s.result.as_ref())
+    }
+
+    /// The highlighted method row: the user's pick, else the recommended one.
+    pub fn method_index(&self) -> Option<usize> {
+        let layer = self.selected_layer()?;
+        if layer.methods.is_empty() {
+            return None;
+        }
+        match self.method {
+            Some(i) => Some(i.min(layer.methods.len() - 1)),
+            None => {
+                let rec = layer.recommended.as_deref();
+                Some(
+                    layer
+                        .methods
+                        .iter()
+                        .position(|m| Some(m.label().as_str()) == rec)
+                        .unwrap_or(0),
+                )
+            }
+        }
+    }
+
+    /// The analysis as it stands (finished layers only), for exports.
+    pub fn analysis(&self) -> Analysis {
+        Analysis {
+            version: JSON_VERSION,
+            settings: Settings::of(&self.opts),
+            layers: self.slots.iter().filter_map(|s| s.result.clone()).collect(),
+        }
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        // Ctrl-C arrives as a key in raw mode: always quits.
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.running = false;
+            return Some(Command::Quit);
+        }
+        if self.input.is_some() {
+            return self.handle_input(key);
+        }
+        if self.help {
+            // Any key closes the help; q still quits.
+            self.help = false;
+            if key.code == KeyCode::Char('q') {
+                self.running = false;
+                return Some(Command::Quit);
+            }
+            return None;
+        }
+        self.message = None;
+        match key.code {
+            KeyCode::Char('q') => {
+                self.running = false;
+                return Some(Command::Quit);
+            }
+            KeyCode::Esc => {
+                if self.view == View::Overview {
+                    self.view = View::Main;
+                } else if !self.filter.is_empty() {
+                    self.filter.clear();
+                } else {
+                    self.running = false;
+                    return Some(Command::Quit);
+                }
+            }
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Down | KeyCode::Char('j') => self.step(1),
+            KeyCode::Up | KeyCode::Char('k') => self.step(-1),
+            KeyCode::PageDown => self.step(10),
+            KeyCode::PageUp => self.step(-10),
+            KeyCode::Home | KeyCode::Char('g') => self.step(-100_000),
+            KeyCode::End | KeyCode::Char('G') => self.step(100_000),
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => self.focus = self.focus.prev(),
+            KeyCode::Enter => self.enter(),
+            KeyCode::Char('l') => self.log_scale = !self.log_scale,
+            KeyCode::Char('z') => self.zoom = !self.zoom,
+            KeyCode::Char('o') => {
+                self.view = match self.view {
+                    View::Main => View::Overview,
+                    View::Overview => View::Main,
+                };
+            }
+            KeyCode::Char('S') => self.sort = self.sort.next(),
+            KeyCode::Char('/') => self.input = Some(Input::Filter(self.filter.clone())),
+            KeyCode::Char('p') => {
+                let text = self
+                    .opts
+                    .percentiles
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.input = Some(Input::Percentiles(text));
+            }
+            KeyCode::Char('e') => self.input = Some(Input::Export),
+            KeyCode::Char('s') => {
+                self.opts.scheme = match self.opts.scheme {
+                    Scheme::Symmetric => Scheme::Affine,
+                    Scheme::Affine => Scheme::Symmetric,
+                };
+                return self.analyze(true);
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') => return self.set_bits(1),
+            KeyCode::Char('-') | KeyCode::Char('_') => return self.set_bits(-1),
+            _ => {}
+        }
+        None
+    }
+
+    fn set_bits(&mut self, delta: i32) -> Option<Command> {
+        let bits = (i32::from(self.opts.bits) + delta).clamp(2, 16) as u8;
+        if bits == self.opts.bits {
+            self.message = Some(format!("bit width stays within 2..=16 ({bits})"));
+            return None;
+        }
+        self.opts.bits = bits;
+        self.analyze(true)
+    }
+
+    fn handle_input(&mut self, key: KeyEvent) -> Option<Command> {
+        let Some(input) = self.input.take() else {
+            return None;
+        };
+        match input {
+            Input::Export => {
+                let format = match key.code {
+                    KeyCode::Char('t') => Format::Text,
+                    KeyCode::Char('j') => Format::Json,
+                    KeyCode::Char('c') => Format::Csv,
+                    KeyCode::Char('m') => Format::Markdown,
+                    _ => return None,
+                };
+                return Some(Command::Export(format));
+            }
+            Input::Filter(mut s) => match key.code {
+                KeyCode::Enter => {
+                    self.filter = s;
+                    self.keep_selection_visible();
+                }
+                KeyCode::Esc => {}
+                KeyCode::Backspace => {
+                    s.pop();
+                    self.input = Some(Input::Filter(s));
+                    self.keep_selection_visible();
+                }
+                KeyCode::Char(c) => {
+                    s.push(c);
+                    self.input = Some(Input::Filter(s));
+                    self.keep_selection_visible();
+                }
+                _ => self.input = Some(Input::Filter(s)),
+            },
+            Input::Percentiles(mut s) => match key.code {
+                KeyCode::Enter => match parse_percentiles(&s) {
+                    Ok(p) => {
+                        if p != self.opts.percentiles {
+                            self.opts.percentiles = p;
+                            self.method = None;
+                            return self.analyze(true);
+                        }
+                    }
+                    Err(e) => {
+                        self.message = Some(e);
+                        self.input = Some(Input::Percentiles(s));
+                    }
+                },
+                KeyCode::Esc => {}
+                KeyCode::Backspace => {
+                    s.pop();
+                    self.input = Some(Input::Percentiles(s));
+                }
+                KeyCode::Char(c) if c.is_ascii_digit() || matches!(c, '.' | ',' | ' ') => {
+                    s.push(c);
+                    self.input = Some(Input::Percentiles(s));
+                }
+                _ => self.input = Some(Input::Percentiles(s)),
+            },
+        }
+        None
+    }
+
+    fn enter(&mut self) {
+        match self.view {
+            View::Overview => {
+                let rows = self.by_sensitivity();
+                if let Some(&slot) = rows.get(self.overview_scroll) {
+                    self.select(slot);
+                    // The overview is unfiltered: clear a filter that would hide the layer.
+                    self.filter.clear();
+                }
+                self.view = View::Main;
+                self.focus = Focus::Methods;
+            }
+            View::Main => {
+                if self.focus == Focus::Layers {
+                    self.focus = Focus::Methods;
+                }
+            }
+        }
+    }
+
+    fn select(&mut self, slot: usize) {
+        if self.selected != Some(slot) {
+            self.selected = Some(slot);
+            self.method = None;
+            self.details_scroll = 0;
+        }
+    }
+
+    /// If the selection was filtered out, select the first visible layer.
+    fn keep_selection_visible(&mut self) {
+        let vis = self.visible();
+        if let Some(sel) = self.selected
+            && vis.contains(&sel)
+        {
+            return;
+        }
+        if let Some(&first) = vis.first() {
+            self.select(first);
+        }
+    }
+
+    /// Moves the focused panel's cursor by `delta` rows.
+    fn step(&mut self, delta: i64) {
+        if self.view == View::Overview {
+            let n = self.slots.len();
+            self.overview_scroll = offset(self.overview_scroll, delta, n);
+            return;
+        }
+        match self.focus {
+            Focus::Layers => {
+                let vis = self.visible();
+                if vis.is_empty() {
+                    return;
+                }
+                let pos = self
+                    .selected
+                    .and_then(|s| vis.iter().position(|&v| v == s))
+                    .unwrap_or(0);
+                let pos = offset(pos, delta, vis.len());
+                self.select(vis[pos]);
+            }
+            Focus::Methods => {
+                let n = self.selected_layer().map_or(0, |l| l.methods.len());
+                if let Some(cur) = self.method_index() {
+                    self.method = Some(offset(cur, delta, n));
+                }
+            }
+            Focus::Details => {
+                let n = self.selected_layer().map_or(0, ui::details_len);
+                self.details_scroll = offset(self.details_scroll, delta, n);
+            }
+        }
+    }
+
+    pub fn handle_mouse(&mut self, m: MouseEvent) {
+        let at = Position::new(m.column, m.row);
+        if self.help {
+            if matches!(m.kind, MouseEventKind::Down(_)) {
+                self.help = false;
+            }
+            return;
+        }
+        match self.view {
+            View::Overview => {
+                let rows = ui::overview_rows(self.size);
+                match m.kind {
+                    MouseEventKind::ScrollDown => self.step(3),
+                    MouseEventKind::ScrollUp => self.step(-3),
+                    MouseEventKind::Down(MouseButton::Left) if rows.contains(at) => {
+                        let first = ui::overview_first(self, rows.height as usize);
+                        let row = first + usize::from(at.y - rows.y);
+                        if row < self.slots.len() {
+                            if self.overview_scroll == row {
+                                self.enter();
+                            } else {
+                                self.overview_scroll = row;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            View::Main => {
+                let areas = ui::main_areas(self.size);
+                let panel = if areas.layers_rows.contains(at) || areas.layers.contains(at) {
+                    Some(Focus::Layers)
+                } else if areas.methods.contains(at) {
+                    Some(Focus::Methods)
+                } else if areas.details.contains(at) {
+                    Some(Focus::Details)
+                } else {
+                    None
+                };
+                let Some(panel) = panel else { return };
+                match m.kind {
+                    MouseEventKind::ScrollDown => {
+                        self.focus = panel;
+                        self.step(1);
+                    }
+                    MouseEventKind::ScrollUp => {
+                        self.focus = panel;
+                        self.step(-1);
+                    }
+                    MouseEventKind::Down(MouseButton::Left) => {
+                        self.focus = panel;
+                        match panel {
+                            Focus::Layers if areas.layers_rows.contains(at) => {
+                                let vis = self.visible();
+                                let pos = self
+                                    .selected
+                                    .and_then(|s| vis.iter().position(|&v| v == s))
+                                    .unwrap_or(0);
+                                let h = areas.layers_rows.height as usize;
+                                let row = ui::scroll_start(pos, h, vis.len())
+                                    + usize::from(at.y - areas.layers_rows.y);
+                                if let Some(&slot) = vis.get(row) {
+                                    self.select(slot);
+                                }
+                            }
+                            Focus::Methods if areas.method_rows.contains(at) => {
+                                let n = self.selected_layer().map_or(0, |l| l.methods.len());
+                                let row = usize::from(at.y - areas.method_rows.y);
+                                if row < n {
+                                    self.method = Some(row);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Errored layers first (they need attention), then lowest best SQNR, then unfinished ones.
+fn sensitivity_order(a: &Slot, b: &Slot) -> std::cmp::Ordering {
+    let key = |s: &Slot| -> (u8, f64) {
+        if s.errored() {
+            (0, 0.0)
+        } else {
+            match s.sensitivity() {
+                Some(v) if !v.is_nan() => (1, v),
+                _ => (2, 0.0),
+            }
+        }
+    };
+    let (ka, va) = key(a);
+    let (kb, vb) = key(b);
+    ka.cmp(&kb).then(va.total_cmp(&vb))
+}
+
+/// `pos + delta` clamped to `0..n`.
+fn offset(pos: usize, delta: i64, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let p = pos as i64 + delta;
+    p.clamp(0, n as i64 - 1) as usize
+}
+
+/// `99.9, 99.99` → `[99.9, 99.99]`; each in (0, 100], at most 8, no duplicates.
+pub fn parse_percentiles(s: &str) -> Result<Vec<f64>, String> {
+    let mut out: Vec<f64> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: f64 = part
+            .parse()
+            .map_err(|_| format!("not a number: {part:?}"))?;
+        if !(v > 0.0 && v <= 100.0) {
+            return Err(format!("percentile {part} is not in (0, 100]"));
+        }
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    if out.is_empty() {
+        return Err("give at least one percentile, e.g. 99.9,99.99".into());
+    }
+    if out.len() > 8 {
+        return Err("at most 8 percentiles".into());
+    }
+    Ok(out)
+}

@@ -1,0 +1,554 @@
+//! Key handling on a plain `App`, and snapshots of every view on the bundled samples.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Instant;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::Rect;
+
+use super::app::{App, Command, Focus, Input, Sort, View, parse_percentiles};
+use super::event::Event;
+use super::{jobs, ui};
+use crate::analysis::histogram::Histogram;
+use crate::analysis::{LayerAnalysis, Options, Progress};
+use crate::calib::Scheme;
+use crate::report::Format;
+use crate::source::{BatchLayout, LayerSpec, Limits, LoadError, discover};
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn ch(c: char) -> KeyEvent {
+    key(KeyCode::Char(c))
+}
+
+/// Runs a command the way the runner would, synchronously.
+fn run_cmd(app: &mut App, cmd: Option<Command>) {
+    if let Some(Command::Analyze {
+        generation,
+        opts,
+        work,
+    }) = cmd
+    {
+        let (tx, rx) = mpsc::channel();
+        jobs::run(generation, &opts, work, &Progress::default(), &tx);
+        drop(tx);
+        for ev in rx {
+            match ev {
+                Event::Layer {
+                    generation,
+                    slot,
+                    layer,
+                } => app.on_layer(generation, slot, *layer),
+                Event::JobDone { generation } => app.on_job_done(generation),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The samples, discovered and analysed once per test binary.
+fn sample_app() -> App {
+    static DONE: OnceLock<App> = OnceLock::new();
+    let app = DONE.get_or_init(|| {
+        let dir = crate::samples::extract().unwrap();
+        let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+        let mut app = App::new(found.layers, found.errors, Options::default());
+        let cmd = app.start();
+        run_cmd(&mut app, cmd);
+        app
+    });
+    clone_app(app)
+}
+
+fn clone_app(a: &App) -> App {
+    let mut b = App::new(Vec::new(), Vec::new(), a.opts.clone());
+    b.slots = a.slots.clone();
+    b.selected = a.selected;
+    b.generation = a.generation;
+    b.progress = a.progress;
+    b
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    app.size = Rect::new(0, 0, w, h);
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    t
+}
+
+/// Snapshots with machine-specific paths (the temp folder) redacted.
+fn snap(name: &str, app: &mut App, w: u16, h: u16) {
+    let t = render(app, w, h);
+    let tmp = std::env::temp_dir().display().to_string();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&tmp), "[TMP]");
+    settings.set_snapshot_path("snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend()));
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn select_by_name(app: &mut App, name: &str) {
+    let i = app
+        .slots
+        .iter()
+        .position(|s| s.name.contains(name))
+        .unwrap();
+    app.selected = Some(i);
+    app.method = None;
+}
+
+/// A hand-built layer with a profile-free result (for key tests that need no data).
+fn fake_layer(name: &str, sqnr: f64, warnings: usize) -> LayerAnalysis {
+    let mut l = LayerAnalysis::from_error(&LoadError::new(name, "x"));
+    l.error = None;
+    l.name = name.into();
+    l.sensitivity_sqnr_db = Some(sqnr);
+    l.warnings = (0..warnings)
+        .map(|_| {
+            crate::analysis::warnings::Warning::new(
+                crate::analysis::warnings::WarningKind::Clipping,
+                1.0,
+                "w",
+            )
+        })
+        .collect();
+    l
+}
+
+fn fake_app() -> App {
+    let specs: Vec<LayerSpec> = ["b_layer", "a_layer", "c_layer"]
+        .iter()
+        .map(|n| LayerSpec {
+            name: n.to_string(),
+            parts: Vec::new(),
+        })
+        .collect();
+    let mut app = App::new(specs, Vec::new(), Options::default());
+    let _ = app.start();
+    let g = app.generation;
+    app.on_layer(g, 0, fake_layer("b_layer", 30.0, 0));
+    app.on_layer(g, 1, fake_layer("a_layer", 10.0, 1));
+    app.on_layer(g, 2, fake_layer("c_layer", 50.0, 3));
+    app.on_job_done(g);
+    app
+}
+
+// ---------------------------------------------------------------- keys
+
+#[test]
+fn moving_and_sorting() {
+    let mut app = fake_app();
+    assert_eq!(app.selected, Some(0));
+    app.handle_key(ch('j'));
+    assert_eq!(app.selected, Some(1));
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Down)); // clamps at the end
+    assert_eq!(app.selected, Some(2));
+    app.handle_key(ch('k'));
+    assert_eq!(app.selected, Some(1));
+    app.handle_key(ch('S'));
+    assert_eq!(app.sort, Sort::Sensitivity);
+    assert_eq!(app.visible(), vec![1, 0, 2]);
+    app.handle_key(ch('S'));
+    assert_eq!(app.sort, Sort::Warnings);
+    assert_eq!(app.visible(), vec![2, 1, 0]);
+    app.handle_key(ch('S'));
+    assert_eq!(app.sort, Sort::Name);
+}
+
+#[test]
+fn filter_typing_and_escape() {
+    let mut app = fake_app();
+    app.handle_key(ch('/'));
+    assert!(matches!(app.input, Some(Input::Filter(_))));
+    for c in "c_l".chars() {
+        app.handle_key(ch(c));
+    }
+    // Live: the list filters while typing, and the selection follows.
+    assert_eq!(app.visible(), vec![2]);
+    assert_eq!(app.selected, Some(2));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.filter, "c_l");
+    assert!(app.input.is_none());
+    // q typed into the filter does not quit.
+    app.handle_key(ch('/'));
+    app.handle_key(ch('q'));
+    assert!(app.running);
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.filter, "c_l");
+    // Esc clears the filter, a second Esc quits.
+    assert!(app.handle_key(key(KeyCode::Esc)).is_none());
+    assert!(app.filter.is_empty());
+    assert!(matches!(
+        app.handle_key(key(KeyCode::Esc)),
+        Some(Command::Quit)
+    ));
+}
+
+#[test]
+fn focus_cycles_and_toggles() {
+    let mut app = fake_app();
+    assert_eq!(app.focus, Focus::Layers);
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.focus, Focus::Methods);
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.focus, Focus::Details);
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.focus, Focus::Methods);
+    app.handle_key(key(KeyCode::BackTab));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.focus, Focus::Methods);
+    app.handle_key(ch('l'));
+    app.handle_key(ch('z'));
+    assert!(app.log_scale && app.zoom);
+    app.handle_key(ch('o'));
+    assert_eq!(app.view, View::Overview);
+    app.handle_key(ch('j'));
+    // Enter on the overview opens the row's layer (most sensitive first: a_layer, then b).
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.view, View::Main);
+    assert_eq!(app.selected, Some(0));
+    app.handle_key(ch('?'));
+    assert!(app.help);
+    app.handle_key(ch('x'));
+    assert!(!app.help);
+}
+
+#[test]
+fn scheme_bits_and_percentiles_rerun_with_profiles() {
+    let mut app = fake_app();
+    let g = app.generation;
+    let Some(Command::Analyze {
+        generation, opts, ..
+    }) = app.handle_key(ch('s'))
+    else {
+        panic!("s must re-run");
+    };
+    assert_eq!(generation, g + 1);
+    assert_eq!(opts.scheme, Scheme::Affine);
+    assert!(app.slots.iter().all(|s| s.stale));
+    // Results of the old generation are dropped.
+    app.on_layer(g, 0, fake_layer("old", 1.0, 0));
+    assert_eq!(app.slots[0].result.as_ref().unwrap().name, "b_layer");
+    for _ in 0..20 {
+        app.handle_key(ch('+'));
+    }
+    assert_eq!(app.opts.bits, 16);
+    assert!(app.handle_key(ch('+')).is_none());
+    for _ in 0..20 {
+        app.handle_key(ch('-'));
+    }
+    assert_eq!(app.opts.bits, 2);
+    app.handle_key(ch('p'));
+    assert_eq!(
+        app.input,
+        Some(Input::Percentiles("99.9,99.99,99.999".into()))
+    );
+    for _ in 0..20 {
+        app.handle_key(key(KeyCode::Backspace));
+    }
+    for c in "99.5, 99.95x".chars() {
+        app.handle_key(ch(c));
+    }
+    let cmd = app.handle_key(key(KeyCode::Enter));
+    assert!(matches!(cmd, Some(Command::Analyze { .. })));
+    assert_eq!(app.opts.percentiles, vec![99.5, 99.95]);
+    // A bad list keeps the prompt open and says why.
+    app.handle_key(ch('p'));
+    app.handle_key(ch(','));
+    for _ in 0..30 {
+        app.handle_key(key(KeyCode::Backspace));
+    }
+    app.handle_key(ch('0'));
+    assert!(app.handle_key(key(KeyCode::Enter)).is_none());
+    assert!(app.message.is_some());
+    assert!(matches!(app.input, Some(Input::Percentiles(_))));
+}
+
+#[test]
+fn percentile_parsing() {
+    assert_eq!(parse_percentiles("99.9, 99.99").unwrap(), vec![99.9, 99.99]);
+    assert_eq!(parse_percentiles("100,100").unwrap(), vec![100.0]);
+    assert!(parse_percentiles("").is_err());
+    assert!(parse_percentiles("0").is_err());
+    assert!(parse_percentiles("101").is_err());
+    assert!(parse_percentiles("nan").is_err());
+    assert!(parse_percentiles("1,2,3,4,5,6,7,8,9").is_err());
+}
+
+#[test]
+fn quit_keys() {
+    for k in [
+        ch('q'),
+        key(KeyCode::Esc),
+        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+    ] {
+        let mut app = fake_app();
+        assert!(matches!(app.handle_key(k), Some(Command::Quit)));
+        assert!(!app.running);
+    }
+    // Ctrl-C quits even while typing.
+    let mut app = fake_app();
+    app.handle_key(ch('/'));
+    assert!(matches!(
+        app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Command::Quit)
+    ));
+}
+
+#[test]
+fn export_key_asks_for_a_format() {
+    let mut app = fake_app();
+    assert!(app.handle_key(ch('e')).is_none());
+    assert_eq!(app.input, Some(Input::Export));
+    assert!(matches!(
+        app.handle_key(ch('j')),
+        Some(Command::Export(Format::Json))
+    ));
+    app.handle_key(ch('e'));
+    assert!(app.handle_key(key(KeyCode::Esc)).is_none());
+    assert!(app.input.is_none());
+}
+
+#[test]
+fn export_writes_atomically() {
+    let app = fake_app();
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::export(&app, Format::Json, dir.path()).unwrap();
+    assert_eq!(path, dir.path().join("calibscope-report.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("a_layer"));
+    // No temp file left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn mouse_selects_and_scrolls() {
+    let mut app = fake_app();
+    app.size = Rect::new(0, 0, 100, 30);
+    let a = ui::main_areas(app.size);
+    let click = |x, y| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    };
+    app.handle_mouse(click(a.layers_rows.x + 2, a.layers_rows.y + 2));
+    assert_eq!(app.selected, Some(2));
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::ScrollUp,
+        column: a.layers_rows.x + 2,
+        row: a.layers_rows.y,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(app.selected, Some(1));
+    app.handle_mouse(click(a.methods.x + 3, a.methods.y + 1));
+    assert_eq!(app.focus, Focus::Methods);
+    // Clicks outside every panel do nothing.
+    app.handle_mouse(click(0, 0));
+    assert_eq!(app.focus, Focus::Methods);
+}
+
+#[test]
+fn empty_app_handles_every_key() {
+    let mut app = App::new(Vec::new(), Vec::new(), Options::default());
+    assert!(app.start().is_none());
+    for k in "jkJKlzsSo+-?xgG".chars() {
+        let _ = app.handle_key(ch(k));
+        let _ = app.handle_key(ch('x'));
+    }
+    for k in [KeyCode::Tab, KeyCode::Enter, KeyCode::Down, KeyCode::End] {
+        app.handle_key(key(k));
+    }
+    for (w, h) in [(0, 0), (1, 1), (80, 24), (160, 48)] {
+        render(&mut app, w, h);
+    }
+}
+
+// ---------------------------------------------------------------- rendering
+
+#[test]
+fn nothing_panics_on_odd_data_and_sizes() {
+    let mut app = fake_app();
+    // A profile with a degenerate histogram: zero counts, NaN stats.
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let mut real = analyze_one(&found.layers[0]);
+    if let Some(p) = real.profile.take() {
+        let mut p = Arc::try_unwrap(p).unwrap_or_else(|p| clone_profile(&p));
+        p.hist = Histogram::new(0.0, 0.0, 65536);
+        real.profile = Some(Arc::new(p));
+    }
+    for m in &mut real.methods {
+        m.range = [f64::NAN, f64::INFINITY];
+        m.metrics.sqnr_db = f64::NAN;
+    }
+    if let Some(s) = &mut real.stats {
+        s.min = f64::NAN;
+        s.mean = f64::INFINITY;
+    }
+    let g = app.generation;
+    app.on_layer(g, 0, real);
+    for zoom in [false, true] {
+        app.zoom = zoom;
+        app.log_scale = zoom;
+        for (w, h) in [
+            (0, 0),
+            (1, 1),
+            (59, 15),
+            (60, 16),
+            (61, 17),
+            (80, 24),
+            (200, 60),
+        ] {
+            render(&mut app, w, h);
+            app.help = !app.help;
+            render(&mut app, w, h);
+            app.view = View::Overview;
+            render(&mut app, w, h);
+            app.view = View::Main;
+        }
+    }
+}
+
+fn analyze_one(spec: &LayerSpec) -> LayerAnalysis {
+    crate::analysis::analyze_layer(spec, &Options::default(), &Progress::default())
+}
+
+fn clone_profile(p: &crate::analysis::Profile) -> crate::analysis::Profile {
+    crate::analysis::Profile {
+        info: p.info.clone(),
+        parts: p.parts,
+        moments: p.moments.clone(),
+        casts: p.casts.clone(),
+        batches: p.batches.clone(),
+        rows: p.rows,
+        hist: p.hist.clone(),
+        abs_hist: p.abs_hist.clone(),
+        f64_overflows: p.f64_overflows,
+        trailing_bytes: p.trailing_bytes,
+    }
+}
+
+#[test]
+fn samples_analyse_without_errors() {
+    let app = sample_app();
+    assert!(app.slots.len() >= 11);
+    for s in &app.slots {
+        let r = s.result.as_ref().expect("analysed");
+        assert!(r.error.is_none(), "{}: {:?}", s.name, r.error);
+    }
+}
+
+#[test]
+fn snapshot_main() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "03_attn_scores");
+    snap("main", &mut app, 80, 24);
+    snap("main", &mut app, 160, 48);
+}
+
+#[test]
+fn snapshot_main_zoom_log_fp16() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "05_mlp_fp16");
+    snap("main_fp16", &mut app, 160, 48);
+    select_by_name(&mut app, "03_attn_scores");
+    app.zoom = true;
+    app.log_scale = true;
+    app.focus = Focus::Methods;
+    app.handle_key(ch('j'));
+    snap("main_zoom_log", &mut app, 80, 24);
+    snap("main_zoom_log", &mut app, 160, 48);
+}
+
+#[test]
+fn snapshot_overview() {
+    let mut app = sample_app();
+    app.view = View::Overview;
+    snap("overview", &mut app, 80, 24);
+    snap("overview", &mut app, 160, 48);
+}
+
+#[test]
+fn snapshot_help() {
+    let mut app = sample_app();
+    app.help = true;
+    snap("help", &mut app, 80, 24);
+    snap("help", &mut app, 160, 48);
+}
+
+#[test]
+fn snapshot_too_small() {
+    let mut app = sample_app();
+    snap("too_small", &mut app, 59, 15);
+    snap("too_small", &mut app, 30, 5);
+}
+
+#[test]
+fn snapshot_errored_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken_layer.npy");
+    std::fs::write(&bad, b"\x93NUMPY\x01\x00garbage").unwrap();
+    let found = discover(&[bad], BatchLayout::Auto, &Limits::default());
+    let mut app = App::new(found.layers, found.errors, Options::default());
+    let cmd = app.start();
+    run_cmd(&mut app, cmd);
+    assert!(app.slots.iter().all(|s| s.errored()));
+    let tmp = dir.path().display().to_string();
+    for (w, h) in [(80, 24), (160, 48)] {
+        let t = render(&mut app, w, h);
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&tmp), "[DIR]");
+        settings.set_snapshot_path("snapshots");
+        settings.set_prepend_module_to_snapshot(false);
+        settings.bind(|| insta::assert_snapshot!(format!("errored_{w}x{h}"), t.backend()));
+    }
+}
+
+#[test]
+fn snapshot_while_analysing() {
+    // Before any result: the first frame a user sees.
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let mut app = App::new(found.layers, found.errors, Options::default());
+    let _ = app.start();
+    app.set_progress(0, 0, 0);
+    snap("first_frame", &mut app, 80, 24);
+}
+
+#[test]
+fn frame_time_on_samples() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "05_mlp_fp16");
+    let mut t = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    app.size = Rect::new(0, 0, 160, 48);
+    let n = 50;
+    let start = Instant::now();
+    for i in 0..n {
+        app.zoom = i % 2 == 0;
+        t.draw(|f| ui::draw(f, &app)).unwrap();
+    }
+    let per = start.elapsed() / n;
+    eprintln!("frame time 160x48: {per:?}");
+    assert!(per.as_millis() < 200, "{per:?}");
+}

@@ -1,0 +1,250 @@
+//! The histogram plot: one column per terminal cell, bar heights in eighth blocks, each
+//! method's clip points as coloured markers, the values the selected method clips drawn red.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::widgets::Widget;
+
+use crate::analysis::histogram::Histogram;
+
+/// Largest finite float16.
+pub const FP16_MAX: f64 = 65504.0;
+
+/// One clip point of one method.
+#[derive(Clone, Debug)]
+pub struct Marker {
+    pub x: f64,
+    pub color: Color,
+    /// Letter drawn in the top row so markers can be told apart without colour.
+    pub tag: char,
+    pub selected: bool,
+}
+
+/// The plot of `hist` over the view `[lo, hi]`.
+pub struct HistogramPlot<'a> {
+    pub hist: &'a Histogram,
+    pub lo: f64,
+    pub hi: f64,
+    pub log: bool,
+    pub markers: &'a [Marker],
+    /// The selected method's range: columns outside it are drawn as clipped.
+    pub keep: Option<(f64, f64)>,
+}
+
+const EIGHTHS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Counts of `hist` resampled to `cols` equal columns over `[lo, hi]`: each fine bin adds its
+/// count in proportion to its overlap with a column (exact sums when the columns are whole
+/// groups of fine bins, i.e. the same as `Histogram::coarsen`).
+pub fn resample(hist: &Histogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; cols];
+    let bins = hist.bins();
+    let fw = hist.width();
+    if cols == 0 || !(hi > lo) || !fw.is_finite() || fw <= 0.0 || !lo.is_finite() || !hi.is_finite()
+    {
+        return out;
+    }
+    let dx = (hi - lo) / cols as f64;
+    // Only the fine bins that overlap the view.
+    let first = (((lo - hist.lo) / fw).floor().max(0.0) as usize).min(bins);
+    let last = ((((hi - hist.lo) / fw).ceil().max(0.0)) as usize).min(bins);
+    for b in first..last {
+        let c = hist.counts[b];
+        if c == 0 {
+            continue;
+        }
+        let b0 = hist.lo + fw * b as f64;
+        let b1 = b0 + fw;
+        let c0 = (((b0 - lo) / dx).floor().max(0.0) as usize).min(cols - 1);
+        let c1 = (((b1 - lo) / dx).ceil().max(0.0) as usize).min(cols);
+        for (col, slot) in out.iter_mut().enumerate().take(c1.max(c0 + 1)).skip(c0) {
+            let x0 = lo + dx * col as f64;
+            let x1 = x0 + dx;
+            let overlap = (b1.min(x1) - b0.max(x0)).max(0.0);
+            *slot += c as f64 * overlap / fw;
+        }
+    }
+    out
+}
+
+/// Column of `x` in a view of `cols` columns over `[lo, hi]`, if in view.
+pub fn column_of(x: f64, lo: f64, hi: f64, cols: usize) -> Option<usize> {
+    if cols == 0 || !x.is_finite() || !(hi > lo) || x < lo || x > hi {
+        return None;
+    }
+    let c = ((x - lo) / (hi - lo) * cols as f64).floor() as usize;
+    Some(c.min(cols - 1))
+}
+
+impl Widget for HistogramPlot<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let area = area.intersection(buf.area);
+        if area.width == 0 || area.height == 0 {
+            return;
+        }
+        let cols = usize::from(area.width);
+        let rows = usize::from(area.height);
+        let counts = resample(self.hist, self.lo, self.hi, cols);
+        let scale = |v: f64| if self.log { v.ln_1p() } else { v };
+        let peak = counts.iter().copied().fold(0.0, f64::max);
+        let top = scale(peak);
+        let dx = (self.hi - self.lo) / cols as f64;
+        for (c, &v) in counts.iter().enumerate() {
+            let mut eighths = if top > 0.0 {
+                (scale(v) / top * (rows * 8) as f64).round() as usize
+            } else {
+                0
+            };
+            // A few outliers among millions still deserve a visible tick.
+            if v > 0.0 && eighths == 0 {
+                eighths = 1;
+            }
+            let centre = self.lo + dx * (c as f64 + 0.5);
+            let clipped = self.keep.is_some_and(|(a, b)| centre < a || centre > b);
+            let color = if clipped { Color::Red } else { Color::Gray };
+            for r in 0..rows {
+                // r = 0 is the bottom row.
+                let fill = eighths.saturating_sub(r * 8).min(8);
+                let y = area.bottom() - 1 - r as u16;
+                let x = area.x + c as u16;
+                if fill > 0
+                    && let Some(cell) = buf.cell_mut((x, y))
+                {
+                    cell.set_char(EIGHTHS[fill]).set_fg(color);
+                }
+            }
+        }
+        // The fp16 limit, under the method markers.
+        for limit in [-FP16_MAX, FP16_MAX] {
+            if let Some(c) = column_of(limit, self.lo, self.hi, cols) {
+                let x = area.x + c as u16;
+                for y in area.top()..area.bottom() {
+                    if let Some(cell) = buf.cell_mut((x, y)) {
+                        cell.set_char('╎').set_fg(Color::LightRed);
+                    }
+                }
+            }
+        }
+        // Unselected markers first so the selected one stays on top.
+        let mut order: Vec<&Marker> = self.markers.iter().collect();
+        order.sort_by_key(|m| m.selected);
+        for m in order {
+            let Some(c) = column_of(m.x, self.lo, self.hi, cols) else {
+                continue;
+            };
+            let x = area.x + c as u16;
+            for y in area.top()..area.bottom() {
+                let Some(cell) = buf.cell_mut((x, y)) else {
+                    continue;
+                };
+                if y == area.top() {
+                    cell.set_char(m.tag)
+                        .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
+                } else if m.selected {
+                    cell.set_char('┃')
+                        .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
+                } else if cell.symbol() == " " {
+                    // Unselected markers only over empty cells: the bars stay readable.
+                    cell.set_char('┊').set_fg(m.color);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn hist() -> Histogram {
+        let mut h = Histogram::new(-1.0, 1.0, 65536);
+        let v: Vec<f32> = (0..1000).map(|i| (i as f32 / 500.0) - 1.0).collect();
+        h.add_values(&v);
+        h
+    }
+
+    #[test]
+    fn resample_keeps_the_total_in_full_view() {
+        let h = hist();
+        for cols in [1, 7, 80, 160, 65536, 100_000] {
+            let r = resample(&h, h.lo, h.hi, cols);
+            let s: f64 = r.iter().sum();
+            assert!((s - 1000.0).abs() < 1e-6, "{cols}: {s}");
+        }
+    }
+
+    #[test]
+    fn resample_matches_coarsen_when_it_divides() {
+        let h = hist();
+        let r = resample(&h, h.lo, h.hi, 64);
+        let c = h.coarsen(1024);
+        for (a, b) in r.iter().zip(&c.counts) {
+            assert!((a - *b as f64).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn degenerate_views_do_not_panic() {
+        let h = hist();
+        for (lo, hi) in [
+            (0.0, 0.0),
+            (1.0, -1.0),
+            (f64::NAN, 1.0),
+            (-1e300, 1e300),
+            (5.0, 6.0),
+            (f64::NEG_INFINITY, 0.0),
+        ] {
+            let _ = resample(&h, lo, hi, 10);
+            let mut buf = Buffer::empty(Rect::new(0, 0, 10, 4));
+            let markers = [Marker {
+                x: f64::NAN,
+                color: Color::Green,
+                tag: 'M',
+                selected: true,
+            }];
+            HistogramPlot {
+                hist: &h,
+                lo,
+                hi,
+                log: true,
+                markers: &markers,
+                keep: Some((f64::NAN, 0.0)),
+            }
+            .render(Rect::new(0, 0, 10, 4), &mut buf);
+        }
+        for (w, hgt) in [(0, 0), (1, 1), (0, 5), (3, 0)] {
+            let mut buf = Buffer::empty(Rect::new(0, 0, w, hgt));
+            HistogramPlot {
+                hist: &h,
+                lo: -1.0,
+                hi: 1.0,
+                log: false,
+                markers: &[],
+                keep: None,
+            }
+            .render(Rect::new(0, 0, w, hgt), &mut buf);
+        }
+    }
+
+    #[test]
+    fn huge_counts_scale() {
+        let mut h = Histogram::new(0.0, 1.0, 16);
+        h.counts[3] = u64::MAX;
+        h.counts[4] = 1;
+        let mut buf = Buffer::empty(Rect::new(0, 0, 16, 3));
+        HistogramPlot {
+            hist: &h,
+            lo: 0.0,
+            hi: 1.0,
+            log: false,
+            markers: &[],
+            keep: None,
+        }
+        .render(Rect::new(0, 0, 16, 3), &mut buf);
+        // The single value next to the huge bin still shows a tick.
+        assert_eq!(buf[(4, 2)].symbol(), "▁");
+        assert_eq!(buf[(3, 0)].symbol(), "█");
+    }
+}

@@ -1,0 +1,3 @@
+//! Custom widgets (the rest of the screen uses ratatui's own).
+
+pub mod histogram;
