@@ -541,7 +541,11 @@ fn npz_stored_and_deflated_members() -> R {
         )
     );
 
-    let d = discover(&[arch.clone()], BatchLayout::Auto, &Limits::default());
+    let d = discover(
+        std::slice::from_ref(&arch),
+        BatchLayout::Auto,
+        &Limits::default(),
+    );
     assert_eq!(names(&d.layers), ["acts/layer2", "acts/layer10", "acts/t"]);
     assert_eq!(d.layers[0].parts, vec![member(&arch, "layer2.npy")]);
     let errors: Vec<String> = d.errors.iter().map(|e| e.to_string()).collect();
@@ -559,7 +563,11 @@ fn npz_stored_and_deflated_members() -> R {
 fn npz_errors() -> R {
     let dir = TempDir::new()?;
     let bad = write(dir.path(), "bad.npz", b"this is not a zip archive at all")?;
-    let d = discover(&[bad.clone()], BatchLayout::Auto, &Limits::default());
+    let d = discover(
+        std::slice::from_ref(&bad),
+        BatchLayout::Auto,
+        &Limits::default(),
+    );
     assert!(d.layers.is_empty());
     assert_eq!(d.errors.len(), 1);
     assert_eq!(d.errors[0].path, bad.display().to_string());
@@ -692,7 +700,7 @@ fn batch_folder_layout() -> R {
         touch(&run, &format!("{b}/log.txt"))?;
     }
     let limits = Limits::default();
-    let found = discover(&[run.clone()], BatchLayout::Auto, &limits);
+    let found = discover(std::slice::from_ref(&run), BatchLayout::Auto, &limits);
     assert!(found.errors.is_empty(), "{:?}", found.errors);
     assert_eq!(names(&found.layers), ["conv1", "conv2", "sub/fc"]);
     let parts: Vec<Location> = ["batch_1", "batch_2", "batch_10"]
@@ -702,7 +710,7 @@ fn batch_folder_layout() -> R {
     assert_eq!(found.layers[0].parts, parts);
     assert!(found.layers[0].source().ends_with("(+2 more batch files)"));
 
-    let files = discover(&[run.clone()], BatchLayout::Files, &limits);
+    let files = discover(std::slice::from_ref(&run), BatchLayout::Files, &limits);
     assert_eq!(files.layers.len(), 9);
     assert_eq!(
         names(&files.layers)[..3],
@@ -712,10 +720,10 @@ fn batch_folder_layout() -> R {
 
     // One batch lacks a file: Auto no longer groups, Batches still does.
     std::fs::remove_file(run.join("batch_2/conv2.npy"))?;
-    let auto = discover(&[run.clone()], BatchLayout::Auto, &limits);
+    let auto = discover(std::slice::from_ref(&run), BatchLayout::Auto, &limits);
     assert_eq!(auto.layers.len(), 8);
     assert_eq!(auto.layers[0].name, "batch_1/conv1");
-    let forced = discover(&[run.clone()], BatchLayout::Batches, &limits);
+    let forced = discover(std::slice::from_ref(&run), BatchLayout::Batches, &limits);
     assert_eq!(names(&forced.layers), ["conv1", "conv2", "sub/fc"]);
     assert_eq!(forced.layers[1].parts.len(), 2);
 
@@ -766,6 +774,10 @@ fn non_utf8_names_and_npz_in_folders() -> R {
     let d = dir.path();
     let odd = d.join(std::ffi::OsStr::from_bytes(b"caf\xff.npy"));
     std::fs::write(&odd, f32_npy(&[1.0]))?;
+    // Short and non-ASCII names of other files are ignored without fuss.
+    for other in ["x", "é", "日本.md", ".npy", "ab.np"] {
+        std::fs::write(d.join(other), b"")?;
+    }
     std::fs::create_dir_all(d.join("sub"))?;
     write_zip(
         &d.join("sub/pack.npz"),
@@ -778,4 +790,83 @@ fn non_utf8_names_and_npz_in_folders() -> R {
     let a = OpenArray::open(&found.layers[1].parts[0], &Limits::default())?;
     assert_eq!(read_all(&a, 1)?, vec![2.0]);
     Ok(())
+}
+
+/// Rewrites a single-member zip's declared uncompressed size in both headers.
+fn patch_declared_size(zip: &mut [u8], size: u32) {
+    let find = |zip: &[u8], sig: &[u8]| zip.windows(4).position(|w| w == sig);
+    if let Some(local) = find(zip, b"PK\x03\x04") {
+        zip[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
+    }
+    if let Some(central) = find(zip, b"PK\x01\x02") {
+        zip[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
+    }
+}
+
+#[test]
+fn deflated_member_longer_than_declared_is_an_error() -> R {
+    let dir = TempDir::new()?;
+    let vals: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let mut bytes = f32_npy(&vals);
+    let real = bytes.len();
+    bytes.extend_from_slice(&[7u8; 40]);
+    let arch = dir.path().join("lie.npz");
+    write_zip(&arch, &[("m.npy", &bytes, true)])?;
+    let mut zip = std::fs::read(&arch)?;
+    patch_declared_size(&mut zip, real as u32);
+    std::fs::write(&arch, &zip)?;
+    let a = OpenArray::open(&member(&arch, "m.npy"), &Limits::default())?;
+    assert_eq!(a.trailing_bytes, 0);
+    let e = a
+        .map_chunks(7, &AtomicBool::new(false), |_, _| ())
+        .err()
+        .ok_or("no error")?;
+    assert_eq!(e.path, format!("{}/m.npy", arch.display()));
+    assert_eq!(
+        e.message,
+        format!("inflates to more than its declared {real} bytes")
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fuzzing
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Opens and, if that works, reads the bytes; only panics count as failures.
+    fn try_everything(bytes: &[u8]) -> R {
+        let dir = TempDir::new()?;
+        let path = write(dir.path(), "f.npy", bytes)?;
+        if let Ok(a) = open(&path) {
+            let _ = a.map_chunks(3, &AtomicBool::new(false), |_, v| v.len());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn random_header_text_never_panics(text in "[\\{\\}\\(\\)\\[\\]',: 0-9a-zA-Z<>|_\"\\\\-]{0,80}") {
+            let bytes = npy_with_dict(&text, &[0; 16]);
+            prop_assert!(try_everything(&bytes).is_ok());
+        }
+
+        #[test]
+        fn mutated_files_never_panic(
+            descr in prop::sample::select(vec!["<f4", ">f8", "<f2", "|V2", ">i2", "|b1", "<u8"]),
+            flips in prop::collection::vec((0usize..200, any::<u8>()), 0..6),
+            cut in 0usize..200,
+        ) {
+            let mut bytes = npy(descr, "(3, 5)", &[1u8; 120]);
+            for (at, v) in flips {
+                let n = bytes.len();
+                bytes[at % n] = v;
+            }
+            bytes.truncate(cut.max(bytes.len().saturating_sub(cut)));
+            prop_assert!(try_everything(&bytes).is_ok());
+        }
+    }
 }

@@ -280,12 +280,14 @@ impl Walker<'_> {
             ));
             return;
         }
-        // Strip the 4-byte `.npy`/`.npz` extension (ASCII, so this is a char boundary).
-        let stem = &rel[..rel.len() - 4];
-        match kind(&e.name) {
-            Some(Kind::Npy) => items.push((stem.to_string(), Location::Npy(e.path.clone()))),
-            Some(Kind::Npz) => npz_items(&e.path, stem, items, self.errors),
-            None => {}
+        let Some(k) = kind(&e.name) else {
+            return;
+        };
+        // `rel` ends with the ASCII `.npy`/`.npz`, so this cut is on a char boundary.
+        let stem = rel.get(..rel.len().saturating_sub(4)).unwrap_or(rel);
+        match k {
+            Kind::Npy => items.push((stem.to_string(), Location::Npy(e.path.clone()))),
+            Kind::Npz => npz_items(&e.path, stem, items, self.errors),
         }
     }
 }

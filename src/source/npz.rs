@@ -183,12 +183,17 @@ impl DeflatedMember {
         let rest = stream.remaining + (self.declared_size - self.data_offset - self.data_bytes);
         skip(&mut zf, rest).map_err(err)?;
         let mut probe = [0u8; 1];
-        match zf.read(&mut probe) {
-            Ok(0) => Ok(out),
-            Ok(_) => Err(err(format!(
+        let too_long = || {
+            err(format!(
                 "inflates to more than its declared {} bytes",
                 self.declared_size
-            ))),
+            ))
+        };
+        match zf.read(&mut probe) {
+            Ok(0) => Ok(out),
+            Ok(_) => Err(too_long()),
+            // zip enforces the declared size itself; keep our wording for that case.
+            Err(e) if e.to_string().contains("larger than its declared") => Err(too_long()),
             Err(e) => Err(err(stream_error(e))),
         }
     }
