@@ -71,7 +71,12 @@ pub struct AnalysisArgs {
     #[arg(long, value_enum, default_value_t = SchemeArg::Symmetric, global = true)]
     pub scheme: SchemeArg,
     /// Percentiles for the percentile method, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "99.9,99.99,99.999", global = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "99.9,99.99,99.999",
+        global = true
+    )]
     pub percentile: Vec<f64>,
     /// Averaging constant of the moving-average min-max.
     #[arg(long, default_value_t = 0.01, global = true)]

@@ -6,8 +6,14 @@ use std::path::PathBuf;
 
 /// (file name, bytes) of every sample.
 pub const SAMPLES: &[(&str, &[u8])] = &[
-    ("01_conv1_relu.npy", include_bytes!("../data/01_conv1_relu.npy")),
-    ("02_block_gelu.npy", include_bytes!("../data/02_block_gelu.npy")),
+    (
+        "01_conv1_relu.npy",
+        include_bytes!("../data/01_conv1_relu.npy"),
+    ),
+    (
+        "02_block_gelu.npy",
+        include_bytes!("../data/02_block_gelu.npy"),
+    ),
     (
         "03_attn_scores_heavy_tail.npy",
         include_bytes!("../data/03_attn_scores_heavy_tail.npy"),
@@ -29,7 +35,10 @@ pub const SAMPLES: &[(&str, &[u8])] = &[
         "08_embeddings_bf16.npy",
         include_bytes!("../data/08_embeddings_bf16.npy"),
     ),
-    ("09_small_mlp.npz", include_bytes!("../data/09_small_mlp.npz")),
+    (
+        "09_small_mlp.npz",
+        include_bytes!("../data/09_small_mlp.npz"),
+    ),
     (
         "10_attn_probs_fp16.npy",
         include_bytes!("../data/10_attn_probs_fp16.npy"),
@@ -43,10 +52,8 @@ pub const SAMPLES: &[(&str, &[u8])] = &[
 /// Writes the samples to a per-version folder under the temp dir (once) and returns it.
 /// The loader reads files, so the embedded bytes need a home on disk.
 pub fn extract() -> io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "calibscope-samples-{}",
-        env!("CARGO_PKG_VERSION")
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("calibscope-samples-{}", env!("CARGO_PKG_VERSION")));
     std::fs::create_dir_all(&dir)?;
     for (name, bytes) in SAMPLES {
         let path = dir.join(name);

@@ -129,7 +129,11 @@ impl CastAccum {
 /// `10·log10(signal / noise)`; +∞ when the noise is 0 (and the signal is not).
 pub fn sqnr_db(signal_sq: f64, noise_sq: f64) -> f64 {
     if noise_sq == 0.0 {
-        if signal_sq == 0.0 { f64::NAN } else { f64::INFINITY }
+        if signal_sq == 0.0 {
+            f64::NAN
+        } else {
+            f64::INFINITY
+        }
     } else {
         10.0 * (signal_sq / noise_sq).log10()
     }

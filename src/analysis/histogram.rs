@@ -14,7 +14,11 @@ impl Histogram {
     /// An empty histogram of `bins` bins over `[lo, hi]`. A zero-width range is widened to a
     /// tiny positive width so bin arithmetic stays finite.
     pub fn new(lo: f64, hi: f64, bins: usize) -> Self {
-        let hi = if hi > lo { hi } else { lo + f64::from(f32::MIN_POSITIVE) };
+        let hi = if hi > lo {
+            hi
+        } else {
+            lo + f64::from(f32::MIN_POSITIVE)
+        };
         Histogram {
             lo,
             hi,
@@ -86,11 +90,7 @@ impl Histogram {
         Histogram {
             lo: self.lo,
             hi: self.hi,
-            counts: self
-                .counts
-                .chunks(factor)
-                .map(|c| c.iter().sum())
-                .collect(),
+            counts: self.counts.chunks(factor).map(|c| c.iter().sum()).collect(),
         }
     }
 

@@ -21,13 +21,15 @@ impl ErrorAccum {
     /// Evaluates `q` on the finite values of a chunk.
     pub fn of_chunk(q: &QParams, values: &[f32]) -> ErrorAccum {
         let mut a = ErrorAccum::default();
-        let (lo, hi) = (q.lo, q.hi);
+        let (qmin, qmax) = (q.qmin as f64, q.qmax as f64);
         for &v in values {
             if !v.is_finite() {
                 continue;
             }
             let x = f64::from(v);
-            let r = q.qdq(x);
+            // Clipped means the clamp changed the integer, as in the references' qdq.
+            let t = q.quantize_unclamped(x);
+            let r = (t.clamp(qmin, qmax) - q.zero_point as f64) * q.scale;
             let e = x - r;
             a.n += 1;
             a.err_sq += e * e;
@@ -35,8 +37,8 @@ impl ErrorAccum {
             a.rec_sq += r * r;
             a.dot += x * r;
             a.max_abs_error = a.max_abs_error.max(e.abs());
-            a.below += u64::from(x < lo);
-            a.above += u64::from(x > hi);
+            a.below += u64::from(t < qmin);
+            a.above += u64::from(t > qmax);
         }
         a
     }
@@ -82,9 +84,10 @@ pub struct Metrics {
     pub max_abs_error: f64,
     /// Cosine similarity of x and x̂ (1 when both are zero).
     pub cosine: f64,
-    /// Share of finite values below the representable range (clamped to qmin).
+    /// Share of finite values whose integer was clamped up to qmin (below the grid by more
+    /// than half a step).
     pub clipped_below: f64,
-    /// Share of finite values above it (clamped to qmax).
+    /// Share clamped down to qmax.
     pub clipped_above: f64,
 }
 
@@ -111,11 +114,21 @@ mod tests {
         let q = QParams::new(Scheme::Symmetric, 8, -a, a);
         let m = ErrorAccum::of_chunk(&q, &v).finish();
         let expected = q.scale * q.scale / 12.0;
-        assert!((m.mse / expected - 1.0).abs() < 0.01, "{} vs {}", m.mse, expected);
+        assert!(
+            (m.mse / expected - 1.0).abs() < 0.01,
+            "{} vs {}",
+            m.mse,
+            expected
+        );
         // Σx²/n = a²/3 and noise s²/12 with s = a/127 give SQNR = 10·log10(4·127²) = 48.16 dB:
         // 6.02·8 + 1.76 − 4.77 (crest factor √3) + 3.01, less 20·log10(128/127) for the narrow range.
         let ideal = 10.0 * (4.0 * 127.0f64.powi(2)).log10();
-        assert!((m.sqnr_db - ideal).abs() < 0.05, "{} vs {}", m.sqnr_db, ideal);
+        assert!(
+            (m.sqnr_db - ideal).abs() < 0.05,
+            "{} vs {}",
+            m.sqnr_db,
+            ideal
+        );
         assert_eq!(m.clipped(), 0.0);
         assert!(m.max_abs_error <= q.scale / 2.0 + 1e-7);
     }

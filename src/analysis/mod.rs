@@ -343,6 +343,10 @@ struct BatchMap {
 
 impl BatchMap {
     fn new(info: &ArrayInfo, axis: Option<usize>) -> Option<BatchMap> {
+        // A 1-D tensor is one batch (as the references treat it), not one batch per value.
+        if info.shape.len() < 2 {
+            return None;
+        }
         let axis = axis?;
         let count = *info.shape.get(axis)?;
         let run = if info.fortran_order {
@@ -374,7 +378,9 @@ fn unordered(k: i32) -> f32 {
 impl BatchExtremes {
     fn new(n: usize) -> Self {
         BatchExtremes {
-            min: (0..n).map(|_| AtomicI32::new(ordered(f32::INFINITY))).collect(),
+            min: (0..n)
+                .map(|_| AtomicI32::new(ordered(f32::INFINITY)))
+                .collect(),
             max: (0..n)
                 .map(|_| AtomicI32::new(ordered(f32::NEG_INFINITY)))
                 .collect(),
@@ -467,7 +473,13 @@ pub fn profile_layer(
     let multi = parts.len() > 1;
     let batch_maps: Vec<Option<BatchMap>> = parts
         .iter()
-        .map(|p| if multi { None } else { BatchMap::new(&p.info, opts.batch_axis) })
+        .map(|p| {
+            if multi {
+                None
+            } else {
+                BatchMap::new(&p.info, opts.batch_axis)
+            }
+        })
         .collect();
     let n_batches = if multi {
         parts.len()
@@ -611,7 +623,11 @@ pub struct Chosen {
 /// Runs every calibrator on the profile.
 pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
     let (min, max) = (f64::from(p.moments.min), f64::from(p.moments.max));
-    let (min, max) = if p.moments.n > 0 { (min, max) } else { (0.0, 0.0) };
+    let (min, max) = if p.moments.n > 0 {
+        (min, max)
+    } else {
+        (0.0, 0.0)
+    };
     let absmax = min.abs().max(max.abs());
     let sym = opts.scheme == Scheme::Symmetric;
     let factor = FINE_BINS / SEARCH_BINS;
@@ -644,11 +660,7 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
     let ema = calib::ema::ema(&p.batches, opts.ema_constant).map_or(minmax, |s| {
         if sym {
             let a = s.lo.abs().max(s.hi.abs());
-            Search {
-                lo: -a,
-                hi: a,
-                ..s
-            }
+            Search { lo: -a, hi: a, ..s }
         } else {
             s
         }
@@ -1058,7 +1070,10 @@ mod tests {
         let values = [0.0, 1.0, 10.0, 11.0, 20.0, 21.0];
         let ex = BatchExtremes::new(3);
         update_batches(&ex, BatchMap::new(&info, Some(0)).unwrap(), 0, &values);
-        assert_eq!(ex.into_pairs(), vec![(0.0, 1.0), (10.0, 11.0), (20.0, 21.0)]);
+        assert_eq!(
+            ex.into_pairs(),
+            vec![(0.0, 1.0), (10.0, 11.0), (20.0, 21.0)]
+        );
         // Fortran order: file order walks axis 0 fastest, so batch = index % 3.
         info.fortran_order = true;
         let values = [0.0, 10.0, 20.0, 1.0, 11.0, 21.0];
@@ -1066,6 +1081,9 @@ mod tests {
         let m = BatchMap::new(&info, Some(0)).unwrap();
         update_batches(&ex, m, 0, &values[..4]);
         update_batches(&ex, m, 4, &values[4..]);
-        assert_eq!(ex.into_pairs(), vec![(0.0, 1.0), (10.0, 11.0), (20.0, 21.0)]);
+        assert_eq!(
+            ex.into_pairs(),
+            vec![(0.0, 1.0), (10.0, 11.0), (20.0, 21.0)]
+        );
     }
 }

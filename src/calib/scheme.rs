@@ -84,10 +84,17 @@ impl QParams {
         }
     }
 
+    /// `rint(x/s) + z` before the clamp to `[qmin, qmax]`.
+    #[inline]
+    pub fn quantize_unclamped(&self, x: f64) -> f64 {
+        (x / self.scale).round_ties_even() + self.zero_point as f64
+    }
+
     /// Quantize then dequantize one value: `(clamp(rint(x/s) + z, qmin, qmax) - z)·s`.
     #[inline]
     pub fn qdq(&self, x: f64) -> f64 {
-        let q = ((x / self.scale).round_ties_even() + self.zero_point as f64)
+        let q = self
+            .quantize_unclamped(x)
             .clamp(self.qmin as f64, self.qmax as f64);
         (q - self.zero_point as f64) * self.scale
     }

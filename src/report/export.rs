@@ -30,7 +30,9 @@ pub fn pick<'a>(layer: &'a LayerAnalysis, method: &str) -> Option<&'a MethodResu
 /// (big-endian bit pattern, as TensorRT writes it); symmetric int8 scale = amax/127.
 pub fn trt_cache(a: &Analysis, method: &str) -> Result<String, String> {
     if a.settings.scheme != Scheme::Symmetric || a.settings.bits != 8 {
-        return Err("a TensorRT cache holds symmetric int8 scales: use --scheme symmetric --bits 8".into());
+        return Err(
+            "a TensorRT cache holds symmetric int8 scales: use --scheme symmetric --bits 8".into(),
+        );
     }
     let mut out = format!("{TRT_HEADER}\n");
     for l in a.layers.iter().filter(|l| l.error.is_none()) {

@@ -44,7 +44,10 @@ pub fn shape(s: &[usize]) -> String {
     if s.is_empty() {
         "scalar".into()
     } else {
-        s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×")
     }
 }
 

@@ -108,7 +108,10 @@ pub fn render(a: &Analysis) -> String {
         }
         out.push('\n');
     }
-    let _ = writeln!(out, "## Sensitivity\n\n| # | layer | best SQNR dB | method |");
+    let _ = writeln!(
+        out,
+        "## Sensitivity\n\n| # | layer | best SQNR dB | method |"
+    );
     let _ = writeln!(out, "|--:|---|--:|---|");
     for (i, l) in ranking(a).iter().enumerate() {
         let _ = writeln!(
