@@ -48,7 +48,8 @@ impl QParams {
             Scheme::Symmetric => {
                 let qmax = (1i64 << (bits - 1)) - 1;
                 let amax = lo.abs().max(hi.abs());
-                let degenerate = !(amax >= ZERO_RANGE);
+                // NaN ranges count as degenerate too.
+                let degenerate = amax.is_nan() || amax < ZERO_RANGE;
                 let scale = if degenerate { 1.0 } else { amax / qmax as f64 };
                 QParams {
                     scale,
@@ -64,7 +65,7 @@ impl QParams {
                 let qmax = (1i64 << bits) - 1;
                 let lo0 = lo.min(0.0);
                 let hi0 = hi.max(0.0);
-                let degenerate = !(hi0 - lo0 >= ZERO_RANGE);
+                let degenerate = (hi0 - lo0).is_nan() || hi0 - lo0 < ZERO_RANGE;
                 let scale = if degenerate {
                     1.0
                 } else {

@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn formats_compactly() {
-        assert_eq!(num(3.14159), "3.142");
+        assert_eq!(num(1.23456), "1.235");
         assert_eq!(num(-260.0), "-260");
         assert_eq!(num(0.034695), "0.0347");
         assert_eq!(num(1e-6), "1.000e-6");
