@@ -98,7 +98,11 @@ mod tests {
         let v: Vec<f32> = (1..=10_000).map(|i| i as f32 / 1000.0).collect();
         let h = hist_of(&v, 0.0, 10.0, 65536, true);
         let s = symmetric(&h, 99.9);
-        assert!(s.hi >= 9.99 - 1e-6 && s.hi <= 9.99 + h.width() + 1e-6, "{}", s.hi);
+        assert!(
+            s.hi >= 9.99 - 1e-6 && s.hi <= 9.99 + h.width() + 1e-6,
+            "{}",
+            s.hi
+        );
     }
 
     #[test]
@@ -108,6 +112,10 @@ mod tests {
         let s = affine(&h, 99.0);
         // P0.5 = 50th smallest = 49, P99.5 = 9950th smallest = 9949 (nearest rank).
         assert!(s.lo <= 49.0 && s.lo >= 49.0 - h.width() - 1e-9, "{}", s.lo);
-        assert!(s.hi >= 9949.0 && s.hi <= 9949.0 + h.width() + 1e-9, "{}", s.hi);
+        assert!(
+            s.hi >= 9949.0 && s.hi <= 9949.0 + h.width() + 1e-9,
+            "{}",
+            s.hi
+        );
     }
 }
