@@ -454,9 +454,7 @@ impl App {
     }
 
     fn handle_input(&mut self, key: KeyEvent) -> Option<Command> {
-        let Some(input) = self.input.take() else {
-            return None;
-        };
+        let input = self.input.take()?;
         match input {
             Input::Export => {
                 let format = match key.code {

@@ -47,11 +47,10 @@ pub fn main_areas(size: Rect) -> MainAreas {
         Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(body);
     let h = right.height;
     let methods_h = (METHOD_ROWS + 2).min(h);
-    let details_h = if h >= 30 {
-        ((h - methods_h) * 2 / 5).max(6)
-    } else {
-        5.min(h.saturating_sub(methods_h))
-    };
+    // The details get 2/5 of what the method table leaves (at least 5 rows: two casts and
+    // the first warning at 80×24); the histogram gets the rest.
+    let rest = h.saturating_sub(methods_h);
+    let details_h = (rest * 2 / 5).max(5).min(rest);
     let [hist, methods, details] = Layout::vertical([
         Constraint::Min(0),
         Constraint::Length(methods_h),
@@ -261,6 +260,24 @@ fn shape(s: &[usize]) -> String {
         .join("×")
 }
 
+/// Cuts `s` to `w` characters with `…` in the middle, so `archive/member` names keep both the
+/// file's number and the member (`09_s…/fc1_relu`).
+pub fn fit_middle(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    if w < 6 {
+        return fit(s, w);
+    }
+    let head = (w - 1) / 3;
+    let tail = w - 1 - head;
+    let mut t: String = s.chars().take(head).collect();
+    t.push('…');
+    t.extend(s.chars().skip(n - tail));
+    t
+}
+
 /// Cuts `s` to `w` characters, ending with `…` if cut.
 fn fit(s: &str, w: usize) -> String {
     if s.chars().count() <= w {
@@ -302,7 +319,11 @@ fn header(app: &App) -> Line<'static> {
         .join(",");
     let mut spans = vec![
         " calibscope ".black().on_cyan().bold(),
-        Span::raw(format!(" {} layers · ", app.slots.len())),
+        Span::raw(format!(
+            " {} layer{} · ",
+            app.slots.len(),
+            if app.slots.len() == 1 { "" } else { "s" }
+        )),
         Span::styled(
             format!("{ty} {}", o.scheme.name()),
             Style::new().add_modifier(Modifier::BOLD),
@@ -326,7 +347,7 @@ fn progress_line(app: &App, width: usize) -> Line<'static> {
         return Line::default();
     }
     let label = format!(" analysing {}/{} ", p.layers_done, p.layers_total);
-    let bar_w = width.saturating_sub(label.len() + 6).min(24);
+    let bar_w = width.saturating_sub(label.len() + 6).min(16);
     let filled = ((p.ratio() * bar_w as f64).round() as usize).min(bar_w);
     Line::from(vec![
         Span::styled(label, Style::new().fg(Color::Cyan)),
@@ -347,22 +368,27 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
 
 fn key_hints(app: &App) -> Vec<(&'static str, &'static str)> {
     match app.view {
+        // Help and quit first: they must survive truncation on a narrow terminal.
         View::Overview => vec![
+            ("?", "help"),
+            ("q", "quit"),
             ("↑↓", "move"),
             ("Enter", "open layer"),
             ("o/Esc", "back"),
             ("s", "scheme"),
             ("+/-", "bits"),
             ("e", "export"),
-            ("?", "help"),
-            ("q", "quit"),
         ],
         View::Main => {
-            let mut v = vec![match app.focus {
-                Focus::Layers => ("↑↓", "layer"),
-                Focus::Methods => ("↑↓", "method"),
-                Focus::Details => ("↑↓", "scroll"),
-            }];
+            let mut v = vec![
+                ("?", "help"),
+                ("q", "quit"),
+                match app.focus {
+                    Focus::Layers => ("↑↓", "layer"),
+                    Focus::Methods => ("↑↓", "method"),
+                    Focus::Details => ("↑↓", "scroll"),
+                },
+            ];
             v.extend([
                 ("Tab", "focus"),
                 ("l", "log"),
@@ -374,8 +400,6 @@ fn key_hints(app: &App) -> Vec<(&'static str, &'static str)> {
                 ("/", "filter"),
                 ("S", "sort"),
                 ("e", "export"),
-                ("?", "help"),
-                ("q", "quit"),
             ]);
             v
         }
@@ -429,10 +453,13 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
                     Style::new().fg(Color::Yellow),
                 )])
             } else {
-                let mut spans = Vec::new();
+                let mut spans = vec![Span::raw(" ")];
                 for (k, what) in key_hints(app) {
-                    spans.push(Span::styled(format!(" {k} "), key));
-                    spans.push(Span::raw(format!(" {what} ")));
+                    spans.push(Span::styled(k, Style::new().fg(Color::Yellow).bold()));
+                    spans.push(Span::styled(
+                        format!(" {what}  "),
+                        Style::new().fg(Color::Gray),
+                    ));
                 }
                 Line::from(spans)
             }
@@ -515,21 +542,16 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
 }
 
 fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool) -> Line<'static> {
-    // Mark (2) + name + [shape] + badge (6).
+    // Mark (3) + name + [shape] + badge (5).
     let (mark, mark_style) = match &slot.result {
-        None if running => ("… ".to_string(), Style::new().fg(Color::DarkGray)),
-        None => ("  ".to_string(), Style::new()),
-        Some(r) if r.error.is_some() => ("✖ ".to_string(), Style::new().fg(Color::Red)),
-        Some(r) if r.warnings.is_empty() => ("  ".to_string(), Style::new()),
+        None if running => ("…".to_string(), Style::new().fg(Color::DarkGray)),
+        None => (String::new(), Style::new()),
+        Some(r) if r.error.is_some() => ("✖".to_string(), Style::new().fg(Color::Red)),
+        Some(r) if r.warnings.is_empty() => (String::new(), Style::new()),
         Some(r) => (
-            format!("{:<2}", format!("{}", r.warnings.len().min(9))),
+            format!("⚠{}", r.warnings.len().min(9)),
             Style::new().fg(Color::Yellow).bold(),
         ),
-    };
-    let mark = if mark.trim().chars().all(|c| c.is_ascii_digit()) && !mark.trim().is_empty() {
-        format!("⚠{}", mark.trim())
-    } else {
-        mark
     };
     let (badge, badge_style) = match &slot.result {
         None => ("  ·  ".to_string(), Style::new().fg(Color::DarkGray)),
@@ -557,10 +579,10 @@ fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool)
         String::new()
     };
     let shape_w = if show_shape { 12 } else { 0 };
-    let name_w = w.saturating_sub(2 + 1 + 5 + 1 + shape_w);
-    let name = fit(&slot.name, name_w);
+    let name_w = w.saturating_sub(3 + 5 + 2 + shape_w);
+    let name = fit_middle(&slot.name, name_w);
     let mut spans = vec![
-        Span::styled(format!("{mark:<2}"), mark_style),
+        Span::styled(format!("{mark:<3}"), mark_style),
         Span::raw(format!("{name:<name_w$} ")),
     ];
     if show_shape {
@@ -573,37 +595,28 @@ fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool)
     Line::from(spans)
 }
 
-/// The x range shown: the data range, or (zoom) the clip ranges of the methods that clip,
-/// padded a little so the markers are not on the frame.
+/// The x range shown: the data range, or (zoom) the narrowest method's range with a quarter of
+/// its width as margin on each side — the bulk of the data, where the clipping methods differ.
+/// Markers outside the view are listed at its edges.
 pub fn view_range(app: &App, layer: &LayerAnalysis) -> Option<(f64, f64)> {
     let p = layer.profile.as_ref()?;
     let (dlo, dhi) = (p.hist.lo, p.hist.hi);
-    if !(dlo.is_finite() && dhi.is_finite() && dhi > dlo) {
+    if !(dlo.is_finite() && dhi.is_finite()) || dhi <= dlo {
         return None;
     }
     if !app.zoom {
         return Some((dlo, dhi));
     }
-    // min-max and EMA span (nearly) everything; zoom to what the clipping methods keep.
-    let clipping: Vec<&MethodResult> = layer
+    let narrowest = layer
         .methods
         .iter()
-        .filter(|m| !matches!(m.method, MethodKind::Minmax | MethodKind::Ema))
-        .collect();
-    let src = if clipping.is_empty() {
-        layer.methods.iter().collect()
-    } else {
-        clipping
-    };
-    let lo = src.iter().map(|m| m.range[0]).fold(f64::INFINITY, f64::min);
-    let hi = src
-        .iter()
-        .map(|m| m.range[1])
-        .fold(f64::NEG_INFINITY, f64::max);
-    if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+        .map(|m| (m.range[0], m.range[1]))
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && b > a)
+        .min_by(|x, y| (x.1 - x.0).total_cmp(&(y.1 - y.0)));
+    let Some((lo, hi)) = narrowest else {
         return Some((dlo, dhi));
-    }
-    let pad = (hi - lo) * 0.08;
+    };
+    let pad = (hi - lo) * 0.25;
     let (lo, hi) = ((lo - pad).max(dlo), (hi + pad).min(dhi));
     if hi > lo {
         Some((lo, hi))
@@ -618,17 +631,25 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         return;
     };
     let layer = slot.result.as_ref();
+    // The title shares its line with the scale/view mode drawn at the right end.
+    let room = usize::from(area.width).saturating_sub(18);
+    let name = fit_middle(&slot.name, room.saturating_sub(2));
+    let mut used = name.chars().count() + 2;
     let mut title = vec![Span::styled(
-        format!(" {} ", slot.name),
+        format!(" {name} "),
         Style::new().add_modifier(Modifier::BOLD).fg(Color::White),
     )];
     if let Some(l) = layer
         && l.error.is_none()
     {
-        title.push(Span::styled(
-            format!("{} {} ", shape(&l.shape), l.dtype),
-            Style::new().fg(Color::DarkGray),
-        ));
+        let extra = format!("{} {} ", shape(&l.shape), l.dtype);
+        if used + extra.chars().count() <= room {
+            used += extra.chars().count();
+            title.push(Span::styled(extra, Style::new().fg(Color::DarkGray)));
+        }
+    }
+    if slot.stale && used + 14 <= room {
+        title.push(Span::styled("recomputing… ", Style::new().fg(Color::Cyan)));
     }
     let block = panel(Line::from(title), false, Borders::TOP);
     let inner = block.inner(area);
@@ -917,7 +938,8 @@ fn stats_line(layer: &LayerAnalysis) -> Line<'static> {
     Line::from(spans)
 }
 
-fn cast_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
+/// One line per cast. `wide`: aligned columns with full labels; else compact (80 columns).
+fn cast_lines(layer: &LayerAnalysis, wide: bool) -> Vec<Line<'static>> {
     let dim = Style::new().fg(Color::DarkGray);
     let bad = |n: u64| {
         if n > 0 {
@@ -926,30 +948,49 @@ fn cast_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
             Style::new()
         }
     };
+    let sub_style = |n: u64| {
+        if n > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        }
+    };
     layer
         .casts
         .iter()
         .map(|c| {
-            Line::from(vec![
-                Span::styled(format!("{:<9}", c.dtype.name()), Style::new().bold()),
-                Span::styled("ovf ", dim),
-                Span::styled(format!("{:<6}", count(c.overflow)), bad(c.overflow)),
-                Span::styled("ftz ", dim),
-                Span::styled(format!("{:<6}", count(c.underflow)), bad(c.underflow)),
-                Span::styled("sub ", dim),
-                Span::styled(
-                    format!("{:<6}", count(c.subnormal)),
-                    if c.subnormal > 0 {
-                        Style::new().fg(Color::Yellow)
-                    } else {
-                        Style::new()
-                    },
-                ),
-                Span::styled("SQNR ", dim),
-                Span::raw(format!("{:<6}", db(c.sqnr_db))),
-                Span::styled("rel ", dim),
-                Span::raw(num(c.max_rel_error)),
-            ])
+            if wide {
+                Line::from(vec![
+                    Span::styled(format!("{:<9}", c.dtype.name()), Style::new().bold()),
+                    Span::styled("overflow ", dim),
+                    Span::styled(format!("{:<7}", count(c.overflow)), bad(c.overflow)),
+                    Span::styled("flush-to-0 ", dim),
+                    Span::styled(format!("{:<7}", count(c.underflow)), bad(c.underflow)),
+                    Span::styled("subnormal ", dim),
+                    Span::styled(format!("{:<7}", count(c.subnormal)), sub_style(c.subnormal)),
+                    Span::styled("SQNR ", dim),
+                    Span::raw(format!("{:>6} dB  ", db(c.sqnr_db))),
+                    Span::styled("max rel err ", dim),
+                    Span::raw(num(c.max_rel_error)),
+                ])
+            } else {
+                let name = match c.dtype {
+                    crate::analysis::cast::CastType::Float16 => "fp16",
+                    crate::analysis::cast::CastType::Bfloat16 => "bf16",
+                };
+                Line::from(vec![
+                    Span::styled(format!("{name} "), Style::new().bold()),
+                    Span::styled("ovf ", dim),
+                    Span::styled(format!("{} ", count(c.overflow)), bad(c.overflow)),
+                    Span::styled("ftz ", dim),
+                    Span::styled(format!("{} ", count(c.underflow)), bad(c.underflow)),
+                    Span::styled("sub ", dim),
+                    Span::styled(format!("{} ", count(c.subnormal)), sub_style(c.subnormal)),
+                    Span::raw(format!("{}dB ", db(c.sqnr_db))),
+                    Span::styled("rel ", dim),
+                    Span::raw(num(c.max_rel_error)),
+                ])
+            }
         })
         .collect()
 }
@@ -1010,7 +1051,7 @@ fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
         // Side by side: numbers left, warnings right.
         let [left, right] =
             Layout::horizontal([Constraint::Length(62), Constraint::Min(0)]).areas(inner);
-        let mut lines = cast_lines(layer);
+        let mut lines = cast_lines(layer, false);
         lines.push(Line::default());
         lines.push(stats_line(layer));
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
@@ -1021,7 +1062,7 @@ fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
             right.inner(Margin::new(1, 0)),
         );
     } else {
-        let mut lines = cast_lines(layer);
+        let mut lines = cast_lines(layer, inner.width >= 90);
         lines.extend(warning_lines(layer));
         lines.push(stats_line(layer));
         frame.render_widget(
@@ -1050,7 +1091,7 @@ fn draw_overview(frame: &mut Frame, app: &App, size: Rect) {
             Line::from(vec![
                 Span::raw(" overview "),
                 Span::styled(
-                    "· best SQNR (dB) of each method, most sensitive layer first · ★ best ",
+                    "· SQNR dB per method, most sensitive layer first · ★ best ",
                     Style::new().fg(Color::DarkGray),
                 ),
             ]),
@@ -1059,63 +1100,92 @@ fn draw_overview(frame: &mut Frame, app: &App, size: Rect) {
         ),
         title,
     );
-    let rows_order = app.by_sensitivity();
+    let order = app.by_sensitivity();
     // Method columns from the first layer that has methods (all share the options).
-    let labels: Vec<(String, String)> = app
+    let methods: Vec<MethodResult> = app
         .slots
         .iter()
         .filter_map(|s| s.result.as_ref())
         .find(|l| !l.methods.is_empty())
-        .map(|l| {
-            l.methods
-                .iter()
-                .map(|m| (m.label(), short_label(m)))
-                .collect()
-        })
+        .map(|l| l.methods.clone())
         .unwrap_or_default();
     let floor = app.opts.thresholds.sqnr_floor_db;
     let wide = body.width >= 120;
+    let col_w: u16 = if wide { 8 } else { 6 };
+    let n_m = methods.len() as u16;
+    // name + best(6) + [method(10) + bar] + methods + warn(3), one space between columns.
+    // Columns: name, best, [bar, method], methods..., warn; one space between each.
+    let spacing = if wide { n_m + 4 } else { n_m + 2 };
+    let fixed = 6 + n_m * col_w + 4 + spacing;
+    let longest = app
+        .slots
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5) as u16;
+    let (name_w, bar_w) = if wide {
+        let name_w = longest.min(40);
+        let bar_w = body.width.saturating_sub(fixed + name_w + 10);
+        (name_w, bar_w)
+    } else {
+        (body.width.saturating_sub(fixed).max(8), 0)
+    };
+    let top_db = order
+        .iter()
+        .filter_map(|&i| app.slots[i].sensitivity())
+        .filter(|v| v.is_finite())
+        .fold(60.0_f64, f64::max);
     let h = usize::from(body.height.saturating_sub(1));
-    let first = scroll_start(app.overview_scroll, h, rows_order.len());
-    let rows = rows_order
+    let first = scroll_start(app.overview_scroll, h, order.len());
+    let rows = order
         .iter()
         .enumerate()
         .skip(first)
         .take(h)
         .map(|(pos, &i)| {
             let slot = &app.slots[i];
-            let mut cells = vec![Cell::from(slot.name.clone())];
+            let mut cells = vec![Cell::from(fit_middle(&slot.name, usize::from(name_w)))];
             match &slot.result {
-                None => cells.push(Cell::from("…").fg(Color::DarkGray)),
-                Some(l) if l.error.is_some() => cells.push(Cell::from("error").fg(Color::Red)),
+                None => cells.push(Cell::from("   …").fg(Color::DarkGray)),
+                Some(l) if l.error.is_some() => cells.push(Cell::from(" error").fg(Color::Red)),
                 Some(l) => {
                     let best = l.sensitivity_sqnr_db.unwrap_or(f64::NAN);
                     cells.push(
-                        Cell::from(format!("{:>6}", db(best)))
+                        Cell::from(format!("{:>5} ", db(best)))
                             .style(Style::new().fg(Color::Black).bg(sqnr_color(best, floor))),
                     );
                     if wide {
+                        let filled = if best.is_finite() && best > 0.0 {
+                            ((best / top_db * f64::from(bar_w)).round() as usize)
+                                .min(usize::from(bar_w))
+                        } else {
+                            0
+                        };
+                        cells.push(Cell::from("▇".repeat(filled)).fg(sqnr_color(best, floor)));
                         cells.push(Cell::from(
                             l.recommended_method().map(short_label).unwrap_or_default(),
                         ));
                     }
-                    for (label, _) in &labels {
-                        let m = l.methods.iter().find(|m| &m.label() == label);
-                        let cell = match m {
-                            Some(m) => {
-                                let v = m.metrics.sqnr_db;
-                                let star = if l.recommended.as_deref() == Some(label) {
-                                    "★"
-                                } else {
-                                    " "
-                                };
+                    for m in &methods {
+                        let label = m.label();
+                        let cell = match l.methods.iter().find(|x| x.label() == label) {
+                            Some(x) => {
+                                let v = x.metrics.sqnr_db;
+                                let is_best = l.recommended.as_deref() == Some(label.as_str());
                                 let mut st = Style::new().fg(sqnr_color(v, floor));
-                                if !star.trim().is_empty() {
+                                if is_best {
                                     st = st.bold();
                                 }
-                                Cell::from(format!("{:>6}{star}", db(v))).style(st)
+                                let w = usize::from(col_w) - 1;
+                                Cell::from(format!(
+                                    "{:>w$}{}",
+                                    db(v),
+                                    if is_best { "★" } else { " " }
+                                ))
+                                .style(st)
                             }
-                            None => Cell::from("   —").fg(Color::DarkGray),
+                            None => Cell::from("  —").fg(Color::DarkGray),
                         };
                         cells.push(cell);
                     }
@@ -1135,17 +1205,29 @@ fn draw_overview(frame: &mut Frame, app: &App, size: Rect) {
             }
             row
         });
-    let mut head = vec!["layer".to_string(), "  best".to_string()];
+    let mut head: Vec<String> = vec!["layer".into(), " best".into()];
+    let mut widths = vec![Constraint::Length(name_w), Constraint::Length(6)];
     if wide {
+        head.push(format!("best SQNR (0–{top_db:.0} dB)"));
         head.push("method".into());
+        widths.push(Constraint::Length(bar_w));
+        widths.push(Constraint::Length(10));
     }
-    head.extend(labels.iter().map(|(_, s)| format!("{s:>7}")));
+    for m in &methods {
+        let label = if wide {
+            short_label(m)
+        } else {
+            match (m.method, m.percentile) {
+                (MethodKind::Entropy, _) => "entr".into(),
+                (_, Some(p)) => format!("{p}"),
+                _ => m.method.name().to_string(),
+            }
+        };
+        let w = usize::from(col_w);
+        head.push(format!("{:>w$}", fit(&label, w)));
+        widths.push(Constraint::Length(col_w));
+    }
     head.push("warn".into());
-    let mut widths = vec![Constraint::Min(12), Constraint::Length(6)];
-    if wide {
-        widths.push(Constraint::Length(11));
-    }
-    widths.extend(labels.iter().map(|_| Constraint::Length(7)));
     widths.push(Constraint::Length(4));
     let table = Table::new(rows, widths)
         .header(Row::new(head).style(Style::new().fg(Color::DarkGray).bold()))

@@ -41,7 +41,12 @@ pub fn resample(hist: &Histogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
     let mut out = vec![0.0; cols];
     let bins = hist.bins();
     let fw = hist.width();
-    if cols == 0 || !(hi > lo) || !fw.is_finite() || fw <= 0.0 || !lo.is_finite() || !hi.is_finite()
+    if cols == 0
+        || hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || !fw.is_finite()
+        || fw <= 0.0
+        || !lo.is_finite()
+        || !hi.is_finite()
     {
         return out;
     }
@@ -70,7 +75,12 @@ pub fn resample(hist: &Histogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
 
 /// Column of `x` in a view of `cols` columns over `[lo, hi]`, if in view.
 pub fn column_of(x: f64, lo: f64, hi: f64, cols: usize) -> Option<usize> {
-    if cols == 0 || !x.is_finite() || !(hi > lo) || x < lo || x > hi {
+    if cols == 0
+        || !x.is_finite()
+        || hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || x < lo
+        || x > hi
+    {
         return None;
     }
     let c = ((x - lo) / (hi - lo) * cols as f64).floor() as usize;
@@ -124,6 +134,41 @@ impl Widget for HistogramPlot<'_> {
                         cell.set_char('╎').set_fg(Color::LightRed);
                     }
                 }
+            }
+        }
+        // Markers beyond the view: their tags at the edge they are past (◂MA … S3▸).
+        let top = area.top();
+        let mut left: Vec<&Marker> = Vec::new();
+        let mut right: Vec<&Marker> = Vec::new();
+        for m in self.markers {
+            if m.x < self.lo && !left.iter().any(|o| o.tag == m.tag) {
+                left.push(m);
+            } else if m.x > self.hi && !right.iter().any(|o| o.tag == m.tag) {
+                right.push(m);
+            }
+        }
+        let edge = Style::new().fg(Color::DarkGray);
+        if !left.is_empty() && cols > left.len() + 1 {
+            if let Some(cell) = buf.cell_mut((area.x, top)) {
+                cell.set_char('◂').set_style(edge);
+            }
+            for (k, m) in left.iter().enumerate() {
+                if let Some(cell) = buf.cell_mut((area.x + 1 + k as u16, top)) {
+                    cell.set_char(m.tag)
+                        .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
+                }
+            }
+        }
+        if !right.is_empty() && cols > right.len() + 1 {
+            let x0 = area.right() - 1 - right.len() as u16;
+            for (k, m) in right.iter().enumerate() {
+                if let Some(cell) = buf.cell_mut((x0 + k as u16, top)) {
+                    cell.set_char(m.tag)
+                        .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
+                }
+            }
+            if let Some(cell) = buf.cell_mut((area.right() - 1, top)) {
+                cell.set_char('▸').set_style(edge);
             }
         }
         // Unselected markers first so the selected one stays on top.
