@@ -950,11 +950,14 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
             "all values ≥ 0 under a symmetric scheme: the negative half of the grid is wasted (one bit); use --scheme affine or an unsigned type",
         ));
     }
-    let p9999 = layer
-        .stats
-        .as_ref()
-        .and_then(|s| s.percentiles.abs.get("p99.99").copied())
-        .unwrap_or(f64::NAN);
+    let abs_pct = |k: &str| {
+        layer
+            .stats
+            .as_ref()
+            .and_then(|s| s.percentiles.abs.get(k).copied())
+            .unwrap_or(f64::NAN)
+    };
+    let (p99, p9999) = (abs_pct("p99"), abs_pct("p99.99"));
     let absmax = p.absmax();
     let kurt = m.kurtosis();
     if p9999 > 0.0 && (absmax / p9999 > t.outlier_ratio || kurt > t.kurtosis) {
@@ -962,15 +965,19 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
             Scheme::Symmetric => (1u64 << (opts.bits - 1)) - 1,
             Scheme::Affine => (1u64 << opts.bits) - 1,
         };
-        let levels = ((p9999 / absmax) * qmax as f64).ceil().max(1.0) as u64;
+        // Levels min-max leaves to the bulk of the data: |x| ≤ P maps to ceil(P/max·qmax).
+        let levels = |pv: f64| ((pv / absmax) * qmax as f64).ceil().max(1.0) as u64;
         w.push(Warning::new(
             WarningKind::HeavyOutliers,
             absmax / p9999,
             format!(
-                "max |x| is {:.1}× the 99.99th percentile (kurtosis {:.1}): min-max puts 99.99% of values on {} of {} levels; clip with entropy/MSE/percentile",
+                "max |x| is {:.1}× the 99.99th percentile of |x| and kurtosis is {:.1}: min-max \
+                 puts 99% of values on {} and 99.99% on {} of {} levels; clip with \
+                 entropy/MSE/percentile",
                 absmax / p9999,
                 kurt,
-                levels,
+                levels(p99),
+                levels(p9999),
                 qmax
             ),
         ));

@@ -66,10 +66,10 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
             m.iter()
                 .map(|(k, v)| format!("{k} {}", num(*v)))
                 .collect::<Vec<_>>()
-                .join("  ")
+                .join(" ")
         };
-        let _ = writeln!(out, "  x         {}", line(&p.x));
-        let _ = writeln!(out, "  |x|       {}", line(&p.abs));
+        let _ = writeln!(out, "  pct x    {}", line(&p.x));
+        let _ = writeln!(out, "  pct |x|  {}", line(&p.abs));
     }
     for c in &l.casts {
         let _ = writeln!(
@@ -118,14 +118,38 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
         }
     }
     for n in &l.notes {
-        let _ = writeln!(out, "  note: {n}");
+        wrap(out, "  note: ", n);
     }
     for w in &l.warnings {
-        let _ = writeln!(out, "  ! {}: {}", w.kind.name(), w.message);
+        wrap(out, "  ! ", &format!("{}: {}", w.kind.name(), w.message));
     }
     if let Some(e) = &l.error {
         let _ = writeln!(out, "  ERROR     {e}");
     }
+}
+
+/// Writes `text` after `lead`, word-wrapped at 100 columns with a hanging indent.
+fn wrap(out: &mut String, lead: &str, text: &str) {
+    const WIDTH: usize = 100;
+    let indent = " ".repeat(lead.chars().count() + 2);
+    let mut line = lead.to_string();
+    let mut fresh = true;
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if !fresh && len + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.clone();
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
 
 fn summary(out: &mut String, a: &Analysis) {

@@ -1,0 +1,327 @@
+//! The real binary on `data/` and on broken inputs: output shapes, exit statuses, exports.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn calibscope() -> Command {
+    Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
+}
+
+fn data() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data"))
+}
+
+fn json_report(args: &[&str]) -> (Value, i32) {
+    let out = calibscope()
+        .arg("report")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v, out.status.code().unwrap())
+}
+
+#[test]
+fn json_report_on_samples_has_the_documented_shape() {
+    let (v, code) = json_report(&[data().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(v["version"], 1);
+    let layers = v["layers"].as_array().unwrap();
+    // 10 .npy files and an .npz with 6 members.
+    assert_eq!(layers.len(), 16);
+    for l in layers {
+        for key in [
+            "name", "source", "shape", "dtype", "stats", "casts", "warnings", "methods",
+        ] {
+            assert!(!l[key].is_null(), "{} lacks {key}", l["name"]);
+        }
+        assert!(l["error"].is_null());
+        let s = &l["stats"];
+        for key in [
+            "count",
+            "finite",
+            "nan",
+            "pos_inf",
+            "neg_inf",
+            "min",
+            "max",
+            "absmax",
+            "mean",
+            "std",
+            "kurtosis",
+            "zero_fraction",
+            "percentiles",
+        ] {
+            assert!(s.get(key).is_some(), "stats lacks {key}");
+        }
+        let casts: Vec<&str> = l["casts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["dtype"].as_str().unwrap())
+            .collect();
+        assert_eq!(casts, ["float16", "bfloat16"]);
+        let methods: Vec<&str> = l["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "minmax",
+                "ema",
+                "entropy",
+                "mse",
+                "percentile",
+                "percentile",
+                "percentile"
+            ]
+        );
+        let m = &l["methods"][2];
+        for key in [
+            "scheme",
+            "bits",
+            "range",
+            "scale",
+            "zero_point",
+            "candidates",
+            "metrics",
+        ] {
+            assert!(m.get(key).is_some(), "method lacks {key}");
+        }
+        assert!(l["recommended"].is_string());
+    }
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names[0], "01_conv1_relu");
+    assert!(names.contains(&"09_small_mlp/fc1_relu"));
+}
+
+#[test]
+fn warnings_fire_on_the_samples_that_should_raise_them() {
+    let (v, _) = json_report(&[data().to_str().unwrap()]);
+    let kinds = |name: &str| -> Vec<String> {
+        let l = v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap();
+        l["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(kinds("05_mlp_fp16_overflow").contains(&"fp16_overflow".into()));
+    assert!(kinds("05_mlp_fp16_overflow").contains(&"fp16_sum_squares_overflow".into()));
+    assert!(kinds("06_tiny_grads_fp16_underflow").contains(&"fp16_underflow".into()));
+    assert!(kinds("07_with_nan").contains(&"nan_inf".into()));
+    assert!(kinds("01_conv1_relu").contains(&"one_sided".into()));
+    assert!(kinds("03_attn_scores_heavy_tail").contains(&"heavy_outliers".into()));
+    assert!(!kinds("02_block_gelu").contains(&"fp16_overflow".into()));
+    // The fp16 overflow count is exactly the 5 planted values (65519 rounds down to 65504).
+    let l = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "05_mlp_fp16_overflow")
+        .unwrap();
+    assert_eq!(l["casts"][0]["overflow"], 5);
+}
+
+#[test]
+fn a_broken_file_fails_alone_with_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.npy"), b"\x93NUMPY\x01\x00garbage").unwrap();
+    std::fs::copy(
+        data().join("02_block_gelu.npy"),
+        dir.path().join("good.npy"),
+    )
+    .unwrap();
+    let (v, code) = json_report(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    let bad = layers.iter().find(|l| l["name"] == "broken").unwrap();
+    assert!(
+        bad["error"].as_str().unwrap().contains("broken.npy"),
+        "{}",
+        bad["error"]
+    );
+    let good = layers.iter().find(|l| l["name"] == "good").unwrap();
+    assert!(good["error"].is_null());
+    assert_eq!(good["methods"].as_array().unwrap().len(), 7);
+    // The error is also on stderr, one line naming the file.
+    calibscope()
+        .args(["report", "-q", dir.path().to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("broken.npy"));
+}
+
+#[test]
+fn missing_path_is_reported_and_usage_errors_exit_2() {
+    calibscope()
+        .args(["report", "/no/such/file.npy"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("/no/such/file.npy"));
+    calibscope()
+        .args(["report", "--bits", "1"])
+        .assert()
+        .code(2);
+    calibscope()
+        .args(["report", "--format", "yaml"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn fail_on_gates_on_warning_kinds() {
+    let gelu = data().join("02_block_gelu.npy");
+    let overflow = data().join("05_mlp_fp16_overflow.npy");
+    calibscope()
+        .args(["report", "-q", "--fail-on", "fp16_overflow"])
+        .arg(&gelu)
+        .assert()
+        .code(0);
+    calibscope()
+        .args(["report", "-q", "--fail-on", "fp16_overflow,nan_inf"])
+        .arg(&overflow)
+        .assert()
+        .code(3);
+    calibscope()
+        .args(["report", "-q", "--fail-on", "no_such_kind"])
+        .arg(&gelu)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unknown warning kind"));
+}
+
+#[test]
+fn text_report_fits_100_columns_and_marks_the_recommendation() {
+    let out = calibscope().args(["report"]).arg(data()).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100 || line.contains("! ") || line.contains("source"),
+            "too wide: {line}"
+        );
+    }
+    assert!(text.contains("* recommended:"));
+    assert!(text.contains("sensitivity (best SQNR"));
+}
+
+#[test]
+fn csv_has_one_row_per_layer_and_method() {
+    let out = calibscope()
+        .args(["report", "--format", "csv"])
+        .arg(data())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let cols = header.split(',').count();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 16 * 7);
+    for r in &rows {
+        // No field in these samples needs quoting, so a plain split is exact.
+        assert_eq!(r.split(',').count(), cols, "{r}");
+    }
+}
+
+#[test]
+fn markdown_has_tables() {
+    let out = calibscope()
+        .args(["report", "--format", "markdown"])
+        .arg(data().join("02_block_gelu.npy"))
+        .output()
+        .unwrap();
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("| method | range |"));
+    assert!(md.contains("## Sensitivity"));
+}
+
+#[test]
+fn trt_cache_export_writes_scale_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("calib.cache");
+    calibscope()
+        .args([
+            "report",
+            "-q",
+            "--method",
+            "minmax",
+            "--export",
+            "trt-cache",
+        ])
+        .arg(&cache)
+        .arg(data().join("02_block_gelu.npy"))
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), "TRT-8600-EntropyCalibration2");
+    let (name, hex) = lines.next().unwrap().split_once(": ").unwrap();
+    assert_eq!(name, "02_block_gelu");
+    let scale = f32::from_bits(u32::from_str_radix(hex, 16).unwrap());
+    // min-max scale = max|x| / 127; the sample's max is 5.124 (its min is -0.17).
+    let (v, _) = json_report(&[data().join("02_block_gelu.npy").to_str().unwrap()]);
+    let absmax = v["layers"][0]["stats"]["absmax"].as_f64().unwrap();
+    assert_eq!(scale, (absmax / 127.0) as f32);
+}
+
+#[test]
+fn ranges_json_export_and_refusal_to_overwrite_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    std::fs::copy(data().join("02_block_gelu.npy"), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    calibscope()
+        .args(["report", "-q", "--export", "json"])
+        .arg(&input)
+        .arg(&input)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input untouched");
+    let out = dir.path().join("ranges.json");
+    calibscope()
+        .args([
+            "report", "-q", "--scheme", "affine", "--method", "entropy", "--export", "json",
+        ])
+        .arg(&out)
+        .arg(&input)
+        .assert()
+        .success();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = &v["x"];
+    assert_eq!(r["method"], "entropy");
+    assert!(r["min"].as_f64().unwrap() < 0.0 && r["max"].as_f64().unwrap() > 0.0);
+    assert!(r["zero_point"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn bare_command_without_a_terminal_prints_the_text_report() {
+    calibscope()
+        .arg(data().join("02_block_gelu.npy"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("== 02_block_gelu =="));
+}
+
+#[test]
+fn no_path_uses_the_bundled_samples() {
+    let (v, code) = json_report(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 16);
+}
