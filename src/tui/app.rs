@@ -123,15 +123,13 @@ impl ProgressView {
         if self.layers_total == 0 {
             return 1.0;
         }
-        // Byte progress is finer, but `total` grows as layers open: blend in layer counts so the
-        // bar never jumps backwards by much.
-        let layers = self.layers_done as f64 / self.layers_total as f64;
-        let elems = if self.total > 0 {
-            (self.done as f64 / self.total as f64).min(1.0)
+        // Values processed (over all passes) is the honest measure with one huge layer; before
+        // any layer has opened (total 0) fall back to the layer count.
+        if self.total > 0 {
+            (self.done as f64 / self.total as f64).clamp(0.0, 1.0)
         } else {
-            0.0
-        };
-        layers.max(elems * 0.999).clamp(0.0, 1.0)
+            (self.layers_done as f64 / self.layers_total as f64).clamp(0.0, 1.0)
+        }
     }
 }
 
