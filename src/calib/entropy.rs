@@ -1,14 +1,776 @@
-//! (Stub: being written.)
+//! Entropy (KL-divergence) calibration (`calibration-reference.md`, Methods §3).
+//!
+//! * [`symmetric`]: TensorRT "EntropyCalibration2" exactly as NVIDIA Model Optimizer writes it
+//!   (`modelopt/torch/quantization/calib/histogram.py`, `_compute_amax_entropy`), reproducing
+//!   its choice bit for bit except where modelopt produces NaN (see [`symmetric`]).
+//! * [`affine`]: ONNX Runtime's window search (`HistogramCollector.get_entropy_threshold` in
+//!   `onnxruntime/python/tools/quantization/calibrate.py`) adapted to a histogram over
+//!   `[min, max]` and to 2^b levels.
+
+use rayon::prelude::*;
 
 use super::Search;
 use crate::analysis::histogram::Histogram;
 
-/// Symmetric search on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
-pub fn symmetric(abs_hist: &Histogram, _bits: u8) -> Search {
-    Search { lo: -abs_hist.hi, hi: abs_hist.hi, candidates: 1 }
+/// First candidate bin count of Model Optimizer's search (`start_bin=128`).
+const START_BIN: usize = 128;
+/// ONNX Runtime's `smooth_distribution` epsilon (also MXNet's).
+const ORT_EPS: f64 = 1e-4;
+
+/// Bits as `QParams::new` accepts them.
+fn clamp_bits(bits: u8) -> u32 {
+    u32::from(bits.clamp(2, 16))
 }
 
-/// Affine search on the signed histogram over `[min, max]`.
-pub fn affine(signed_hist: &Histogram, _bits: u8) -> Search {
-    Search { lo: signed_hist.lo, hi: signed_hist.hi, candidates: 1 }
+/// numpy's `add.reduce` on a contiguous float64 array (`pairwise_sum` in `loops_utils.h`:
+/// 8 accumulators in blocks of at most 128, halves split at multiples of 8). scipy's `entropy`
+/// sums with it, so reproducing modelopt's tie-breaking needs the same association order.
+/// Exact for arrays shorter than numpy's 8192-element buffer, which covers every search here.
+fn pairwise_sum(a: &[f64]) -> f64 {
+    let n = a.len();
+    if n < 8 {
+        let mut res = 0.0;
+        for &x in a {
+            res += x;
+        }
+        res
+    } else if n <= 128 {
+        let mut r = [0.0f64; 8];
+        r.copy_from_slice(&a[..8]);
+        let whole = n - n % 8;
+        let mut i = 8;
+        while i < whole {
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj += a[i + j];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &x in &a[whole..] {
+            res += x;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise_sum(&a[..n2]) + pairwise_sum(&a[n2..])
+    }
+}
+
+/// `scipy.special.rel_entr`: x·ln(x/y), 0 for x = 0, ∞ for x > 0 = y.
+#[inline]
+fn rel_entr(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x > 0.0 && y > 0.0 {
+        x * (x / y).ln()
+    } else if x == 0.0 && y >= 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Saturating sum of counts (u64 cannot overflow in practice; never panic if it would).
+fn count_sum(c: &[u64]) -> u64 {
+    c.iter().fold(0u64, |a, &b| a.saturating_add(b))
+}
+
+/// Candidates per parallel work item of the symmetric search.
+const CHUNK: usize = 64;
+
+/// What every candidate of the symmetric search reads: counts with h[0] = h[1], their prefix
+/// sums (mass[k] = Σ h[0..k), nonzero[k] = #{j < k : h[j] > 0}), total, and n levels.
+struct KlContext<'a> {
+    h: &'a [u64],
+    mass: &'a [u64],
+    nonzero: &'a [usize],
+    total: u64,
+    n: usize,
+}
+
+impl KlContext<'_> {
+    /// KL(P‖Q) of candidate i as scipy computes it; `q`, `terms` hold at least i values.
+    fn kl(&self, i: usize, q: &mut [f64], terms: &mut [f64]) -> f64 {
+        let (h, mass, nonzero, n) = (self.h, self.mass, self.nonzero, self.n);
+        let tail = self.total - mass[i];
+        if mass[i] == 0 || (h[i - 1] == 0 && tail > 0) {
+            // Q is empty, or P[i-1] > 0 = Q[i-1]: infinite divergence.
+            return f64::INFINITY;
+        }
+        // Q: walk the groups; group g spans [ceil(g·i/n), ceil((g+1)·i/n)).
+        let mut k = 0;
+        while k < i {
+            let g = k * n / i;
+            let end = ((g + 1) * i).div_ceil(n).min(i);
+            let cnt = nonzero[end] - nonzero[k];
+            if cnt == 0 {
+                q[k..end].fill(0.0);
+            } else {
+                // modelopt accumulates integer counts in float64: exact below 2^53.
+                let v = (mass[end] - mass[k]) as f64 / cnt as f64;
+                for (qj, &hj) in q[k..end].iter_mut().zip(&h[k..end]) {
+                    *qj = if hj > 0 { v } else { 0.0 };
+                }
+            }
+            k = end;
+        }
+        let total_f = self.total as f64;
+        let q_sum = pairwise_sum(&q[..i]);
+        for j in 0..i - 1 {
+            terms[j] = rel_entr(h[j] as f64 / total_f, q[j] / q_sum);
+        }
+        let p_last = h[i - 1].saturating_add(tail);
+        terms[i - 1] = rel_entr(p_last as f64 / total_f, q[i - 1] / q_sum);
+        pairwise_sum(&terms[..i])
+    }
+}
+
+/// Symmetric entropy calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
+///
+/// Model Optimizer's `_compute_amax_entropy` (TensorRT EntropyCalibration2), with h the counts
+/// and N their number:
+/// 1. h[0] ← h[1] (the zero spike of ReLU outputs would otherwise dominate);
+/// 2. n = 2^(b−1) levels (128 for int8);
+/// 3. for each i = 128..=N, stride 1 (from min(128, N) if N < 128):
+///    * P = h[0..i) with the tail mass Σh[i..] added to P[i−1];
+///    * Q: bin k < i belongs to group ⌊k·n/i⌋ — exactly what modelopt's
+///      `np.digitize(range(i), np.linspace(0, i, n+1)) - 1` computes, as `linspace` is exact
+///      here (n is a power of two) — and each group's mass is spread evenly over its nonzero
+///      bins (zero bins of h stay 0 in Q);
+///    * KL(P‖Q) as `scipy.stats.entropy`: both divided by their sums, Σ p·ln(p/q) over p > 0
+///      (∞ if some p > 0 has q = 0), summed in numpy's pairwise order so equal divergences
+///      compare equal exactly as in numpy;
+/// 4. the **last** i among equal minima wins; a = edge(i), the upper edge of bin i−1.
+///
+/// Group masses and nonzero counts come from prefix sums, so each candidate costs O(i) (the
+/// i logarithms dominate); candidates run in parallel chunks of 64 with buffers reused within
+/// a chunk, and the winner does not depend on the threads.
+///
+/// `candidates` = number of i evaluated (N − start + 1; 1921 for 2048 bins).
+///
+/// Deviation: when h[0..i) is all zero (all data lies in the tail), Q sums to 0 and scipy
+/// returns NaN, which numpy's `argmin` then *prefers*: modelopt picks the largest such i, so
+/// data clustered away from 0 is all clipped to its own lower end (a constant tensor gets the
+/// upper edge of bin N−2 instead of its value). We score such a candidate ∞ (Q represents
+/// none of the data), following the reference page's "p > 0 where q = 0 gives ∞".
+/// An empty histogram (or one whose only mass is bin 0, which step 1 erases) returns
+/// `[-hi, hi]` with 0 candidates, which is also what modelopt's all-NaN search returns.
+pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
+    let nbins = abs_hist.bins();
+    let n = 1usize << (clamp_bits(bits) - 1);
+    let mut h = abs_hist.counts.clone();
+    if nbins >= 2 {
+        h[0] = h[1];
+    }
+    let total = count_sum(&h);
+    if total == 0 || nbins == 0 {
+        return Search {
+            lo: -abs_hist.hi.abs(),
+            hi: abs_hist.hi.abs(),
+            candidates: 0,
+        };
+    }
+    let start = START_BIN.min(nbins).max(1);
+
+    // mass[k] = Σ h[0..k), nonzero[k] = #{j < k : h[j] > 0}.
+    let mut mass = Vec::with_capacity(nbins + 1);
+    let mut nonzero = Vec::with_capacity(nbins + 1);
+    let (mut m, mut z) = (0u64, 0usize);
+    mass.push(0);
+    nonzero.push(0);
+    for &c in &h {
+        m = m.saturating_add(c);
+        z += usize::from(c > 0);
+        mass.push(m);
+        nonzero.push(z);
+    }
+
+    let ctx = KlContext {
+        h: &h,
+        mass: &mass,
+        nonzero: &nonzero,
+        total,
+        n,
+    };
+    // Candidates in parallel chunks (each with its own buffers); within a chunk and across
+    // chunks, in order, `<=` keeps the last of equal minima (modelopt reverses before
+    // `argmin`), so the choice does not depend on the threads.
+    let chunks: Vec<(usize, usize)> = (start..=nbins)
+        .step_by(CHUNK)
+        .map(|a| (a, (a + CHUNK).min(nbins + 1)))
+        .collect();
+    let bests: Vec<(f64, usize)> = chunks
+        .par_iter()
+        .map(|&(a, b)| {
+            let mut q = vec![0.0f64; b - 1];
+            let mut terms = vec![0.0f64; b - 1];
+            let mut best = (f64::INFINITY, a);
+            for i in a..b {
+                // NaN cannot arise (Q is never empty here); were it to, it would count as ∞.
+                let kl = ctx.kl(i, &mut q, &mut terms);
+                let kl = if kl.is_nan() { f64::INFINITY } else { kl };
+                if kl <= best.0 {
+                    best = (kl, i);
+                }
+            }
+            best
+        })
+        .collect();
+    let mut best = (f64::INFINITY, nbins);
+    for b in bests {
+        if b.0 <= best.0 {
+            best = b;
+        }
+    }
+    // abs: an |x| histogram's edges are ≥ 0; this keeps lo ≤ hi on any other input.
+    let a = abs_hist.edge(best.1).abs();
+    Search {
+        lo: -a,
+        hi: a,
+        candidates: nbins + 1 - start,
+    }
+}
+
+/// The bin a value 0 falls in (`Histogram::add_values`' arithmetic), clamped into the histogram.
+fn zero_bin(h: &Histogram) -> usize {
+    let nbins = h.bins();
+    let pos = (0.0 - h.lo) * (nbins as f64 / (h.hi - h.lo));
+    if pos.is_nan() {
+        0
+    } else {
+        pos.clamp(0.0, (nbins - 1) as f64) as usize
+    }
+}
+
+/// ONNX Runtime's `smooth_distribution` (in float64, ORT uses float32): zeros become eps,
+/// nonzero entries lose eps·#zeros/#nonzeros. `false` where ORT gives up (all zero → its −1,
+/// scored ∞) or would fail its assertion (eps1 ≥ 1, only for windows > 10⁴ mostly-empty bins).
+fn smooth(v: &mut [f64]) -> bool {
+    let zeros = v.iter().filter(|&&x| x == 0.0).count();
+    let nonzeros = v.len() - zeros;
+    if nonzeros == 0 {
+        return false;
+    }
+    let eps1 = ORT_EPS * zeros as f64 / nonzeros as f64;
+    if eps1 >= 1.0 {
+        return false;
+    }
+    for x in v.iter_mut() {
+        *x = if *x == 0.0 { ORT_EPS } else { *x - eps1 };
+    }
+    true
+}
+
+/// ORT's divergence of one window `slice` (bins [l, r)) with `below`/`above` counts outside it.
+/// `p` and `q` are scratch buffers of at least `slice.len()`.
+fn ort_window_kl(
+    slice: &[u64],
+    below: u64,
+    above: u64,
+    nq: usize,
+    p: &mut [f64],
+    q: &mut [f64],
+) -> f64 {
+    let len = slice.len();
+    let (p, q) = (&mut p[..len], &mut q[..len]);
+    // Reference p: the window, outliers added to its first and last bins.
+    for (pj, &c) in p.iter_mut().zip(slice) {
+        *pj = c as f64;
+    }
+    p[0] += below as f64;
+    p[len - 1] += above as f64;
+    // Candidate q: the window without outliers in nq chunks of len/nq bins (the remainder's
+    // mass goes to the last chunk, its bins stay 0); each chunk's mass / #(nonzero p bins in
+    // it) fills every bin of the chunk, truncated to an integer as ORT's int64 array does.
+    let merged = len / nq;
+    q.fill(0.0);
+    for idx in 0..nq {
+        let (s, e) = (idx * merged, idx * merged + merged);
+        let mut m = count_sum(&slice[s..e]);
+        if idx == nq - 1 {
+            m = m.saturating_add(count_sum(&slice[nq * merged..]));
+        }
+        let norm = p[s..e].iter().filter(|&&x| x != 0.0).count();
+        if norm != 0 {
+            q[s..e].fill((m as f64 / norm as f64).trunc());
+        }
+    }
+    if !smooth(p) || !smooth(q) {
+        return f64::INFINITY;
+    }
+    let (ps, qs) = (pairwise_sum(p), pairwise_sum(q));
+    // Reuse p for the terms: each p[j] is read before it is overwritten.
+    for (pj, &qj) in p.iter_mut().zip(q.iter()) {
+        *pj = rel_entr(*pj / ps, qj / qs);
+    }
+    pairwise_sum(p)
+}
+
+/// Affine entropy calibration on the signed histogram over `[min, max]` (ONNX Runtime's window
+/// search, adapted).
+///
+/// ORT histograms x over `[-T, T]` (T = max|x|) with the zero bin z = N/2 and tries the windows
+/// of bins `[z−i, z+i+1)` for i = nq/2..=N/2 (one bin wider on the + side). Our histogram is
+/// over `[min, max]`, so the natural adaptation is:
+/// * z = the bin that holds 0 (bin 0 if min ≥ 0, bin N−1 if max ≤ 0);
+/// * window i = bins `[max(z−i, 0), min(z+i+1, N))`: symmetric in value about the zero bin
+///   (±i bins, as ORT) until it meets an end of the histogram, then growing on the other side
+///   only; i = nq/2 ..= max(z, N−1−z), the last being the first window that is the whole
+///   histogram (later ones would repeat it). nq = 2^b (256 for 8 bits; ORT's default is 128).
+/// * Windows with fewer than nq bins are skipped (not counted): ORT's merge gives them
+///   len/nq = 0 bins per chunk, an all-zero q and KL = ∞. They occur only at a histogram end,
+///   e.g. for one-sided data (min ≥ 0) the windows start at nq bins. This makes one-sided
+///   data use the whole histogram, where ORT's [−T, T] histogram wastes half its bins
+///   (reference README §5 item 2).
+/// * Per window, exactly ORT: p = window with the outlier counts added to its first and last
+///   bins; q = window in nq chunks of ⌊len/nq⌋ bins (remainder mass into the last chunk, the
+///   remainder bins themselves stay 0), each chunk's mass / #(nonzero p bins in the chunk)
+///   written into every bin of the chunk and truncated to an integer (ORT's int64 q);
+///   both smoothed with eps = 1e-4 (`smooth_distribution`, on raw counts); KL(p‖q) as scipy.
+/// * The **first** minimum wins (ORT's `argmin`); the range is (edge(l), edge(r)), clipped to
+///   `[min, max]` (a no-op here since windows never leave the histogram). lo ≤ 0 ≤ hi is not
+///   enforced: for min > 0 the range is `[min, …]` and the affine scheme widens it to 0.
+///
+/// Inherited quirk: q's last len mod nq bins stay 0 (up to nq−1 = 255 bins here, against
+/// ORT's default ≤ 127 of 2048), so windows just short of a multiple of nq whose remainder
+/// lies in an empty tail score well and the chosen hi can sit well past the data's bulk.
+///
+/// Differences from ORT beyond the adaptation: float64 throughout (ORT smooths and sums in
+/// float32), so near-ties may break differently. A histogram with fewer than nq bins, or with
+/// no counts, returns `[min, max]` with 0 candidates (ORT raises or degenerates to min-max).
+pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
+    let nbins = signed_hist.bins();
+    let nq = 1usize << clamp_bits(bits);
+    let full = Search {
+        lo: signed_hist.lo,
+        hi: signed_hist.hi,
+        candidates: 0,
+    };
+    let h = &signed_hist.counts;
+    let total = count_sum(h);
+    if total == 0 || nbins < nq {
+        return full;
+    }
+    let z = zero_bin(signed_hist);
+    let mut prefix = Vec::with_capacity(nbins + 1);
+    let mut acc = 0u64;
+    prefix.push(0);
+    for &c in h {
+        acc = acc.saturating_add(c);
+        prefix.push(acc);
+    }
+    // Windows of at least nq bins, evaluated in parallel chunks; in-order reduction with a
+    // strict `<` keeps the first minimum (ORT's `np.argmin`) whatever the threads do.
+    let windows: Vec<(usize, usize)> = (nq / 2..=z.max(nbins - 1 - z))
+        .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
+        .filter(|&(l, r)| r - l >= nq)
+        .collect();
+    let candidates = windows.len();
+    let bests: Vec<(f64, (usize, usize))> = windows
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut p = vec![0.0f64; nbins];
+            let mut q = vec![0.0f64; nbins];
+            let mut best = (f64::INFINITY, (0, nbins));
+            for &(l, r) in chunk {
+                let kl = ort_window_kl(&h[l..r], prefix[l], total - prefix[r], nq, &mut p, &mut q);
+                if kl < best.0 {
+                    best = (kl, (l, r));
+                }
+            }
+            best
+        })
+        .collect();
+    let mut best = (f64::INFINITY, (0, nbins));
+    for b in bests {
+        if b.0 < best.0 {
+            best = b;
+        }
+    }
+    let best_window = best.1;
+    if candidates == 0 {
+        return full;
+    }
+    let lo = signed_hist.edge(best_window.0).max(signed_hist.lo);
+    let hi = signed_hist.edge(best_window.1).min(signed_hist.hi);
+    Search { lo, hi, candidates }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn hist(lo: f64, hi: f64, counts: Vec<u64>) -> Histogram {
+        Histogram { lo, hi, counts }
+    }
+
+    /// Deterministic xorshift64* so the tests need no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Counts proportional to the normal pdf at the bin centres (|x| histogram: 2φ), ×scale.
+    fn gaussian_counts(lo: f64, hi: f64, bins: usize, scale: f64, abs: bool) -> Histogram {
+        let mut h = Histogram::new(lo, hi, bins);
+        let w = h.width();
+        for i in 0..bins {
+            let x = h.centre(i);
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let d = if abs { 2.0 * pdf } else { pdf };
+            h.counts[i] = (d * w * scale).round() as u64;
+        }
+        h
+    }
+
+    /// A line-by-line port of modelopt's `_compute_amax_entropy` loop, allocation and all:
+    /// `np.linspace`, `np.digitize` (searchsorted right), `Counter`, the −1 mask, scipy's
+    /// normalise-then-`rel_entr`, and `argmin` over the reversed array with numpy's NaN rule
+    /// (the first NaN wins). Returns the chosen i.
+    fn modelopt_port(counts: &[u64], bits: u32) -> usize {
+        let mut bins = counts.to_vec();
+        bins[0] = bins[1];
+        let nb = 1usize << (bits - 1);
+        let stop = bins.len();
+        let mut divergences = Vec::new();
+        for i in START_BIN..=stop {
+            let step = i as f64 / nb as f64;
+            let mut space: Vec<f64> = (0..=nb).map(|j| j as f64 * step).collect();
+            space[nb] = i as f64;
+            let mut dig: Vec<isize> = (0..i)
+                .map(|x| space.partition_point(|&s| s <= x as f64) as isize - 1)
+                .collect();
+            for (d, &b) in dig.iter_mut().zip(&bins[..i]) {
+                if b == 0 {
+                    *d = -1;
+                }
+            }
+            let mut ndc = vec![0.0f64; nb];
+            let mut counter = vec![0usize; nb];
+            for (idx, &d) in dig.iter().enumerate() {
+                if d != -1 {
+                    ndc[d as usize] += bins[idx] as f64;
+                    counter[d as usize] += 1;
+                }
+            }
+            for (v, &c) in ndc.iter_mut().zip(&counter) {
+                if c > 0 {
+                    *v /= c as f64;
+                }
+            }
+            let new_density: Vec<f64> = dig
+                .iter()
+                .map(|&d| if d == -1 { 0.0 } else { ndc[d as usize] })
+                .collect();
+            let mut reference: Vec<u64> = bins[..i].to_vec();
+            reference[i - 1] += bins[i..].iter().sum::<u64>();
+            let psum: u64 = reference.iter().sum();
+            let qsum = pairwise_sum(&new_density);
+            let terms: Vec<f64> = reference
+                .iter()
+                .zip(&new_density)
+                .map(|(&p, &q)| rel_entr(p as f64 / psum as f64, q / qsum))
+                .collect();
+            divergences.push(pairwise_sum(&terms));
+        }
+        // np.argmin(divergences[::-1]): first NaN, else first minimum, of the reversed array.
+        let rev: Vec<f64> = divergences.iter().rev().copied().collect();
+        let pos = rev.iter().position(|d| d.is_nan()).unwrap_or_else(|| {
+            let mut b = 0;
+            for (k, d) in rev.iter().enumerate() {
+                if *d < rev[b] {
+                    b = k;
+                }
+            }
+            b
+        });
+        divergences.len() - 1 - pos + START_BIN
+    }
+
+    #[test]
+    fn pairwise_sum_is_numpys() {
+        // Expected: np.sum of the same float64 array (numpy 2.4), where a plain left-to-right
+        // sum differs in the last bits for n ≥ 100.
+        let cases: [(usize, u64); 5] = [
+            (5, 0x412a_354c_5642_d557),
+            (100, 0xc1c0_ac55_d4fe_cf1d),
+            (300, 0xc1dd_d649_6526_7210),
+            (1000, 0xc1d2_f400_af3d_1b90),
+            (2049, 0xc1db_7999_818b_3069),
+        ];
+        for (n, bits) in cases {
+            let a: Vec<f64> = (0..n as i64)
+                .map(|k| {
+                    ((k * 7919 % 1000) as f64 - 500.0) * 2f64.powi((k * 31 % 41) as i32 - 20)
+                        + 1.0 / 3.0
+                })
+                .collect();
+            assert_eq!(pairwise_sum(&a).to_bits(), bits, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn symmetric_matches_a_literal_port_of_modelopt() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut shapes: Vec<Vec<u64>> = Vec::new();
+        // Smooth decaying bulk with noise and a sparse tail.
+        shapes.push(
+            (0..2048)
+                .map(|k| {
+                    let base = 50_000.0 * (-(k as f64) / 150.0).exp();
+                    (base as u64 + rng.below(40)) * u64::from(rng.below(4) != 0)
+                })
+                .collect(),
+        );
+        // Small integer counts: many exact ties between candidates.
+        shapes.push((0..700).map(|_| rng.below(3)).collect());
+        // Spikes in an otherwise empty histogram.
+        shapes.push(
+            (0..1500)
+                .map(|_| {
+                    if rng.below(50) == 0 {
+                        rng.below(1000)
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        );
+        // ReLU-like: a zero spike, a bulk, an outlier at the end.
+        let mut relu: Vec<u64> = (0..1024)
+            .map(|k| (20_000.0 * (-(k as f64) / 60.0).exp()) as u64)
+            .collect();
+        relu[0] = 1_000_000;
+        relu[1023] = 3;
+        shapes.push(relu);
+        shapes.push(gaussian_counts(0.0, 4.5, 2048, 1e6, true).counts);
+        shapes.push(vec![7; 200]);
+        for (s, counts) in shapes.into_iter().enumerate() {
+            let h = hist(0.0, 3.0, counts);
+            for bits in [8u8, 7] {
+                let want = modelopt_port(&h.counts, u32::from(bits));
+                let got = symmetric(&h, bits);
+                assert_eq!(got.hi, h.edge(want), "shape {s}, bits {bits}");
+                assert_eq!(got.lo, -got.hi);
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_counts_every_i() {
+        let mut rng = Rng(7);
+        for (bins, want) in [
+            (2048, 1921),
+            (300, 173),
+            (129, 2),
+            (128, 1),
+            (100, 1),
+            (1, 1),
+        ] {
+            let counts = (0..bins).map(|_| 1 + rng.below(9)).collect();
+            assert_eq!(symmetric(&hist(0.0, 1.0, counts), 8).candidates, want);
+        }
+    }
+
+    #[test]
+    fn symmetric_keeps_a_block_well_inside_the_levels() {
+        // Distinct counts in bins 0..=40 of 2048. At i = 128 every bin is its own group, so
+        // Q = P and KL = 0 exactly; larger i keep KL = 0 until two nonzero bins of the block
+        // share a group (bins 0 and 1 may: h[0] = h[1]). The last zero wins, which is at
+        // i = 131 (merges at 0/1, 43/44, 86/87: only the first lands in the block).
+        let mut counts = vec![0u64; 2048];
+        for (k, c) in counts.iter_mut().enumerate().take(41) {
+            *c = 1000 + 37 * k as u64;
+        }
+        let h = hist(0.0, 2048.0, counts);
+        let s = symmetric(&h, 8);
+        assert_eq!(s.hi, 131.0);
+        assert!(s.hi >= h.edge(41), "covers the block");
+    }
+
+    #[test]
+    fn symmetric_clips_a_single_far_outlier() {
+        // A bulk in bins 0..300 and one count in the last bin: every i whose bin i−1 is empty
+        // but has tail mass is ∞, so the choice is inside the bulk or the full range; the
+        // bulk end wins by far.
+        let mut counts: Vec<u64> = (0..2048)
+            .map(|k| {
+                if k < 300 {
+                    (100_000.0 * (-(k as f64) / 80.0).exp()) as u64 + 1
+                } else {
+                    0
+                }
+            })
+            .collect();
+        counts[2047] = 1;
+        let h = hist(0.0, 10.0, counts);
+        let s = symmetric(&h, 8);
+        assert!(s.hi <= h.edge(300) && s.hi >= h.edge(128), "{s:?}");
+    }
+
+    #[test]
+    fn symmetric_gaussian_is_in_a_plausible_band() {
+        // |x| of N(0,1) on [0, 6σ], 2048 bins, ~1e9 values (counts round to 0 beyond ~5.6σ).
+        // The search cannot stop below 128 bins = 0.375σ and KL punishes clipped tail mass
+        // (it all lands in P[i−1]); at 8 bits the published TensorRT/ACIQ-style numbers for
+        // Gaussians sit between the 99.9th (3.29σ) and 99.999th (4.42σ) percentile of |x|.
+        // We only assert that weaker band plus "below the data max"; the printed value is
+        // for the report.
+        let h = gaussian_counts(0.0, 6.0, 2048, 1e9, true);
+        let s = symmetric(&h, 8);
+        eprintln!("gaussian |x| entropy amax = {:.4}", s.hi);
+        assert!(s.hi > 3.29 && s.hi < 5.6, "{s:?}");
+        // 4 bits: far fewer levels, so much more clipping.
+        let s4 = symmetric(&h, 4);
+        eprintln!("gaussian |x| entropy amax (4 bits) = {:.4}", s4.hi);
+        assert!(s4.hi < s.hi, "{s4:?}");
+    }
+
+    #[test]
+    fn symmetric_degenerate_histograms_are_finite() {
+        let cases = [
+            hist(0.0, 1.0, vec![0; 2048]),
+            hist(0.0, 1.0, vec![5]),
+            hist(0.0, 1.0, vec![]),
+            hist(0.0, 1e-30, vec![3, 0, 0]),
+            Histogram::new(0.0, 0.0, 2048),
+        ];
+        for h in &cases {
+            let s = symmetric(h, 8);
+            assert!(
+                s.lo.is_finite() && s.hi.is_finite() && s.lo <= s.hi,
+                "{s:?}"
+            );
+        }
+        // All mass in bin 0 (an all-zero tensor): h[0] = h[1] erases it; the full range.
+        let mut zeros = vec![0; 2048];
+        zeros[0] = 1000;
+        let s = symmetric(&hist(0.0, 1e-7, zeros), 8);
+        assert_eq!((s.hi, s.candidates), (1e-7, 0));
+    }
+
+    #[test]
+    fn symmetric_constant_keeps_its_value_where_modelopt_drops_a_bin() {
+        // A constant 0.75: all mass in the last bin. Every i < N has an empty Q: modelopt's
+        // NaN wins there and it returns edge(2047) = 0.74963 (reference constant.json); we
+        // score those ∞ and return 0.75, so the constant is represented exactly.
+        let mut counts = vec![0; 2048];
+        counts[2047] = 4096;
+        let h = hist(0.0, 0.75, counts);
+        assert_eq!(modelopt_port(&h.counts, 8), 2047);
+        assert_eq!(h.edge(2047), 0.749_633_789_062_5);
+        let s = symmetric(&h, 8);
+        assert_eq!(s.hi, 0.75);
+    }
+
+    #[test]
+    fn affine_candidate_windows() {
+        // [-1, 1]: zero in bin 1024; i = 128..=1024, every window has 2i+1 ≥ 257 bins.
+        let counts: Vec<u64> = (0..2048).map(|k| 1 + (k % 7) as u64).collect();
+        assert_eq!(affine(&hist(-1.0, 1.0, counts.clone()), 8).candidates, 897);
+        // One-sided [0, 1]: windows [0, i+1), only those with ≥ 256 bins: i = 255..=2047.
+        assert_eq!(affine(&hist(0.0, 1.0, counts.clone()), 8).candidates, 1793);
+        // All negative: the mirror image.
+        assert_eq!(
+            affine(&hist(-1.0, -0.5, counts.clone()), 8).candidates,
+            1793
+        );
+        // 7 bits, nq = 128: [-1, 3] puts 0 in bin 512; i = 64..=1535.
+        assert_eq!(affine(&hist(-1.0, 3.0, counts), 7).candidates, 1472);
+    }
+
+    #[test]
+    fn affine_uniform_keeps_the_full_range() {
+        // Uniform counts: the full window merges 8 equal bins per chunk, so q = p and KL = 0,
+        // while every narrower window puts clipped mass in its end bins.
+        let h = hist(-1.0, 3.0, vec![100; 2048]);
+        let s = affine(&h, 8);
+        assert_eq!((s.lo, s.hi), (-1.0, 3.0));
+    }
+
+    #[test]
+    fn affine_clips_a_far_outlier() {
+        let mut h = gaussian_counts(-4.0, 20.0, 2048, 1e7, false);
+        h.counts[2047] += 1;
+        // x ∈ [-4, 20]: N(0,1) counts (zero beyond ~5.4σ) and one value at 20.
+        let s = affine(&h, 8);
+        // The window reaches -4 on the left, then grows right only. It stops far short of the
+        // outlier, though not at the bulk's end: ORT leaves the len mod nq remainder bins of q
+        // at 0, so a window just short of a multiple of nq bins (here 1023 = 3·256 + 255,
+        // ending at 7.99) models the bulk with 3-bin chunks and pays only for the lone
+        // outlier in its empty remainder.
+        assert_eq!(s.lo, -4.0, "{s:?}");
+        assert!(s.hi >= 4.0 && s.hi < 10.0, "{s:?}");
+    }
+
+    #[test]
+    fn affine_gaussian_is_roughly_symmetric_and_clips_less_than_symmetric_int8() {
+        // N(0,1) on [-6, 6]: 256 levels over the window, twice as fine as modelopt's 128 per
+        // side, so the window is at least as wide as the symmetric |x| search's amax on the
+        // same data, within the ±1-bin asymmetry of ORT's windows.
+        let h = gaussian_counts(-6.0, 6.0, 2048, 1e9, false);
+        let s = affine(&h, 8);
+        let sym = symmetric(&gaussian_counts(0.0, 6.0, 1024, 1e9, true), 8);
+        eprintln!("gaussian affine entropy = {s:?}; symmetric amax {}", sym.hi);
+        assert!((s.hi + s.lo).abs() <= 2.0 * h.width(), "{s:?}");
+        assert!(s.hi > 3.29 && s.hi <= 6.0, "{s:?}");
+    }
+
+    #[test]
+    fn affine_degenerate_histograms_are_finite() {
+        let cases = [
+            hist(-1.0, 1.0, vec![0; 2048]),
+            hist(-1.0, 1.0, vec![5]),
+            hist(0.0, 1.0, vec![]),
+            hist(-1.0, 1.0, vec![1; 100]),
+            hist(2.0, 3.0, {
+                let mut c = vec![0; 2048];
+                c[2047] = 9;
+                c
+            }),
+            hist(-3.0, -2.0, {
+                let mut c = vec![0; 2048];
+                c[0] = 9;
+                c
+            }),
+            Histogram::new(0.0, 0.0, 2048),
+            Histogram::new(-1e-30, 1e-30, 2048),
+        ];
+        for h in &cases {
+            for bits in [2u8, 8, 16] {
+                let s = affine(h, bits);
+                assert!(s.lo.is_finite() && s.hi.is_finite(), "{s:?}");
+                assert!(s.lo >= h.lo && s.hi <= h.hi && s.lo <= s.hi, "{s:?}");
+            }
+        }
+        // Fewer bins than levels: no window, the full range with 0 candidates.
+        let s = affine(&hist(-1.0, 1.0, vec![1; 100]), 8);
+        assert_eq!((s.lo, s.hi, s.candidates), (-1.0, 1.0, 0));
+    }
+
+    /// Timing on 2048 bins: `cargo test --release --lib calib::entropy -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing_2048_bins() {
+        let abs = gaussian_counts(0.0, 5.0, 2048, 1e9, true);
+        let signed = gaussian_counts(-5.0, 5.0, 2048, 1e9, false);
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let s = symmetric(&abs, 8);
+            eprintln!("entropy::symmetric {:?} {s:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let s = affine(&signed, 8);
+            eprintln!("entropy::affine    {:?} {s:?}", t.elapsed());
+        }
+    }
 }
