@@ -94,6 +94,8 @@ pub struct Slot {
     pub result: Option<LayerAnalysis>,
     /// A re-run with new options is under way; `result` still holds the old numbers.
     pub stale: bool,
+    /// Histograms and stats, as soon as passes 1–2 are done (kept across re-runs).
+    pub profile: Option<Arc<Profile>>,
 }
 
 impl Slot {
@@ -191,6 +193,7 @@ impl App {
                 spec: Some(s),
                 result: None,
                 stale: false,
+                profile: None,
             })
             .collect();
         slots.extend(errors.iter().map(|e| Slot {
@@ -198,6 +201,7 @@ impl App {
             name: e.path.clone(),
             result: Some(LayerAnalysis::from_error(e)),
             stale: false,
+            profile: None,
         }));
         let selected = if slots.is_empty() { None } else { Some(0) };
         App {
@@ -235,7 +239,9 @@ impl App {
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(spec) = &s.spec else { continue };
             let profile = if reuse {
-                s.result.as_ref().and_then(|r| r.profile.clone())
+                s.profile
+                    .clone()
+                    .or_else(|| s.result.as_ref().and_then(|r| r.profile.clone()))
             } else {
                 None
             };
@@ -267,8 +273,21 @@ impl App {
             return;
         }
         if let Some(s) = self.slots.get_mut(slot) {
+            if layer.profile.is_some() {
+                s.profile = layer.profile.clone();
+            }
             s.result = Some(layer);
             s.stale = false;
+        }
+    }
+
+    /// A layer's histograms are ready (its methods are still being measured).
+    pub fn on_profile(&mut self, generation: u64, slot: usize, profile: Arc<Profile>) {
+        if generation != self.generation {
+            return;
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.profile = Some(profile);
         }
     }
 

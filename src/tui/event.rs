@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ratatui::crossterm::event as ct;
 
-use crate::analysis::LayerAnalysis;
+use crate::analysis::{LayerAnalysis, Profile};
 
 /// What the main loop receives.
 #[derive(Debug)]
@@ -20,6 +20,12 @@ pub enum Event {
         generation: u64,
         slot: usize,
         layer: Box<LayerAnalysis>,
+    },
+    /// Passes 1–2 of a layer are done: its histograms, before the metrics pass.
+    Profiled {
+        generation: u64,
+        slot: usize,
+        profile: Arc<Profile>,
     },
     /// Job `generation` finished (or was cancelled).
     JobDone {

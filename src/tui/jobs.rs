@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 
 use rayon::prelude::*;
 
-use crate::analysis::{Options, Progress, analyze_layer, finish_layer};
+use crate::analysis::{LayerAnalysis, Options, Progress, finish_layer, profile_layer};
 
 use super::app::Work;
 use super::event::Event;
@@ -44,7 +44,25 @@ pub fn run(
         let layer = match w.profile {
             // Histograms and stats are kept: only calibration and the metrics pass run again.
             Some(p) => finish_layer(&w.spec, p, opts, progress),
-            None => analyze_layer(&w.spec, opts, progress),
+            None => match profile_layer(&w.spec, opts, progress) {
+                Ok(p) => {
+                    // Hand the profile over before the metrics pass: the histogram can be shown
+                    // now, and a re-run started meanwhile need not read the file twice more.
+                    let p = Arc::new(p);
+                    let _ = tx.send(Event::Profiled {
+                        generation,
+                        slot: w.slot,
+                        profile: p.clone(),
+                    });
+                    finish_layer(&w.spec, p, opts, progress)
+                }
+                Err(e) => {
+                    let mut l = LayerAnalysis::from_error(&e);
+                    l.name = w.spec.name.clone();
+                    l.source = w.spec.source();
+                    l
+                }
+            },
         };
         progress.layers_done.fetch_add(1, Ordering::Relaxed);
         if !progress.cancel.load(Ordering::Relaxed) {

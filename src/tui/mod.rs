@@ -202,6 +202,11 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
                 );
             }
         }
+        Event::Profiled {
+            generation,
+            slot,
+            profile,
+        } => app.on_profile(generation, slot, profile),
         Event::JobDone { generation } => app.on_job_done(generation),
         Event::InputError(e) => anyhow::bail!("reading the terminal failed: {e}"),
     }

@@ -47,6 +47,11 @@ fn run_cmd(app: &mut App, cmd: Option<Command>) {
                     slot,
                     layer,
                 } => app.on_layer(generation, slot, *layer),
+                Event::Profiled {
+                    generation,
+                    slot,
+                    profile,
+                } => app.on_profile(generation, slot, profile),
                 Event::JobDone { generation } => app.on_job_done(generation),
                 _ => {}
             }
@@ -534,6 +539,20 @@ fn snapshot_while_analysing() {
     let _ = app.start();
     app.set_progress(0, 0, 0);
     snap("first_frame", &mut app, 80, 24);
+    // Passes 1–2 of the first layer done: its histogram shows before the methods.
+    let spec = app.slots[0].spec.clone().unwrap();
+    let p =
+        crate::analysis::profile_layer(&spec, &Options::default(), &Progress::default()).unwrap();
+    let g = app.generation;
+    app.on_profile(g, 0, Arc::new(p));
+    app.set_progress(1 << 20, 1 << 22, 0);
+    snap("profiled", &mut app, 80, 24);
+    // A re-run now reuses that profile instead of reading the file again.
+    let Some(Command::Analyze { work, .. }) = app.handle_key(ch('s')) else {
+        panic!("s must re-run");
+    };
+    assert!(work[0].profile.is_some());
+    assert!(work[1].profile.is_none());
 }
 
 #[test]

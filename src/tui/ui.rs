@@ -305,7 +305,8 @@ fn panel(title: Line<'static>, focused: bool, borders: Borders) -> Block<'static
 
 // ---------------------------------------------------------------- header and status
 
-fn header(app: &App) -> Line<'static> {
+/// `compact`: leave out the percentiles (room for the progress bar on 80 columns).
+fn header(app: &App, compact: bool) -> Line<'static> {
     let o = &app.opts;
     let ty = match o.scheme {
         Scheme::Symmetric => format!("int{}", o.bits),
@@ -328,8 +329,10 @@ fn header(app: &App) -> Line<'static> {
             format!("{ty} {}", o.scheme.name()),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!(" · pct {pcts}")),
     ];
+    if !compact {
+        spans.push(Span::raw(format!(" · pct {pcts}")));
+    }
     let filter = app.filter_text();
     if !filter.is_empty() {
         spans.push(Span::styled(
@@ -358,7 +361,7 @@ fn progress_line(app: &App, width: usize) -> Line<'static> {
 }
 
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
-    let left = header(app);
+    let left = header(app, app.progress.running && area.width < 110);
     let right = progress_line(app, usize::from(area.width / 2));
     let rw = (right.width() as u16).min(area.width);
     let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(rw)]).areas(area);
@@ -658,15 +661,46 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         return;
     }
     let Some(layer) = layer else {
+        // Passes 1–2 done: the histogram is known before the methods are measured.
+        if let Some(p) = &slot.profile
+            && p.hist.lo.is_finite()
+            && p.hist.hi > p.hist.lo
+        {
+            let [plot, axis, note] = Layout::vertical([
+                Constraint::Min(1),
+                Constraint::Length(1),
+                Constraint::Length(1),
+            ])
+            .areas(inner);
+            frame.render_widget(
+                HistogramPlot {
+                    hist: &p.hist,
+                    lo: p.hist.lo,
+                    hi: p.hist.hi,
+                    log: app.log_scale,
+                    markers: &[],
+                    keep: None,
+                },
+                plot,
+            );
+            draw_axis(frame, axis, p.hist.lo, p.hist.hi);
+            frame.render_widget(
+                Paragraph::new("measuring every method's error (pass 3)…").fg(Color::Cyan),
+                note,
+            );
+            return;
+        }
         let msg = if app.progress.running {
-            "analysing… the histogram appears when this layer is done"
+            "analysing… the histogram appears after the first two passes"
         } else {
             "not analysed"
         };
-        frame.render_widget(
-            Paragraph::new(msg).fg(Color::DarkGray).centered(),
-            inner.inner(Margin::new(0, inner.height / 2)),
-        );
+        let mid = Rect {
+            y: inner.y + inner.height / 2,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(Paragraph::new(msg).fg(Color::DarkGray).centered(), mid);
         return;
     };
     if let Some(e) = &layer.error {
