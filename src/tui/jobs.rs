@@ -37,6 +37,14 @@ pub fn run(
     progress: &Progress,
     tx: &Sender<Event>,
 ) {
+    // `finish_layer` only reads for the metrics pass and does not count it in `total` (the
+    // profiling pass does that for fresh layers): count it here so the bar moves on re-runs.
+    let reread: u64 = work
+        .iter()
+        .filter_map(|w| w.profile.as_ref())
+        .map(|p| p.moments.count)
+        .sum();
+    progress.total.fetch_add(reread, Ordering::Relaxed);
     work.into_par_iter().for_each_with(tx.clone(), |tx, w| {
         if progress.cancel.load(Ordering::Relaxed) {
             return;
