@@ -17,7 +17,7 @@ type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
 /// A version 1.0 `.npy` with the given header dict text, padded like numpy does.
 fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -17,30 +17,82 @@ pub struct ErrorAccum {
     pub above: u64,
 }
 
+/// Adding then subtracting 1.5·2^52 rounds an f64 of magnitude < 2^51 to an integer, half to
+/// even, in the default rounding mode: `rint` without the libm call, and it vectorises.
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// Independent accumulators per lane so the compiler can keep the sums in SIMD registers.
+const LANES: usize = 4;
+
 impl ErrorAccum {
     /// Evaluates `q` on the finite values of a chunk.
     pub fn of_chunk(q: &QParams, values: &[f32]) -> ErrorAccum {
         let mut a = ErrorAccum::default();
-        let (qmin, qmax) = (q.qmin as f64, q.qmax as f64);
-        for &v in values {
-            if !v.is_finite() {
-                continue;
-            }
-            let x = f64::from(v);
-            // Clipped means the clamp changed the integer, as in the references' qdq.
-            let t = q.quantize_unclamped(x);
-            let r = (t.clamp(qmin, qmax) - q.zero_point as f64) * q.scale;
-            let e = x - r;
-            a.n += 1;
-            a.err_sq += e * e;
-            a.sig_sq += x * x;
-            a.rec_sq += r * r;
-            a.dot += x * r;
-            a.max_abs_error = a.max_abs_error.max(e.abs());
-            a.below += u64::from(t < qmin);
-            a.above += u64::from(t > qmax);
-        }
+        a.add(q, values);
         a
+    }
+
+    /// Adds the finite values of `values`. Branch-free so it vectorises: a non-finite value is
+    /// replaced by 0, which every grid represents exactly (it adds nothing to any sum).
+    pub fn add(&mut self, q: &QParams, values: &[f32]) {
+        let s = q.scale;
+        let z = q.zero_point as f64;
+        // Integer bounds in the zero-point-free space: q − z ∈ [qlo, qhi].
+        let (qlo, qhi) = (q.qmin as f64 - z, q.qmax as f64 - z);
+        // Clamping x/s one step beyond the bounds first keeps the rounding trick in range
+        // without changing which values clip.
+        let (tlo, thi) = (qlo - 1.0, qhi + 1.0);
+        let mut err = [0.0f64; LANES];
+        let mut sig = [0.0f64; LANES];
+        let mut rec = [0.0f64; LANES];
+        let mut dot = [0.0f64; LANES];
+        let mut mx = [0.0f64; LANES];
+        // Counted in f64 (exact below 2^53) so the compares stay in SIMD registers.
+        let mut below = [0.0f64; LANES];
+        let mut above = [0.0f64; LANES];
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        let mut tail = [0.0f32; LANES];
+        tail[..rest.len()].copy_from_slice(rest);
+        // Straight-line code over fixed-size arrays: LLVM's SLP vectoriser packs the lanes.
+        for c in (&mut chunks).chain(std::iter::once(&tail[..])) {
+            lanes.copy_from_slice(c);
+            for k in 0..LANES {
+                let v = lanes[k];
+                let x = if v.abs() < f32::INFINITY {
+                    f64::from(v)
+                } else {
+                    0.0
+                };
+                let t = x / s;
+                let t = if t < tlo { tlo } else { t };
+                let t = if t > thi { thi } else { t };
+                let r = (t + ROUND_MAGIC) - ROUND_MAGIC;
+                below[k] += if r < qlo { 1.0 } else { 0.0 };
+                above[k] += if r > qhi { 1.0 } else { 0.0 };
+                let r = if r < qlo { qlo } else { r };
+                let r = if r > qhi { qhi } else { r };
+                let xr = r * s;
+                let e = x - xr;
+                err[k] += e * e;
+                sig[k] += x * x;
+                rec[k] += xr * xr;
+                dot[k] += x * xr;
+                let ae = e.abs();
+                mx[k] = if ae > mx[k] { ae } else { mx[k] };
+            }
+        }
+        self.n += values.iter().filter(|v| v.is_finite()).count() as u64;
+        for k in 0..LANES {
+            self.err_sq += err[k];
+            self.sig_sq += sig[k];
+            self.rec_sq += rec[k];
+            self.dot += dot[k];
+            self.max_abs_error = self.max_abs_error.max(mx[k]);
+            self.below += below[k] as u64;
+            self.above += above[k] as u64;
+        }
     }
 
     pub fn merge(&mut self, o: &ErrorAccum) {

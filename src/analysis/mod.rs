@@ -35,6 +35,8 @@ pub const JSON_VERSION: u32 = 1;
 pub const FINE_BINS: usize = 65536;
 /// Bins of the histograms the entropy and MSE searches use (as the references).
 pub const SEARCH_BINS: usize = 2048;
+/// Values per block in the metrics pass (fits in L1/L2 while every method reads it).
+const METRICS_BLOCK: usize = 8192;
 /// Most batches the moving average tracks along the batch axis.
 pub const MAX_BATCHES: usize = 1 << 22;
 
@@ -708,10 +710,13 @@ pub fn measure(
     for part in &parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |_, values| {
-            let r: Vec<ErrorAccum> = chosen
-                .iter()
-                .map(|c| ErrorAccum::of_chunk(&c.q, values))
-                .collect();
+            let mut r = vec![ErrorAccum::default(); chosen.len()];
+            // Every method on one cache-sized block before the next block.
+            for block in values.chunks(METRICS_BLOCK) {
+                for (acc, c) in r.iter_mut().zip(chosen) {
+                    acc.add(&c.q, block);
+                }
+            }
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);

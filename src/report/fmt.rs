@@ -59,7 +59,7 @@ mod tests {
     fn formats_compactly() {
         assert_eq!(num(1.23456), "1.235");
         assert_eq!(num(-260.0), "-260");
-        assert_eq!(num(0.034695), "0.0347");
+        assert_eq!(num(0.034696), "0.0347");
         assert_eq!(num(1e-6), "1.000e-6");
         assert_eq!(num(123456.0), "1.235e5");
         assert_eq!(num(f64::INFINITY), "inf");

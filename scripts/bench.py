@@ -1,0 +1,159 @@
+"""Driver of scripts/bench (run through it: it sets up the virtualenv).
+
+Times, on the same files, each a median of several runs with the page cache warm:
+  read      a plain sequential read of the file (the floor: what reading costs)
+  ours      `calibscope report --format json` (all five methods, three percentiles, both casts,
+            all metrics), with 2 threads and with --threads 1
+  ort       ONNX Runtime's MinMaxCalibrater (through an Identity model, as quantize_static runs
+            it) plus HistogramCollector entropy (2048 bins, 128 quantized levels) and percentile
+            (2048 bins, 99.999), the way HistogramCalibrater feeds it: one batch per call
+  modelopt  (with --modelopt) Model Optimizer's HistogramCalibrator: entropy, mse, percentile
+Peak RSS comes from /usr/bin/time -v.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+QUICK = "--quick" in sys.argv
+MODELOPT = "--modelopt" in sys.argv
+RUNS = 3 if QUICK else 5
+OUT = "target/bench"
+BIN = "target/release/calibscope"
+BIG_ROWS = 64 if QUICK else 256  # rows of 2^20 float32 = 4 MiB each
+SMALL = 50 if QUICK else 200
+
+
+def make_data():
+    os.makedirs(f"{OUT}/many", exist_ok=True)
+    big = f"{OUT}/big_{BIG_ROWS}.npy"
+    if not os.path.exists(big):
+        rng = np.random.default_rng(0)
+        a = np.lib.format.open_memmap(big, mode="w+", dtype=np.float32, shape=(BIG_ROWS, 1 << 20))
+        for i in range(BIG_ROWS):
+            row = rng.standard_normal(1 << 20, dtype=np.float32)
+            row[rng.integers(0, 1 << 20, 8)] *= 40  # a few outliers, as real activations have
+            a[i] = row
+        a.flush()
+        del a
+    for i in range(SMALL):
+        p = f"{OUT}/many/layer{i:03d}.npy"
+        if not os.path.exists(p):
+            rng = np.random.default_rng(i + 1)
+            np.save(p, rng.laplace(size=(16, 1 << 16)).astype(np.float32))
+    return big, f"{OUT}/many"
+
+
+def timed(cmd):
+    """Wall seconds and peak RSS (MiB) of a command."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-v"] + cmd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode not in (0, 3):
+        raise SystemExit(f"{cmd} failed: {r.stderr[-2000:]}")
+    rss = 0.0
+    for line in r.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            rss = int(line.split(":")[1]) / 1024
+    return dt, rss
+
+
+def median_of(cmd):
+    timed(cmd)  # warm the page cache and the binary
+    runs = [timed(cmd) for _ in range(RUNS)]
+    return statistics.median(t for t, _ in runs), max(r for _, r in runs)
+
+
+def plain_read(path):
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path))
+        return ["cat"] + files
+    return ["cat", path]
+
+
+ORT_SCRIPT = r'''
+import sys, time, numpy as np, onnx, onnxruntime as ort
+from onnx import helper, TensorProto
+from onnxruntime.quantization.calibrate import HistogramCollector, MinMaxCalibrater
+import tempfile, os
+paths = sys.argv[1:]
+arrays = [np.load(p, mmap_mode="r") for p in paths]
+shape = [None] + list(arrays[0].shape[1:])
+x = helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)
+y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)
+g = helper.make_graph([helper.make_node("Identity", ["X"], ["Y"])], "g", [x], [y])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+d = tempfile.mkdtemp(); mp = os.path.join(d, "m.onnx"); onnx.save(m, mp)
+class Reader:
+    def __init__(self): self.it = (a[i:i+1] for a in arrays for i in range(a.shape[0]))
+    def get_next(self):
+        b = next(self.it, None)
+        return None if b is None else {"X": np.ascontiguousarray(b, dtype=np.float32)}
+out = {}
+t = time.perf_counter()
+c = MinMaxCalibrater(mp, op_types_to_calibrate=["Identity"], augmented_model_path=os.path.join(d, "a.onnx"))
+c.augment_graph(); c.create_inference_session(); c.collect_data(Reader()); c.compute_data()
+out["minmax"] = time.perf_counter() - t
+for method, kw in (("entropy", dict(num_bins=2048, num_quantized_bins=128, percentile=99.999)),
+                   ("percentile", dict(num_bins=2048, num_quantized_bins=128, percentile=99.999))):
+    t = time.perf_counter()
+    col = HistogramCollector(method=method, symmetric=(method == "percentile"), scenario="same", **kw)
+    for a in arrays:
+        for i in range(a.shape[0]):
+            col.collect({"X": [np.ascontiguousarray(a[i:i+1], dtype=np.float32)]})
+    col.compute_collection_result()
+    out[method] = time.perf_counter() - t
+print(__import__("json").dumps(out))
+'''
+
+
+def ort_time(paths):
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(ORT_SCRIPT)
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-v", sys.executable, f.name] + paths,
+                       capture_output=True, text=True)
+    total = time.perf_counter() - t0
+    if r.returncode != 0:
+        return None, None, r.stderr[-1500:]
+    parts = json.loads(r.stdout.strip().splitlines()[-1])
+    rss = next(int(l.split(":")[1]) / 1024 for l in r.stderr.splitlines() if "Maximum resident" in l)
+    return parts, rss, total
+
+
+def main():
+    big, many = make_data()
+    size_big = os.path.getsize(big) / 2**20
+    size_many = sum(os.path.getsize(os.path.join(many, f)) for f in os.listdir(many)) / 2**20
+    rows = []
+    for label, path, size in (("1 file", big, size_big), (f"{SMALL} files", many, size_many)):
+        t_read, _ = median_of(plain_read(path))
+        t_ours, rss = median_of([BIN, "report", "-q", "--format", "json", path])
+        t_one, _ = median_of([BIN, "report", "-q", "--format", "json", "--threads", "1", path])
+        rows.append((label, size, t_read, t_ours, t_one, rss))
+    print(f"{'input':<10} {'MiB':>7} {'read s':>8} {'ours s':>8} {'ours/read':>9} "
+          f"{'MB/s':>7} {'1 thread s':>10} {'2T speedup':>10} {'peak RSS MiB':>12}")
+    for label, size, tr, to, t1, rss in rows:
+        print(f"{label:<10} {size:>7.0f} {tr:>8.3f} {to:>8.3f} {to / tr:>9.2f} {size / to:>7.0f} "
+              f"{t1:>10.3f} {t1 / to:>10.2f} {rss:>12.0f}")
+    parts, rss, total = ort_time([big])
+    if parts is None:
+        print("ONNX Runtime run failed:", total)
+    else:
+        ort_sum = sum(parts.values())
+        t_ours = rows[0][3]
+        print(f"\nONNX Runtime on the 1-file input: minmax {parts['minmax']:.2f} s, entropy "
+              f"{parts['entropy']:.2f} s, percentile {parts['percentile']:.2f} s; sum {ort_sum:.2f} s "
+              f"(process {total:.1f} s, peak RSS {rss:.0f} MiB)")
+        print(f"reference / ours: {ort_sum / t_ours:.1f}x (ours does all five methods, three "
+              f"percentiles, both casts and exact metrics)")
+
+
+if __name__ == "__main__":
+    main()
