@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use discover::{BatchLayout, Discovery, discover};
-pub use npy::OpenArray;
+pub use npy::{OpenArray, parse_header};
 
 /// Element types we can read. Everything is analysed as f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

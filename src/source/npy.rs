@@ -327,6 +327,14 @@ pub(crate) fn io_message(e: &io::Error) -> String {
     }
 }
 
+/// Parses and checks the header of a complete `.npy` file held in memory (`bytes` is the whole
+/// file). The same checks as [`OpenArray::open`] apply, with `bytes.len()` as the file size.
+/// Returns the array description and the count of trailing bytes after the data.
+pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<(ArrayInfo, u64), String> {
+    let header = read_header(&mut &bytes[..], bytes.len() as u64, limits)?;
+    Ok((header.info, header.trailing))
+}
+
 /// Reads and checks a `.npy` header from `r`, whose total length is `total` bytes.
 ///
 /// Lengths are checked against `limits` and `total` before the header buffer is allocated.
