@@ -319,7 +319,8 @@ fn broken_headers_have_exact_messages() -> R {
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(
         open_err(d, &huge)?,
-        "header length 4294967295 bytes exceeds the limit of 1048576 bytes"
+        "header length 4294967295 bytes exceeds the limit of 1048576 bytes \
+         (raise it with --max-header-bytes)"
     );
 
     let not_dict = npy_with_dict("[1, 2, 3]", &[]);
@@ -430,7 +431,7 @@ fn header_limit_and_missing_file() -> R {
         .ok_or("no error")?;
     assert_eq!(
         e.message,
-        "header length 118 bytes exceeds the limit of 16 bytes"
+        "header length 118 bytes exceeds the limit of 16 bytes (raise it with --max-header-bytes)"
     );
 
     let e = open(&dir.path().join("nope.npy")).err().ok_or("no error")?;
@@ -762,7 +763,7 @@ fn symlink_loops_terminate_and_limits_stop_walks() -> R {
     assert_eq!(names(&found.layers), ["f0", "f1", "f2"]);
     assert_eq!(
         found.errors[0].message,
-        "stopped after 3 files (the file limit); the rest of the folder was not scanned"
+        "stopped after 3 files (the file limit, Limits::max_files); the rest of the folder was not scanned"
     );
     Ok(())
 }

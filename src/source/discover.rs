@@ -274,7 +274,8 @@ impl Walker<'_> {
             self.errors.push(LoadError::new(
                 self.root.display(),
                 format!(
-                    "stopped after {} files (the file limit); the rest of the folder was not scanned",
+                    "stopped after {} files (the file limit, Limits::max_files); \
+                     the rest of the folder was not scanned",
                     self.max_files
                 ),
             ));

@@ -375,7 +375,8 @@ pub(crate) fn read_header<R: Read>(
     };
     if header_len > limits.max_header_bytes as u64 {
         return Err(format!(
-            "header length {header_len} bytes exceeds the limit of {} bytes",
+            "header length {header_len} bytes exceeds the limit of {} bytes \
+             (raise it with --max-header-bytes)",
             limits.max_header_bytes
         ));
     }

@@ -53,6 +53,18 @@ fn member_error(e: ZipError) -> String {
     }
 }
 
+/// Read failures inside a member's header come from the archive's data, not from the disk:
+/// a bad deflate stream or a member shorter than it declares.
+fn member_read_error(m: String) -> String {
+    if let Some(rest) = m.strip_prefix("read error: ") {
+        format!("corrupt member: {rest}")
+    } else if m.starts_with("file changed while reading: the header ended early") {
+        "corrupt member: its data ends inside the .npy header".into()
+    } else {
+        m
+    }
+}
+
 /// Reads a member's header; the data is then read through the returned source.
 pub(crate) fn open_member(
     archive: &Path,
@@ -85,7 +97,7 @@ pub(crate) fn open_member(
             if start.checked_add(size).is_none_or(|end| end > archive_len) {
                 return Err("corrupt member: its data runs past the end of the archive".into());
             }
-            let header = read_header(&mut zf, size, limits)?;
+            let header = read_header(&mut zf, size, limits).map_err(member_read_error)?;
             let offset = start + header.data_offset;
             let source = DataSource::Positional {
                 path: archive.to_path_buf(),
@@ -97,11 +109,12 @@ pub(crate) fn open_member(
             let ratio = limits.max_inflate_ratio;
             if size > compressed.max(1).saturating_mul(ratio) {
                 return Err(format!(
-                    "declares {size} bytes from {compressed} compressed bytes, \
-                     more than {ratio}x; refusing a possible zip bomb"
+                    "declares {size} bytes from {compressed} compressed bytes, more than the \
+                     inflate ratio limit of {ratio}x; refusing a possible zip bomb \
+                     (raise the limit with --max-inflate-ratio)"
                 ));
             }
-            let header = read_header(&mut zf, size, limits)?;
+            let header = read_header(&mut zf, size, limits).map_err(member_read_error)?;
             let source = DataSource::Deflated(DeflatedMember {
                 location: Location::NpzMember {
                     archive: archive.to_path_buf(),

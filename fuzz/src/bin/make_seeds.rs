@@ -60,7 +60,10 @@ fn zip(members: &[(&str, &[u8], bool)]) -> R<Vec<u8>> {
         } else {
             CompressionMethod::Stored
         };
-        w.start_file(*name, SimpleFileOptions::default().compression_method(method))?;
+        w.start_file(
+            *name,
+            SimpleFileOptions::default().compression_method(method),
+        )?;
         w.write_all(bytes)?;
     }
     Ok(w.finish()?.into_inner())
@@ -101,8 +104,8 @@ fn main() -> R {
 
     // Every dtype, both orders, Fortran order, versions 2 and 3, scalars and empty arrays.
     for descr in [
-        "<f2", ">f2", "<f4", ">f4", "<f8", ">f8", "|i1", "|u1", "<i2", ">u2", "<i4", ">u4",
-        "<i8", ">u8", "|b1", "|?", "<V2", "|V2",
+        "<f2", ">f2", "<f4", ">f4", "<f8", ">f8", "|i1", "|u1", "<i2", ">u2", "<i4", ">u4", "<i8",
+        ">u8", "|b1", "|?", "<V2", "|V2",
     ] {
         let name = descr.replace(['<', '>', '|'], "_");
         seeds.push((format!("dtype{name}"), npy(descr, "(2, 3)", &[0x3c; 48])));
@@ -150,7 +153,10 @@ fn main() -> R {
         "overflow".into(),
         npy("<f4", "(4294967296, 4294967296, 4)", &[]),
     ));
-    seeds.push(("terabyte".into(), npy("<f4", "(1000000, 1000000)", &[0; 16])));
+    seeds.push((
+        "terabyte".into(),
+        npy("<f4", "(1000000, 1000000)", &[0; 16]),
+    ));
     seeds.push(("truncated".into(), npy("<f4", "(10,)", &[0; 12])));
     seeds.push(("trailing".into(), npy("<f4", "(1,)", &[0; 9])));
     seeds.push(("object".into(), npy("|O", "(1,)", b"\x80\x04K\x01.")));
@@ -168,7 +174,10 @@ fn main() -> R {
     }
 
     // Archives: stored and deflated members, mixed, a non-.npy member, broken members.
-    let good: Vec<&(String, Vec<u8>)> = seeds.iter().filter(|(n, _)| n.starts_with("real_")).collect();
+    let good: Vec<&(String, Vec<u8>)> = seeds
+        .iter()
+        .filter(|(n, _)| n.starts_with("real_"))
+        .collect();
     let mut archives: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, pair) in good.chunks(2).enumerate() {
         let members: Vec<(String, &[u8], bool)> = pair
@@ -176,8 +185,10 @@ fn main() -> R {
             .enumerate()
             .map(|(j, (n, b))| (format!("{n}.npy"), b.as_slice(), (i + j) % 2 == 0))
             .collect();
-        let refs: Vec<(&str, &[u8], bool)> =
-            members.iter().map(|(n, b, d)| (n.as_str(), *b, *d)).collect();
+        let refs: Vec<(&str, &[u8], bool)> = members
+            .iter()
+            .map(|(n, b, d)| (n.as_str(), *b, *d))
+            .collect();
         archives.push((format!("archive{i}"), zip(&refs)?));
     }
     let f = npy("<f4", "(4,)", &[0x40; 16]);
@@ -192,12 +203,21 @@ fn main() -> R {
     ));
     archives.push((
         "bomb".into(),
-        zip(&[("zeros.npy", &npy("|u1", "(200000,)", &vec![0; 200_000]), true)])?,
+        zip(&[(
+            "zeros.npy",
+            &npy("|u1", "(200000,)", &vec![0; 200_000]),
+            true,
+        )])?,
     ));
-    let broken: Vec<&(String, Vec<u8>)> =
-        seeds.iter().filter(|(n, _)| !n.starts_with("real_") && !n.starts_with("dtype")).collect();
+    let broken: Vec<&(String, Vec<u8>)> = seeds
+        .iter()
+        .filter(|(n, _)| !n.starts_with("real_") && !n.starts_with("dtype"))
+        .collect();
     for (n, b) in broken {
-        archives.push((format!("member_{n}"), zip(&[(&format!("{n}.npy"), b, true)])?));
+        archives.push((
+            format!("member_{n}"),
+            zip(&[(&format!("{n}.npy"), b, true)])?,
+        ));
     }
     archives.push(("not_a_zip".into(), b"PK\x03\x04 this is not a zip".to_vec()));
     for (name, bytes) in &archives {
