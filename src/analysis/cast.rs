@@ -1,7 +1,7 @@
 //! float16 / bfloat16 cast audit: what `astype(float16)` / ml_dtypes `bfloat16` would do to the
 //! values (IEEE round to nearest even, via the `half` crate).
 
-use half::{bf16, f16};
+use half::f16;
 use serde::Serialize;
 
 /// The two casts we audit.
@@ -29,14 +29,22 @@ impl CastType {
             CastType::Bfloat16 => f32::MIN_POSITIVE,
         }
     }
+}
 
-    #[inline]
-    fn round_trip(self, v: f32) -> f32 {
-        match self {
-            CastType::Float16 => f16::from_f32(v).to_f32(),
-            CastType::Bfloat16 => bf16::from_f32(v).to_f32(),
-        }
-    }
+/// Buffers reused across chunks by the cast audit.
+#[derive(Debug, Default)]
+pub struct CastScratch {
+    halves: Vec<f16>,
+    out: Vec<f32>,
+}
+
+/// f32 → bfloat16 → f32, round to nearest even, as `half::bf16::from_f32` does for non-NaN
+/// values (NaN is never measured): integer ops only, so the loop vectorises.
+#[inline]
+pub fn bf16_round_trip(x: f32) -> f32 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000;
+    f32::from_bits(rounded)
 }
 
 /// Cast counts and error sums of one chunk; merged in chunk order.
@@ -56,43 +64,83 @@ pub struct CastAccum {
 
 impl CastAccum {
     /// Audits one chunk. `scratch` is reused between calls to avoid allocating per chunk.
-    pub fn of_chunk(cast: CastType, values: &[f32], scratch: &mut Vec<f32>) -> CastAccum {
-        scratch.clear();
+    pub fn of_chunk(cast: CastType, values: &[f32], scratch: &mut CastScratch) -> CastAccum {
+        let out = &mut scratch.out;
+        out.clear();
+        out.resize(values.len(), 0.0);
         match cast {
             CastType::Float16 => {
                 use half::slice::HalfFloatSliceExt;
-                // The slice conversion uses F16C when the CPU has it.
-                let mut halves = vec![f16::ZERO; values.len()];
+                // The slice conversions use F16C when the CPU has it.
+                let halves = &mut scratch.halves;
+                halves.clear();
+                halves.resize(values.len(), f16::ZERO);
                 halves.convert_from_f32_slice(values);
-                scratch.resize(values.len(), 0.0);
-                halves.convert_to_f32_slice(scratch);
+                halves.convert_to_f32_slice(out);
             }
-            CastType::Bfloat16 => scratch.extend(values.iter().map(|&v| cast.round_trip(v))),
+            CastType::Bfloat16 => {
+                for (y, &x) in out.iter_mut().zip(values) {
+                    *y = bf16_round_trip(x);
+                }
+            }
         }
-        let tiny = cast.smallest_normal();
         let mut a = CastAccum::default();
-        for (&x, &y) in values.iter().zip(scratch.iter()) {
-            if !x.is_finite() {
-                a.nan_inf_input += 1;
-                continue;
-            }
-            if !y.is_finite() {
-                a.overflow += 1;
-                continue;
-            }
-            a.underflow += u64::from(x != 0.0 && y == 0.0);
-            a.subnormal += u64::from(y != 0.0 && y.abs() < tiny);
-            let (xd, yd) = (f64::from(x), f64::from(y));
+        a.add_pairs(cast.smallest_normal(), values, out);
+        a
+    }
+
+    /// Branch-free accumulation over (input, cast) pairs, in lanes so it vectorises.
+    fn add_pairs(&mut self, tiny: f32, xs: &[f32], ys: &[f32]) {
+        const L: usize = 4;
+        let mut c = [[0.0f64; L]; 5]; // nan_inf_input, overflow, underflow, subnormal, n
+        let mut err = [0.0f64; L];
+        let mut sig = [0.0f64; L];
+        let mut mx = [0.0f64; L];
+        let mut mr = [0.0f64; L];
+        let one = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut step = |k: usize, x: f32, y: f32| {
+            let fin_in = x.abs() < f32::INFINITY;
+            let fin_out = y.abs() < f32::INFINITY;
+            let valid = fin_in && fin_out;
+            c[0][k] += one(!fin_in);
+            c[1][k] += one(fin_in && !fin_out);
+            c[2][k] += one(valid && x != 0.0 && y == 0.0);
+            c[3][k] += one(valid && y != 0.0 && y.abs() < tiny);
+            c[4][k] += one(valid);
+            let (xd, yd) = if valid {
+                (f64::from(x), f64::from(y))
+            } else {
+                (0.0, 0.0)
+            };
             let e = (xd - yd).abs();
-            a.n += 1;
-            a.err_sq += e * e;
-            a.sig_sq += xd * xd;
-            a.max_abs_error = a.max_abs_error.max(e);
-            if x != 0.0 {
-                a.max_rel_error = a.max_rel_error.max(e / xd.abs());
+            err[k] += e * e;
+            sig[k] += xd * xd;
+            mx[k] = if e > mx[k] { e } else { mx[k] };
+            let r = if xd != 0.0 { e / xd.abs() } else { 0.0 };
+            mr[k] = if r > mr[k] { r } else { mr[k] };
+        };
+        let n = xs.len().min(ys.len());
+        let (xs, ys) = (&xs[..n], &ys[..n]);
+        let full = n / L * L;
+        for (xc, yc) in xs[..full].chunks_exact(L).zip(ys[..full].chunks_exact(L)) {
+            for k in 0..L {
+                step(k, xc[k], yc[k]);
             }
         }
-        a
+        for (&x, &y) in xs[full..].iter().zip(&ys[full..]) {
+            step(0, x, y);
+        }
+        for k in 0..L {
+            self.nan_inf_input += c[0][k] as u64;
+            self.overflow += c[1][k] as u64;
+            self.underflow += c[2][k] as u64;
+            self.subnormal += c[3][k] as u64;
+            self.n += c[4][k] as u64;
+            self.err_sq += err[k];
+            self.sig_sq += sig[k];
+            self.max_abs_error = self.max_abs_error.max(mx[k]);
+            self.max_rel_error = self.max_rel_error.max(mr[k]);
+        }
     }
 
     pub fn merge(&mut self, o: &CastAccum) {
@@ -163,9 +211,10 @@ pub struct CastAudit {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use half::bf16;
 
     fn audit(cast: CastType, v: &[f32]) -> CastAudit {
-        CastAccum::of_chunk(cast, v, &mut Vec::new()).finish(cast)
+        CastAccum::of_chunk(cast, v, &mut CastScratch::default()).finish(cast)
     }
 
     #[test]
@@ -188,6 +237,23 @@ mod tests {
         assert_eq!(a.overflow, 0);
         assert!(a.max_rel_error <= 2f64.powi(-8) + 1e-12);
         assert!(a.max_rel_error > 2f64.powi(-10));
+    }
+
+    #[test]
+    fn bf16_round_trip_matches_half_on_finite_values() {
+        let mut x = 1.0e-40f32;
+        while x < 3.0e38 {
+            for v in [x, -x, x * 1.000_03, f32::from_bits(x.to_bits() | 0x8000)] {
+                assert_eq!(
+                    bf16_round_trip(v).to_bits(),
+                    bf16::from_f32(v).to_f32().to_bits(),
+                    "{v:e}"
+                );
+            }
+            x *= 1.37;
+        }
+        assert_eq!(bf16_round_trip(f32::MAX), f32::INFINITY);
+        assert_eq!(bf16_round_trip(f32::INFINITY), f32::INFINITY);
     }
 
     #[test]

@@ -335,6 +335,11 @@ pub fn finish_layer(
     layer
 }
 
+thread_local! {
+    /// Cast buffers per worker thread, so pass 1 allocates nothing per chunk.
+    static CAST_SCRATCH: std::cell::RefCell<cast::CastScratch> = Default::default();
+}
+
 /// Where a flat element index falls along the batch axis: runs of `run` consecutive
 /// elements share a batch, and batches repeat every `count` runs.
 #[derive(Clone, Copy, Debug)]
@@ -507,11 +512,12 @@ pub fn profile_layer(
         let bmap = batch_maps[pi];
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let m = Moments::of_chunk(values);
-            let mut scratch = Vec::new();
-            let c: Vec<CastAccum> = CastType::ALL
-                .iter()
-                .map(|&t| CastAccum::of_chunk(t, values, &mut scratch))
-                .collect();
+            let c: Vec<CastAccum> = CAST_SCRATCH.with_borrow_mut(|scratch| {
+                CastType::ALL
+                    .iter()
+                    .map(|&t| CastAccum::of_chunk(t, values, scratch))
+                    .collect()
+            });
             if multi {
                 extremes.update(pi, values);
             } else if let Some(b) = bmap {
@@ -706,15 +712,27 @@ pub fn measure(
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
     let parts = open_parts(spec, opts)?;
-    let mut total = vec![ErrorAccum::default(); chosen.len()];
+    // Methods often agree (percentile 99.999 is min-max on small tensors): measure each
+    // distinct quantizer once.
+    let mut unique: Vec<QParams> = Vec::new();
+    let slot: Vec<usize> = chosen
+        .iter()
+        .map(|c| {
+            unique.iter().position(|u| *u == c.q).unwrap_or_else(|| {
+                unique.push(c.q);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let mut total = vec![ErrorAccum::default(); unique.len()];
     for part in &parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |_, values| {
-            let mut r = vec![ErrorAccum::default(); chosen.len()];
+            let mut r = vec![ErrorAccum::default(); unique.len()];
             // Every method on one cache-sized block before the next block.
             for block in values.chunks(METRICS_BLOCK) {
-                for (acc, c) in r.iter_mut().zip(chosen) {
-                    acc.add(&c.q, block);
+                for (acc, q) in r.iter_mut().zip(&unique) {
+                    acc.add(q, block);
                 }
             }
             progress
@@ -728,7 +746,7 @@ pub fn measure(
             }
         }
     }
-    Ok(total)
+    Ok(slot.into_iter().map(|i| total[i]).collect())
 }
 
 /// Statistics, casts and the profile's warnings (those that do not depend on the methods).
