@@ -59,10 +59,67 @@ pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyh
         prev(info);
     }));
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
+    signals::install();
     let result = event_loop(&mut terminal, &mut app);
     let _ = execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
+    signals::uninstall();
+    if let Some(sig) = signals::received() {
+        // Terminal restored, jobs cancelled: exit as a process killed by `sig` would report.
+        std::process::exit(128 + sig);
+    }
     result
+}
+
+/// SIGTERM, SIGHUP and SIGINT end the UI cleanly (terminal restored) instead of killing the
+/// process with the terminal left in raw mode and the alternate screen. crossterm does not
+/// handle signals, and this needs no extra crate: the handler only stores the signal number
+/// in an atomic (async-signal-safe); the event loop sees it on its next event (a tick comes
+/// every [`TICK`]). Ctrl-C in the UI is a key press (raw mode), handled by the app.
+mod signals {
+    use std::os::raw::c_int;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    const SIGHUP: c_int = 1;
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+    const SIGNALS: [c_int; 3] = [SIGHUP, SIGINT, SIGTERM];
+    const SIG_DFL: usize = 0;
+
+    static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+    unsafe extern "C" {
+        /// C's `signal(2)`, from the C library std already links.
+        fn signal(signum: c_int, handler: usize) -> usize;
+    }
+
+    extern "C" fn on_signal(sig: c_int) {
+        RECEIVED.store(sig, Ordering::SeqCst);
+    }
+
+    pub fn install() {
+        RECEIVED.store(0, Ordering::SeqCst);
+        let handler = on_signal as extern "C" fn(c_int) as usize;
+        for sig in SIGNALS {
+            // SAFETY: the handler only does an atomic store, which is async-signal-safe.
+            unsafe { signal(sig, handler) };
+        }
+    }
+
+    pub fn uninstall() {
+        for sig in SIGNALS {
+            // SAFETY: restores the default disposition.
+            unsafe { signal(sig, SIG_DFL) };
+        }
+    }
+
+    /// The signal that asked the UI to stop, if any.
+    pub fn received() -> Option<i32> {
+        match RECEIVED.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
 }
 
 /// The running job's counters (cancel the old one when a new one starts).
@@ -134,6 +191,9 @@ fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<(
         }
         while app.running {
             let Ok(first) = rx.recv() else { break };
+            if signals::received().is_some() {
+                break;
+            }
             // Handle a burst (many layers finishing, fast typing) with one redraw.
             let mut redraw = false;
             let mut next = Some(first);
