@@ -78,8 +78,8 @@ impl Moments {
             hi[k] = if w > hi[k] { w } else { hi[k] };
         };
         for ch in body.chunks_exact(L) {
-            for k in 0..L {
-                first(k, ch[k]);
+            for (k, &v) in ch.iter().enumerate() {
+                first(k, v);
             }
         }
         for &v in rest {
@@ -116,8 +116,8 @@ impl Moments {
             over[k] += one(sq >= 65520.0);
         };
         for ch in body.chunks_exact(L) {
-            for k in 0..L {
-                second(k, ch[k]);
+            for (k, &v) in ch.iter().enumerate() {
+                second(k, v);
             }
         }
         for &v in rest {
