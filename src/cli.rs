@@ -99,6 +99,9 @@ pub struct AnalysisArgs {
     /// Largest inflate ratio accepted for a compressed .npz member.
     #[arg(long, default_value_t = 1024, global = true)]
     pub max_inflate_ratio: u64,
+    /// Most files a folder walk visits.
+    #[arg(long, default_value_t = 100_000, global = true)]
+    pub max_files: usize,
 }
 
 /// `--batch-axis N` or `none`.

@@ -89,7 +89,7 @@ fn options(a: &AnalysisArgs) -> Result<Options> {
         limits: Limits {
             max_header_bytes: a.max_header_bytes,
             max_inflate_ratio: a.max_inflate_ratio,
-            ..Limits::default()
+            max_files: a.max_files,
         },
         ..Options::default()
     })

@@ -763,7 +763,7 @@ fn symlink_loops_terminate_and_limits_stop_walks() -> R {
     assert_eq!(names(&found.layers), ["f0", "f1", "f2"]);
     assert_eq!(
         found.errors[0].message,
-        "stopped after 3 files (the file limit, Limits::max_files); the rest of the folder was not scanned"
+        "stopped after 3 files (raise the limit with --max-files); the rest of the folder was not scanned"
     );
     Ok(())
 }

@@ -307,8 +307,16 @@ pub fn finish_layer(
     opts: &Options,
     progress: &Progress,
 ) -> LayerAnalysis {
-    let chosen = calibrate(&profile, opts);
     let mut layer = describe(spec, &profile, opts);
+    if profile.moments.n == 0 {
+        // An empty array or one of only NaN/Inf: there is no range to calibrate.
+        layer
+            .notes
+            .push("no finite values: nothing to calibrate".into());
+        layer.profile = Some(profile);
+        return layer;
+    }
+    let chosen = calibrate(&profile, opts);
     match measure(spec, &chosen, opts, progress) {
         Ok(accums) => {
             layer.methods = chosen

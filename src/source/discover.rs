@@ -274,7 +274,7 @@ impl Walker<'_> {
             self.errors.push(LoadError::new(
                 self.root.display(),
                 format!(
-                    "stopped after {} files (the file limit, Limits::max_files); \
+                    "stopped after {} files (raise the limit with --max-files); \
                      the rest of the folder was not scanned",
                     self.max_files
                 ),
