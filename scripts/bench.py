@@ -8,7 +8,8 @@ Times, on the same files, each a median of several runs with the page cache warm
             it) plus HistogramCollector entropy (2048 bins, 128 quantized levels) and percentile
             (2048 bins, 99.999), the way HistogramCalibrater feeds it: one batch per call
   modelopt  (with --modelopt) Model Optimizer's HistogramCalibrator: entropy, mse, percentile
-Peak RSS comes from /usr/bin/time -v.
+Peak RSS comes from /usr/bin/time -v. With BASELINE=/path/to/an/older/calibscope in the
+environment, that binary is timed on the same inputs too (before/after tables).
 """
 import json
 import os
@@ -137,6 +138,11 @@ def main():
         t_ours, rss = median_of([BIN, "report", "-q", "--format", "json", path])
         t_one, _ = median_of([BIN, "report", "-q", "--format", "json", "--threads", "1", path])
         rows.append((label, size, t_read, t_ours, t_one, rss))
+        base = os.environ.get("BASELINE")
+        if base:
+            t_base, rss_base = median_of([base, "report", "-q", "--format", "json", path])
+            print(f"baseline {label}: {t_base:.3f} s ({t_base / t_read:.1f}x read, "
+                  f"peak RSS {rss_base:.0f} MiB); now {t_ours:.3f} s: {t_base / t_ours:.2f}x faster")
     print(f"{'input':<10} {'MiB':>7} {'read s':>8} {'ours s':>8} {'ours/read':>9} "
           f"{'MB/s':>7} {'1 thread s':>10} {'2T speedup':>10} {'peak RSS MiB':>12}")
     for label, size, tr, to, t1, rss in rows:
