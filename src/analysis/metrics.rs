@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn simd_path_is_bit_identical_to_the_portable_lanes() {
         let v: Vec<f32> = (0..10_007)
-            .map(|i| ((i as f32 * 0.6931).sin() * 40.0).powi(3) / 100.0)
+            .map(|i| ((i as f32 * 0.6123).sin() * 40.0).powi(3) / 100.0)
             .chain([f32::NAN, f32::INFINITY, -0.0, 1e30])
             .collect();
         for (scheme, lo, hi) in [
