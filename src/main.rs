@@ -115,7 +115,8 @@ fn prepare(paths: &[PathBuf], a: &AnalysisArgs) -> Result<(Options, Discovery)> 
 fn report_command(args: ReportArgs) -> Result<ExitCode> {
     setup_threads(&args.analysis).ok();
     let fail_on = parse_fail_on(args.fail_on.as_deref())?;
-    let (opts, found) = prepare(&args.paths, &args.analysis)?;
+    let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
+    opts.keep_profiles = false;
     let analysis = run_with_progress(&found, &opts, args.quiet);
     let format = match args.format {
         FormatArg::Text => Format::Text,

@@ -54,6 +54,10 @@ pub struct Options {
     /// Elements per chunk (the unit of streaming and of parallel work).
     pub chunk_elems: usize,
     pub limits: Limits,
+    /// Keep each layer's profile (≈1 MiB of histograms) in the result, for front ends that
+    /// draw histograms or re-run; a headless report drops them so memory does not grow with
+    /// the layer count.
+    pub keep_profiles: bool,
 }
 
 impl Default for Options {
@@ -67,6 +71,7 @@ impl Default for Options {
             thresholds: Thresholds::default(),
             chunk_elems: 1 << 20,
             limits: Limits::default(),
+            keep_profiles: true,
         }
     }
 }
@@ -313,7 +318,7 @@ pub fn finish_layer(
         layer
             .notes
             .push("no finite values: nothing to calibrate".into());
-        layer.profile = Some(profile);
+        layer.profile = opts.keep_profiles.then_some(profile);
         return layer;
     }
     let chosen = calibrate(&profile, opts);
@@ -339,7 +344,7 @@ pub fn finish_layer(
         }
         Err(e) => layer.error = Some(e.to_string()),
     }
-    layer.profile = Some(profile);
+    layer.profile = opts.keep_profiles.then_some(profile);
     layer
 }
 
