@@ -833,6 +833,15 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
     layer
 }
 
+/// `1 value`, `2 values`, `1 value has`, `2 values have`: counts in messages read right.
+fn values(n: u64, noun: &str) -> String {
+    let plural = match noun.split_once(' ') {
+        Some((w, "has")) => format!("{w}s have"),
+        _ => format!("{noun}s"),
+    };
+    format!("{} {}", fmt_count(n), if n == 1 { noun.to_string() } else { plural })
+}
+
 fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
     let m = &p.moments;
     let t = &opts.thresholds;
@@ -873,8 +882,8 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
                 WarningKind::Float64Narrowed,
                 p.f64_overflows as f64,
                 format!(
-                    "{} float64 values overflow float32 (became ±inf)",
-                    fmt_count(p.f64_overflows)
+                    "{} overflow float32 (became ±inf)",
+                    values(p.f64_overflows, "float64 value")
                 ),
             ));
         }
@@ -897,8 +906,8 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
                         WarningKind::Fp16Overflow,
                         acc.overflow as f64,
                         format!(
-                            "{} values beyond ±65504 become ±inf in float16 (max |x| {:.4e}); keep this op in float32 or bfloat16",
-                            fmt_count(acc.overflow),
+                            "{} beyond ±65504 become ±inf in float16 (max |x| {:.4e}); keep this op in float32 or bfloat16",
+                            values(acc.overflow, "value"),
                             p.absmax()
                         ),
                     ));
@@ -909,8 +918,8 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
                         WarningKind::Fp16Underflow,
                         lost as f64,
                         format!(
-                            "{} values flush to zero and {} become subnormal in float16 (|x| < 6.1e-5); scale them up or keep float32",
-                            fmt_count(acc.underflow),
+                            "{} flush to zero and {} become subnormal in float16 (|x| < 6.1e-5); scale them up or keep float32",
+                            values(acc.underflow, "value"),
                             fmt_count(acc.subnormal)
                         ),
                     ));
@@ -933,8 +942,8 @@ fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
             WarningKind::Fp16SquareOverflow,
             m.square_overflow as f64,
             format!(
-                "{} values have |x| > 255.9, so x² overflows float16: a LayerNorm/RMSNorm variance computed in float16 becomes inf",
-                fmt_count(m.square_overflow)
+                "{} |x| > 255.9, so x² overflows float16: a LayerNorm/RMSNorm variance computed in float16 becomes inf",
+                values(m.square_overflow, "value has")
             ),
         ));
     }
