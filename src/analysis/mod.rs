@@ -839,7 +839,11 @@ fn values(n: u64, noun: &str) -> String {
         Some((w, "has")) => format!("{w}s have"),
         _ => format!("{noun}s"),
     };
-    format!("{} {}", fmt_count(n), if n == 1 { noun.to_string() } else { plural })
+    format!(
+        "{} {}",
+        fmt_count(n),
+        if n == 1 { noun.to_string() } else { plural }
+    )
 }
 
 fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
