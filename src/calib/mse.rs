@@ -36,7 +36,7 @@ fn modelopt_fake_quant(x: f64, amax: f64, max_bound: f64) -> f64 {
         return 0.0;
     }
     let scale = max_bound / amax;
-    (x * scale).round_ties_even().clamp(-max_bound, max_bound) / scale
+    super::scheme::rint_clamped(x * scale, -max_bound, max_bound) / scale
 }
 
 /// Symmetric MSE calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.

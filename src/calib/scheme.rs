@@ -23,6 +23,19 @@ impl Scheme {
     }
 }
 
+/// Rounds `t` half to even and clamps it to `[lo, hi]` (integers), as `clamp(rint(t), lo, hi)`
+/// but without the libm call: t is first clamped one beyond the bounds, then rounded by adding
+/// and subtracting 1.5·2^52 (exact for |t| < 2^51 in the default rounding mode).
+#[inline(always)]
+pub fn rint_clamped(t: f64, lo: f64, hi: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    let t = if t < lo - 1.0 { lo - 1.0 } else { t };
+    let t = if t > hi + 1.0 { hi + 1.0 } else { t };
+    let r = (t + MAGIC) - MAGIC;
+    let r = if r < lo { lo } else { r };
+    if r > hi { hi } else { r }
+}
+
 /// Below this the range is treated as zero (a constant or all-zero tensor).
 pub const ZERO_RANGE: f64 = 5.960_464_477_539_063e-8; // 2^-24
 
@@ -94,9 +107,26 @@ impl QParams {
     /// Quantize then dequantize one value: `(clamp(rint(x/s) + z, qmin, qmax) - z)·s`.
     #[inline]
     pub fn qdq(&self, x: f64) -> f64 {
-        let q = self
-            .quantize_unclamped(x)
-            .clamp(self.qmin as f64, self.qmax as f64);
-        (q - self.zero_point as f64) * self.scale
+        let z = self.zero_point as f64;
+        rint_clamped(x / self.scale, self.qmin as f64 - z, self.qmax as f64 - z) * self.scale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rint_clamped_is_clamp_of_round_half_even() {
+        let mut t = -300.0f64;
+        while t < 300.0 {
+            for v in [t, t + 0.5, -t - 0.5, t * 1e-9, t * 1e12] {
+                let expected = v.round_ties_even().clamp(-127.0, 127.0);
+                assert_eq!(rint_clamped(v, -127.0, 127.0), expected, "{v}");
+            }
+            t += 0.25;
+        }
+        assert_eq!(rint_clamped(f64::MAX, 0.0, 255.0), 255.0);
+        assert_eq!(rint_clamped(f64::MIN, 0.0, 255.0), 0.0);
     }
 }
