@@ -48,104 +48,237 @@ impl Default for Moments {
     }
 }
 
-impl Moments {
-    /// Two passes over the chunk (mean first) so the central sums stay accurate. Each pass
-    /// keeps four independent lanes of sums, branch-free, so it vectorises.
-    pub fn of_chunk(values: &[f32]) -> Moments {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { Self::of_chunk_avx2(values) };
+/// Lanes of pass 1 of [`Moments::of_chunk`]: counts (finite, zeros, NaN, +Inf), sum, extremes.
+struct Pass1 {
+    c: [[f64; 4]; 4],
+    sum: [f64; 4],
+    lo: [f32; 4],
+    hi: [f32; 4],
+}
+
+impl Pass1 {
+    fn new() -> Self {
+        Pass1 {
+            c: [[0.0; 4]; 4],
+            sum: [0.0; 4],
+            lo: [f32::INFINITY; 4],
+            hi: [f32::NEG_INFINITY; 4],
         }
-        Self::of_chunk_lanes(values)
     }
 
-    /// The same code compiled for AVX2 (wider registers, same lane arithmetic: same result).
+    /// One value into lane k; non-finite values count separately and add nothing.
+    #[inline(always)]
+    fn step(&mut self, k: usize, v: f32) {
+        let one = |b: bool| if b { 1.0f64 } else { 0.0 };
+        let fin = v.abs() < f32::INFINITY;
+        self.c[0][k] += one(fin);
+        self.c[1][k] += one(v == 0.0);
+        self.c[2][k] += one(v.is_nan());
+        self.c[3][k] += one(v == f32::INFINITY);
+        self.sum[k] += if fin { f64::from(v) } else { 0.0 };
+        let w = if fin { v } else { self.lo[k] };
+        self.lo[k] = if w < self.lo[k] { w } else { self.lo[k] };
+        let w = if fin { v } else { self.hi[k] };
+        self.hi[k] = if w > self.hi[k] { w } else { self.hi[k] };
+    }
+
+    /// `step` over groups of four with AVX: the same operations per lane, so the same sums.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn of_chunk_avx2(values: &[f32]) -> Moments {
-        Self::of_chunk_lanes(values)
+    fn body_avx2(&mut self, body: &[f32]) {
+        use std::arch::x86_64::*;
+        let ld = |a: &[f64; 4]| unsafe { _mm256_loadu_pd(a.as_ptr()) };
+        let st = |a: &mut [f64; 4], v: __m256d| unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
+        let (mut c0, mut c1, mut c2, mut c3) = (
+            ld(&self.c[0]),
+            ld(&self.c[1]),
+            ld(&self.c[2]),
+            ld(&self.c[3]),
+        );
+        let mut sum = ld(&self.sum);
+        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 elements.
+        let mut lo = unsafe { _mm_loadu_ps(self.lo.as_ptr()) };
+        let mut hi = unsafe { _mm_loadu_ps(self.hi.as_ptr()) };
+        let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+        let inf = _mm_set1_ps(f32::INFINITY);
+        let zero = _mm_setzero_ps();
+        let one = _mm256_set1_pd(1.0);
+        let count = |m: __m128| {
+            _mm256_and_pd(
+                _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(m))),
+                one,
+            )
+        };
+        for ch in body.chunks_exact(4) {
+            let v = unsafe { _mm_loadu_ps(ch.as_ptr()) };
+            let fin = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
+            c0 = _mm256_add_pd(c0, count(fin));
+            c1 = _mm256_add_pd(c1, count(_mm_cmpeq_ps(v, zero)));
+            c2 = _mm256_add_pd(c2, count(_mm_cmpunord_ps(v, v)));
+            c3 = _mm256_add_pd(c3, count(_mm_cmpeq_ps(v, inf)));
+            sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_and_ps(v, fin)));
+            lo = _mm_min_ps(_mm_blendv_ps(lo, v, fin), lo);
+            hi = _mm_max_ps(_mm_blendv_ps(hi, v, fin), hi);
+        }
+        st(&mut self.c[0], c0);
+        st(&mut self.c[1], c1);
+        st(&mut self.c[2], c2);
+        st(&mut self.c[3], c3);
+        st(&mut self.sum, sum);
+        unsafe { _mm_storeu_ps(self.lo.as_mut_ptr(), lo) };
+        unsafe { _mm_storeu_ps(self.hi.as_mut_ptr(), hi) };
+    }
+}
+
+/// Lanes of pass 2: Σd², Σd³, Σd⁴ about the chunk mean, Σx², and the x² ≥ 65520 count.
+struct Pass2 {
+    s: [[f64; 4]; 4],
+    over: [f64; 4],
+}
+
+impl Pass2 {
+    #[inline(always)]
+    fn step(&mut self, k: usize, v: f32, mean: f64) {
+        let fin = v.abs() < f32::INFINITY;
+        let x = if fin { f64::from(v) } else { mean };
+        let d = x - mean;
+        let d2 = d * d;
+        self.s[0][k] += d2;
+        self.s[1][k] += d2 * d;
+        self.s[2][k] += d2 * d2;
+        let sq = if fin { x * x } else { 0.0 };
+        self.s[3][k] += sq;
+        self.over[k] += if sq >= 65520.0 { 1.0 } else { 0.0 };
     }
 
-    #[inline(always)]
-    fn of_chunk_lanes(values: &[f32]) -> Moments {
+    /// `step` over groups of four with AVX: the same operations per lane, so the same sums.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn body_avx2(&mut self, body: &[f32], mean: f64) {
+        use std::arch::x86_64::*;
+        let ld = |a: &[f64; 4]| unsafe { _mm256_loadu_pd(a.as_ptr()) };
+        let st = |a: &mut [f64; 4], v: __m256d| unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
+        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 elements.
+        let (mut m2, mut m3, mut m4, mut sq) = (
+            ld(&self.s[0]),
+            ld(&self.s[1]),
+            ld(&self.s[2]),
+            ld(&self.s[3]),
+        );
+        let mut over = ld(&self.over);
+        let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+        let inf = _mm_set1_ps(f32::INFINITY);
+        let vmean = _mm256_set1_pd(mean);
+        let limit = _mm256_set1_pd(65520.0);
+        let one = _mm256_set1_pd(1.0);
+        for ch in body.chunks_exact(4) {
+            let v = unsafe { _mm_loadu_ps(ch.as_ptr()) };
+            let fin32 = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
+            let fin = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(fin32)));
+            let x = _mm256_blendv_pd(vmean, _mm256_cvtps_pd(_mm_and_ps(v, fin32)), fin);
+            let d = _mm256_sub_pd(x, vmean);
+            let d2 = _mm256_mul_pd(d, d);
+            m2 = _mm256_add_pd(m2, d2);
+            m3 = _mm256_add_pd(m3, _mm256_mul_pd(d2, d));
+            m4 = _mm256_add_pd(m4, _mm256_mul_pd(d2, d2));
+            let s = _mm256_and_pd(_mm256_mul_pd(x, x), fin);
+            sq = _mm256_add_pd(sq, s);
+            over = _mm256_add_pd(
+                over,
+                _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(s, limit), one),
+            );
+        }
+        st(&mut self.s[0], m2);
+        st(&mut self.s[1], m3);
+        st(&mut self.s[2], m4);
+        st(&mut self.s[3], sq);
+        st(&mut self.over, over);
+    }
+}
+
+/// Whether the AVX2 bodies may run (checked once per chunk; the check is a cached load).
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl Moments {
+    /// Two passes over the chunk (mean first) so the central sums stay accurate. Each pass
+    /// keeps four independent lanes of sums, branch-free; with AVX2 the lanes are one register
+    /// (same operations per lane, so the same result either way).
+    pub fn of_chunk(values: &[f32]) -> Moments {
+        Self::of_chunk_with(values, avx2())
+    }
+
+    fn of_chunk_with(values: &[f32], simd: bool) -> Moments {
         const L: usize = 4;
         let mut m = Moments {
             count: values.len() as u64,
             ..Moments::default()
         };
-        let one = |b: bool| if b { 1.0f64 } else { 0.0 };
         let full = values.len() / L * L;
         let (body, rest) = values.split_at(full);
-        // Pass 1: counts, extremes, sum. Non-finite values count separately and add nothing.
-        let mut c = [[0.0f64; L]; 4]; // finite, zeros, nan, +inf
-        let mut sum = [0.0f64; L];
-        let mut lo = [f32::INFINITY; L];
-        let mut hi = [f32::NEG_INFINITY; L];
-        let mut first = |k: usize, v: f32| {
-            let fin = v.abs() < f32::INFINITY;
-            c[0][k] += one(fin);
-            c[1][k] += one(v == 0.0);
-            c[2][k] += one(v.is_nan());
-            c[3][k] += one(v == f32::INFINITY);
-            sum[k] += if fin { f64::from(v) } else { 0.0 };
-            let w = if fin { v } else { lo[k] };
-            lo[k] = if w < lo[k] { w } else { lo[k] };
-            let w = if fin { v } else { hi[k] };
-            hi[k] = if w > hi[k] { w } else { hi[k] };
-        };
-        for ch in body.chunks_exact(L) {
-            for (k, &v) in ch.iter().enumerate() {
-                first(k, v);
+        let mut p1 = Pass1::new();
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is only true when the CPU has AVX2.
+            unsafe { p1.body_avx2(body) };
+        }
+        if !simd || cfg!(not(target_arch = "x86_64")) {
+            for ch in body.chunks_exact(L) {
+                for (k, &v) in ch.iter().enumerate() {
+                    p1.step(k, v);
+                }
             }
         }
         for &v in rest {
-            first(0, v);
+            p1.step(0, v);
         }
-        let total: f64 = sum.iter().sum();
+        let total: f64 = p1.sum.iter().sum();
         for k in 0..L {
-            m.n += c[0][k] as u64;
-            m.zeros += c[1][k] as u64;
-            m.nan += c[2][k] as u64;
-            m.pos_inf += c[3][k] as u64;
-            m.min = m.min.min(lo[k]);
-            m.max = m.max.max(hi[k]);
+            m.n += p1.c[0][k] as u64;
+            m.zeros += p1.c[1][k] as u64;
+            m.nan += p1.c[2][k] as u64;
+            m.pos_inf += p1.c[3][k] as u64;
+            m.min = m.min.min(p1.lo[k]);
+            m.max = m.max.max(p1.hi[k]);
         }
         m.neg_inf = m.count - m.n - m.nan - m.pos_inf;
         if m.n == 0 {
             return m;
         }
         m.mean = total / m.n as f64;
-        // Pass 2: central moments about the chunk mean.
-        let mean = m.mean;
-        let mut s = [[0.0f64; L]; 4]; // m2, m3, m4, Σx²
-        let mut over = [0.0f64; L];
-        let mut second = |k: usize, v: f32| {
-            let fin = v.abs() < f32::INFINITY;
-            let x = if fin { f64::from(v) } else { mean };
-            let d = x - mean;
-            let d2 = d * d;
-            s[0][k] += d2;
-            s[1][k] += d2 * d;
-            s[2][k] += d2 * d2;
-            let sq = if fin { x * x } else { 0.0 };
-            s[3][k] += sq;
-            over[k] += one(sq >= 65520.0);
+        let mut p2 = Pass2 {
+            s: [[0.0; 4]; 4],
+            over: [0.0; 4],
         };
-        for ch in body.chunks_exact(L) {
-            for (k, &v) in ch.iter().enumerate() {
-                second(k, v);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is only true when the CPU has AVX2.
+            unsafe { p2.body_avx2(body, m.mean) };
+        }
+        if !simd || cfg!(not(target_arch = "x86_64")) {
+            for ch in body.chunks_exact(L) {
+                for (k, &v) in ch.iter().enumerate() {
+                    p2.step(k, v, m.mean);
+                }
             }
         }
         for &v in rest {
-            second(0, v);
+            p2.step(0, v, m.mean);
         }
         for k in 0..L {
-            m.m2 += s[0][k];
-            m.m3 += s[1][k];
-            m.m4 += s[2][k];
-            m.sum_sq += s[3][k];
-            m.square_overflow += over[k] as u64;
+            m.m2 += p2.s[0][k];
+            m.m3 += p2.s[1][k];
+            m.m4 += p2.s[2][k];
+            m.sum_sq += p2.s[3][k];
+            m.square_overflow += p2.over[k] as u64;
         }
         m
     }
@@ -280,6 +413,18 @@ mod tests {
         assert!((merged.std() - std).abs() < 1e-9 * std);
         assert!((merged.kurtosis() - kurt).abs() < 1e-9 * kurt);
         assert_eq!(merged.n, 1000);
+    }
+
+    #[test]
+    fn simd_and_portable_lanes_agree_exactly() {
+        let v: Vec<f32> = (0..4099)
+            .map(|i| ((i as f32 * 0.37).cos() * 300.0).powi(3) / 1e4)
+            .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 256.0])
+            .collect();
+        for len in [0, 1, 4, 7, v.len()] {
+            let portable = Moments::of_chunk_with(&v[..len], false);
+            assert_eq!(portable, Moments::of_chunk(&v[..len]), "len {len}");
+        }
     }
 
     #[test]
