@@ -5,55 +5,26 @@
 //! Crash inputs found by the fuzz targets (fuzz/, scripts/fuzz) are kept at the end.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use calibscope::source::{
-    BatchLayout, LayerSpec, Limits, LoadError, Location, OpenArray, discover, parse_header,
+    BatchLayout, Limits, LoadError, Location, OpenArray, discover, parse_header,
 };
 use serde_json::Value;
 use tempfile::TempDir;
 
-type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+use common::*;
 
 // ---------------------------------------------------------------- helpers
-
-/// A version 1.0 `.npy` with the given header dict text, padded like numpy does.
-fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
 
 fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
     npy_with_dict(
         &format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"),
         data,
     )
-}
-
-fn f32_npy(vals: &[f32]) -> Vec<u8> {
-    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    npy("<f4", &format!("({},)", vals.len()), &data)
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> R<PathBuf> {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&path, bytes)?;
-    Ok(path)
 }
 
 fn open(location: &Location) -> Result<OpenArray, LoadError> {
@@ -79,53 +50,12 @@ fn npy_error(bytes: &[u8]) -> R<String> {
     Ok(e.message)
 }
 
-fn write_zip(path: &Path, members: &[(&str, &[u8], bool)]) -> R {
-    use zip::write::SimpleFileOptions;
-    let mut w = zip::ZipWriter::new(std::fs::File::create(path)?);
-    for (name, bytes, deflate) in members {
-        let method = if *deflate {
-            zip::CompressionMethod::Deflated
-        } else {
-            zip::CompressionMethod::Stored
-        };
-        w.start_file(
-            *name,
-            SimpleFileOptions::default().compression_method(method),
-        )?;
-        w.write_all(bytes)?;
-    }
-    w.finish()?;
-    Ok(())
-}
-
-fn member(archive: &Path, name: &str) -> Location {
-    Location::NpzMember {
-        archive: archive.to_path_buf(),
-        member: name.to_string(),
-    }
-}
-
-/// Rewrites a single-member zip's declared uncompressed size in both headers.
-fn patch_declared_size(zip: &mut [u8], size: u32) {
-    let find = |zip: &[u8], sig: &[u8]| zip.windows(4).position(|w| w == sig);
-    if let Some(local) = find(zip, b"PK\x03\x04") {
-        zip[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
-    }
-    if let Some(central) = find(zip, b"PK\x01\x02") {
-        zip[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
-    }
-}
-
 /// Offset and length of the first member's compressed data in a zip.
 fn member_data(zip: &[u8]) -> (usize, usize) {
     let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
     let u32_at = |i: usize| u32::from_le_bytes([zip[i], zip[i + 1], zip[i + 2], zip[i + 3]]);
     let start = 30 + u16_at(26) + u16_at(28);
     (start, u32_at(18) as usize)
-}
-
-fn names(layers: &[LayerSpec]) -> Vec<&str> {
-    layers.iter().map(|l| l.name.as_str()).collect()
 }
 
 fn calibscope() -> Command {
@@ -1047,4 +977,9 @@ fn cli_limit_flags_are_applied() -> R {
     let (_, code, stderr) = json_report(&[d.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr:?}");
     Ok(())
+}
+
+fn f32_npy(vals: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy("<f4", &format!("({},)", vals.len()), &data)
 }

@@ -1,32 +1,18 @@
 //! Loader tests: `.npy` headers and decoding, `.npz` members, discovery. Fixtures are written
 //! by hand (for broken files and `V2`) or with npyz's writer.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use npyz::WriterBuilder;
 
 use calibscope::source::{
-    ArrayInfo, BatchLayout, DType, LayerSpec, Limits, LoadError, Location, OpenArray, discover,
+    ArrayInfo, BatchLayout, DType, Limits, LoadError, Location, OpenArray, discover,
 };
 use tempfile::TempDir;
 
-type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-/// A version 1.0 `.npy` with the given header dict text, padded like numpy does.
-fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
+mod common;
+use common::*;
 
 fn dict(descr: &str, fortran: bool, shape: &str) -> String {
     let f = if fortran { "True" } else { "False" };
@@ -35,15 +21,6 @@ fn dict(descr: &str, fortran: bool, shape: &str) -> String {
 
 fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
     npy_with_dict(&dict(descr, false, shape), data)
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> R<PathBuf> {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&path, bytes)?;
-    Ok(path)
 }
 
 fn open(path: &Path) -> Result<OpenArray, LoadError> {
@@ -472,37 +449,6 @@ fn shrinking_file_and_cancel_are_errors() -> R {
 
 // ---------------------------------------------------------------- .npz
 
-fn f32_npy(vals: &[f32]) -> Vec<u8> {
-    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    npy("<f4", &format!("({},)", vals.len()), &data)
-}
-
-fn write_zip(path: &Path, members: &[(&str, &[u8], bool)]) -> R {
-    use zip::write::SimpleFileOptions;
-    let mut w = zip::ZipWriter::new(std::fs::File::create(path)?);
-    for (name, bytes, deflate) in members {
-        let method = if *deflate {
-            zip::CompressionMethod::Deflated
-        } else {
-            zip::CompressionMethod::Stored
-        };
-        w.start_file(
-            *name,
-            SimpleFileOptions::default().compression_method(method),
-        )?;
-        w.write_all(bytes)?;
-    }
-    w.finish()?;
-    Ok(())
-}
-
-fn member(archive: &Path, name: &str) -> Location {
-    Location::NpzMember {
-        archive: archive.to_path_buf(),
-        member: name.to_string(),
-    }
-}
-
 #[test]
 fn npz_stored_and_deflated_members() -> R {
     let dir = TempDir::new()?;
@@ -618,10 +564,6 @@ fn npz_errors() -> R {
 }
 
 // ---------------------------------------------------------------- discovery
-
-fn names(layers: &[LayerSpec]) -> Vec<&str> {
-    layers.iter().map(|l| l.name.as_str()).collect()
-}
 
 fn touch(dir: &Path, rel: &str) -> R<PathBuf> {
     write(dir, rel, &f32_npy(&[1.0]))
@@ -793,17 +735,6 @@ fn non_utf8_names_and_npz_in_folders() -> R {
     Ok(())
 }
 
-/// Rewrites a single-member zip's declared uncompressed size in both headers.
-fn patch_declared_size(zip: &mut [u8], size: u32) {
-    let find = |zip: &[u8], sig: &[u8]| zip.windows(4).position(|w| w == sig);
-    if let Some(local) = find(zip, b"PK\x03\x04") {
-        zip[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
-    }
-    if let Some(central) = find(zip, b"PK\x01\x02") {
-        zip[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
-    }
-}
-
 #[test]
 fn deflated_member_longer_than_declared_is_an_error() -> R {
     let dir = TempDir::new()?;
@@ -870,4 +801,9 @@ mod fuzz {
             prop_assert!(try_everything(&bytes).is_ok());
         }
     }
+}
+
+fn f32_npy(vals: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy("<f4", &format!("({},)", vals.len()), &data)
 }

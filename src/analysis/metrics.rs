@@ -106,15 +106,7 @@ impl ErrorAccum {
         let (err, sig, rec, dot) = (lanes(err), lanes(sig), lanes(rec), lanes(dot));
         let (mx, below, above) = (lanes(mx), lanes(below), lanes(above));
         self.n += values.iter().filter(|v| v.is_finite()).count() as u64;
-        for k in 0..LANES {
-            self.err_sq += err[k];
-            self.sig_sq += sig[k];
-            self.rec_sq += rec[k];
-            self.dot += dot[k];
-            self.max_abs_error = self.max_abs_error.max(mx[k]);
-            self.below += below[k] as u64;
-            self.above += above[k] as u64;
-        }
+        self.absorb([err, sig, rec, dot, mx, below, above]);
     }
 
     /// Branch-free so it vectorises: a non-finite value is replaced by 0, which every grid
@@ -170,6 +162,14 @@ impl ErrorAccum {
             }
         }
         self.n += values.iter().filter(|v| v.is_finite()).count() as u64;
+        self.absorb([err, sig, rec, dot, mx, below, above]);
+    }
+
+    /// Folds the lanes in lane order (both paths share it, so their sums stay identical):
+    /// [err², x², x̂², x·x̂, max |e|, below, above].
+    #[inline(always)]
+    fn absorb(&mut self, lanes: [[f64; LANES]; 7]) {
+        let [err, sig, rec, dot, mx, below, above] = lanes;
         for k in 0..LANES {
             self.err_sq += err[k];
             self.sig_sq += sig[k];

@@ -1,0 +1,73 @@
+//! Helpers shared by the loader and hostile-input tests: hand-built `.npy` bytes and zips.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use calibscope::source::{LayerSpec, Location};
+
+pub type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// A version 1.0 `.npy` with the given header dict text, padded like numpy does.
+pub fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> R<PathBuf> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+pub fn write_zip(path: &Path, members: &[(&str, &[u8], bool)]) -> R {
+    use zip::write::SimpleFileOptions;
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path)?);
+    for (name, bytes, deflate) in members {
+        let method = if *deflate {
+            zip::CompressionMethod::Deflated
+        } else {
+            zip::CompressionMethod::Stored
+        };
+        w.start_file(
+            *name,
+            SimpleFileOptions::default().compression_method(method),
+        )?;
+        w.write_all(bytes)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+pub fn member(archive: &Path, name: &str) -> Location {
+    Location::NpzMember {
+        archive: archive.to_path_buf(),
+        member: name.to_string(),
+    }
+}
+
+pub fn names(layers: &[LayerSpec]) -> Vec<&str> {
+    layers.iter().map(|l| l.name.as_str()).collect()
+}
+
+/// Rewrites a single-member zip's declared uncompressed size in both headers.
+pub fn patch_declared_size(zip: &mut [u8], size: u32) {
+    let find = |zip: &[u8], sig: &[u8]| zip.windows(4).position(|w| w == sig);
+    if let Some(local) = find(zip, b"PK\x03\x04") {
+        zip[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
+    }
+    if let Some(central) = find(zip, b"PK\x01\x02") {
+        zip[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
+    }
+}
