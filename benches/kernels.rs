@@ -83,3 +83,21 @@ fn mse_search(b: Bencher) {
     let h = abs_hist();
     b.bench(|| calibscope::calib::mse::symmetric(black_box(&h), 8));
 }
+
+fn signed_hist() -> Histogram {
+    let mut h = Histogram::new(-27.0, 27.0, 2048);
+    h.add_values(&values());
+    h
+}
+
+#[divan::bench]
+fn entropy_search_affine(b: Bencher) {
+    let h = signed_hist();
+    b.bench(|| calibscope::calib::entropy::affine(black_box(&h), 8));
+}
+
+#[divan::bench]
+fn mse_search_affine(b: Bencher) {
+    let h = signed_hist();
+    b.bench(|| calibscope::calib::mse::affine(black_box(&h), 8));
+}

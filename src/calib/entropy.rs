@@ -401,10 +401,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn hist(lo: f64, hi: f64, counts: Vec<u64>) -> Histogram {
-        Histogram { lo, hi, counts }
-    }
+    use crate::calib::test_support::{gaussian_counts, hist};
 
     /// Deterministic xorshift64* so the tests need no crate.
     struct Rng(u64);
@@ -418,19 +415,6 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
-    }
-
-    /// Counts proportional to the normal pdf at the bin centres (|x| histogram: 2φ), ×scale.
-    fn gaussian_counts(lo: f64, hi: f64, bins: usize, scale: f64, abs: bool) -> Histogram {
-        let mut h = Histogram::new(lo, hi, bins);
-        let w = h.width();
-        for i in 0..bins {
-            let x = h.centre(i);
-            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            let d = if abs { 2.0 * pdf } else { pdf };
-            h.counts[i] = (d * w * scale).round() as u64;
-        }
-        h
     }
 
     /// A line-by-line port of modelopt's `_compute_amax_entropy` loop, allocation and all:
@@ -756,21 +740,5 @@ mod tests {
         // Fewer bins than levels: no window, the full range with 0 candidates.
         let s = affine(&hist(-1.0, 1.0, vec![1; 100]), 8);
         assert_eq!((s.lo, s.hi, s.candidates), (-1.0, 1.0, 0));
-    }
-
-    /// Timing on 2048 bins: `cargo test --release --lib calib::entropy -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn timing_2048_bins() {
-        let abs = gaussian_counts(0.0, 5.0, 2048, 1e9, true);
-        let signed = gaussian_counts(-5.0, 5.0, 2048, 1e9, false);
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            let s = symmetric(&abs, 8);
-            eprintln!("entropy::symmetric {:?} {s:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let s = affine(&signed, 8);
-            eprintln!("entropy::affine    {:?} {s:?}", t.elapsed());
-        }
     }
 }

@@ -204,23 +204,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn hist(lo: f64, hi: f64, counts: Vec<u64>) -> Histogram {
-        Histogram { lo, hi, counts }
-    }
-
-    /// Counts proportional to the normal pdf at the bin centres (|x| histogram: 2φ), ×scale.
-    fn gaussian_counts(lo: f64, hi: f64, bins: usize, scale: f64, abs: bool) -> Histogram {
-        let mut h = Histogram::new(lo, hi, bins);
-        let w = h.width();
-        for i in 0..bins {
-            let x = h.centre(i);
-            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            let d = if abs { 2.0 * pdf } else { pdf };
-            h.counts[i] = (d * w * scale).round() as u64;
-        }
-        h
-    }
+    use crate::calib::test_support::{gaussian_counts, hist};
 
     #[test]
     fn fake_quant_is_modelopts() {
@@ -438,21 +422,5 @@ mod tests {
         // j ∈ {0, 64, …, 2048}: 33 pairs; then stride 8 over ±64 and stride 1 over ±8 around
         // the best, 17 each, of which 3 were already scored.
         assert_eq!(s.candidates, 33 + 14 + 14, "{s:?}");
-    }
-
-    /// Timing on 2048 bins: `cargo test --release --lib calib::mse -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn timing_2048_bins() {
-        let abs = gaussian_counts(0.0, 5.0, 2048, 1e9, true);
-        let signed = gaussian_counts(-5.0, 5.0, 2048, 1e9, false);
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            let s = symmetric(&abs, 8);
-            eprintln!("mse::symmetric {:?} {s:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let s = affine(&signed, 8);
-            eprintln!("mse::affine    {:?} {s:?}", t.elapsed());
-        }
     }
 }
