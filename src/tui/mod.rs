@@ -224,6 +224,17 @@ fn set_size(terminal: &DefaultTerminal, app: &mut App) {
 }
 
 /// Applies one event; returns whether the screen needs a redraw.
+/// Copies the running job's progress counters into the app state.
+fn sync_progress(app: &mut App, runner: &Runner) {
+    if let Some(p) = &runner.job {
+        app.set_progress(
+            p.done.load(Ordering::Relaxed),
+            p.total.load(Ordering::Relaxed),
+            p.layers_done.load(Ordering::Relaxed),
+        );
+    }
+}
+
 fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool> {
     match ev {
         Event::Input(ct::Event::Key(k)) => {
@@ -240,13 +251,7 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
             if !app.progress.running {
                 return Ok(false);
             }
-            if let Some(p) = &runner.job {
-                app.set_progress(
-                    p.done.load(Ordering::Relaxed),
-                    p.total.load(Ordering::Relaxed),
-                    p.layers_done.load(Ordering::Relaxed),
-                );
-            }
+            sync_progress(app, runner);
         }
         Event::Layer {
             generation,
@@ -254,13 +259,7 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
             layer,
         } => {
             app.on_layer(generation, slot, *layer);
-            if let Some(p) = &runner.job {
-                app.set_progress(
-                    p.done.load(Ordering::Relaxed),
-                    p.total.load(Ordering::Relaxed),
-                    p.layers_done.load(Ordering::Relaxed),
-                );
-            }
+            sync_progress(app, runner);
         }
         Event::Profiled {
             generation,
