@@ -3,7 +3,6 @@
 //! entropy/MSE searches. One chunk is 1 Mi values (4 MiB of float32), as in the analysis.
 #![allow(clippy::unwrap_used)]
 
-use calibscope::analysis::cast::{CastAccum, CastScratch, CastType};
 use calibscope::analysis::histogram::Histogram;
 use calibscope::analysis::metrics::ErrorAccum;
 use calibscope::analysis::stats::Moments;
@@ -39,12 +38,12 @@ fn metrics_one_method(b: Bencher) {
         .bench(|| ErrorAccum::of_chunk(&q, black_box(&v)));
 }
 
-#[divan::bench(args = [CastType::Float16, CastType::Bfloat16])]
-fn cast_audit(b: Bencher, cast: CastType) {
+/// Both casts (float16 and bfloat16) in one sweep, as pass 1 runs them.
+#[divan::bench]
+fn cast_audit_both(b: Bencher) {
     let v = values();
-    let mut scratch = CastScratch::default();
     b.counter(divan::counter::ItemsCount::new(N))
-        .bench_local(|| CastAccum::of_chunk(cast, black_box(&v), &mut scratch));
+        .bench(|| calibscope::analysis::cast::audit_chunk(black_box(&v)));
 }
 
 #[divan::bench]

@@ -31,13 +31,6 @@ impl CastType {
     }
 }
 
-/// Buffers reused across chunks by the cast audit.
-#[derive(Debug, Default)]
-pub struct CastScratch {
-    halves: Vec<f16>,
-    out: Vec<f32>,
-}
-
 /// f32 → bfloat16 → f32, round to nearest even, as `half::bf16::from_f32` does for non-NaN
 /// values (NaN is never measured): integer ops only, so the loop vectorises.
 #[inline]
@@ -45,6 +38,76 @@ pub fn bf16_round_trip(x: f32) -> f32 {
     let b = x.to_bits();
     let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000;
     f32::from_bits(rounded)
+}
+
+/// f32 → float16 → f32, IEEE round to nearest even (F16C's `vcvtps2ph` computes the same).
+#[inline]
+pub fn f16_round_trip(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// Lanes of the floating sums: element i of a chunk goes to lane i mod 8 on both paths.
+const LANES: usize = 8;
+/// Values per block between folds of the 32-bit counters of the AVX path.
+const BLOCK: usize = 1 << 16;
+
+/// One cast's per-lane sums over a chunk. Counts and maxima do not depend on order; the
+/// floating sums are kept per lane so the AVX and portable paths add in the same order.
+#[derive(Clone, Debug, Default)]
+struct Lanes {
+    finite_in: u64,
+    overflow: u64,
+    underflow: u64,
+    subnormal: u64,
+    n: u64,
+    err: [f64; LANES],
+    sig: [f64; LANES],
+    /// |x − y| is exact in f32: y is x rounded to a coarser grid that x's own grid contains.
+    max_abs: f32,
+    max_rel: f64,
+}
+
+impl Lanes {
+    /// One value at lane `k` (the portable path and the AVX path's tail).
+    #[inline(always)]
+    fn step(&mut self, k: usize, tiny: f32, x: f32, y: f32) {
+        let fin_in = x.abs() < f32::INFINITY;
+        let fin_out = y.abs() < f32::INFINITY;
+        let valid = fin_in && fin_out;
+        self.finite_in += u64::from(fin_in);
+        self.overflow += u64::from(fin_in && !fin_out);
+        self.underflow += u64::from(valid && x != 0.0 && y == 0.0);
+        self.subnormal += u64::from(valid && y != 0.0 && y.abs() < tiny);
+        self.n += u64::from(valid);
+        let (x, y) = if valid { (x, y) } else { (0.0, 0.0) };
+        let e = (x - y).abs();
+        let (ed, xd) = (f64::from(e), f64::from(x));
+        // Both squares are exact in f64, so this equals the AVX path's fused multiply-add.
+        self.err[k] += ed * ed;
+        self.sig[k] += xd * xd;
+        self.max_abs = self.max_abs.max(e);
+        if xd != 0.0 {
+            self.max_rel = self.max_rel.max(ed / xd.abs());
+        }
+    }
+
+    fn into_accum(self, values: usize) -> CastAccum {
+        let mut a = CastAccum {
+            overflow: self.overflow,
+            underflow: self.underflow,
+            subnormal: self.subnormal,
+            nan_inf_input: values as u64 - self.finite_in,
+            n: self.n,
+            max_abs_error: f64::from(self.max_abs),
+            max_rel_error: self.max_rel,
+            ..CastAccum::default()
+        };
+        for k in 0..LANES {
+            a.err_sq += self.err[k];
+            a.sig_sq += self.sig[k];
+        }
+        a
+    }
 }
 
 /// Cast counts and error sums of one chunk; merged in chunk order.
@@ -62,102 +125,179 @@ pub struct CastAccum {
     pub max_rel_error: f64,
 }
 
-impl CastAccum {
-    /// Audits one chunk. `scratch` is reused between calls to avoid allocating per chunk.
-    pub fn of_chunk(cast: CastType, values: &[f32], scratch: &mut CastScratch) -> CastAccum {
-        let out = &mut scratch.out;
-        out.clear();
-        out.resize(values.len(), 0.0);
-        match cast {
-            CastType::Float16 => {
-                use half::slice::HalfFloatSliceExt;
-                // The slice conversions use F16C when the CPU has it.
-                let halves = &mut scratch.halves;
-                halves.clear();
-                halves.resize(values.len(), f16::ZERO);
-                halves.convert_from_f32_slice(values);
-                halves.convert_to_f32_slice(out);
-            }
-            CastType::Bfloat16 => {
-                for (y, &x) in out.iter_mut().zip(values) {
-                    *y = bf16_round_trip(x);
-                }
-            }
-        }
-        let mut a = CastAccum::default();
-        a.add_pairs(cast.smallest_normal(), values, out);
-        a
-    }
-
-    fn add_pairs(&mut self, tiny: f32, xs: &[f32], ys: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.add_pairs_avx2(tiny, xs, ys) };
-            return;
-        }
-        self.add_pairs_lanes(tiny, xs, ys);
-    }
-
-    /// The same code compiled for AVX2 (wider registers, same lane arithmetic: same result).
+/// Audits one chunk for both casts, in [`CastType::ALL`] order. No buffers: each value is
+/// cast, compared and dropped in registers. Uses AVX2/FMA/F16C when the CPU has them, with the
+/// same results as the portable path (a unit test checks it).
+pub fn audit_chunk(values: &[f32]) -> [CastAccum; 2] {
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn add_pairs_avx2(&mut self, tiny: f32, xs: &[f32], ys: &[f32]) {
-        self.add_pairs_lanes(tiny, xs, ys);
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU supports AVX2, FMA and F16C, checked just above.
+        return unsafe { audit_avx2(values) };
     }
+    audit_portable(values)
+}
 
-    /// Branch-free accumulation over (input, cast) pairs, in lanes so it vectorises.
-    #[inline(always)]
-    fn add_pairs_lanes(&mut self, tiny: f32, xs: &[f32], ys: &[f32]) {
-        const L: usize = 4;
-        let mut c = [[0.0f64; L]; 5]; // nan_inf_input, overflow, underflow, subnormal, n
-        let mut err = [0.0f64; L];
-        let mut sig = [0.0f64; L];
-        let mut mx = [0.0f64; L];
-        let mut mr = [0.0f64; L];
-        let one = |b: bool| if b { 1.0 } else { 0.0 };
-        let mut step = |k: usize, x: f32, y: f32| {
-            let fin_in = x.abs() < f32::INFINITY;
-            let fin_out = y.abs() < f32::INFINITY;
-            let valid = fin_in && fin_out;
-            c[0][k] += one(!fin_in);
-            c[1][k] += one(fin_in && !fin_out);
-            c[2][k] += one(valid && x != 0.0 && y == 0.0);
-            c[3][k] += one(valid && y != 0.0 && y.abs() < tiny);
-            c[4][k] += one(valid);
-            let (xd, yd) = if valid {
-                (f64::from(x), f64::from(y))
-            } else {
-                (0.0, 0.0)
-            };
-            let e = (xd - yd).abs();
-            err[k] += e * e;
-            sig[k] += xd * xd;
-            mx[k] = if e > mx[k] { e } else { mx[k] };
-            let r = if xd != 0.0 { e / xd.abs() } else { 0.0 };
-            mr[k] = if r > mr[k] { r } else { mr[k] };
+fn audit_portable(values: &[f32]) -> [CastAccum; 2] {
+    let mut l = [Lanes::default(), Lanes::default()];
+    let (t16, tb16) = (
+        CastType::Float16.smallest_normal(),
+        CastType::Bfloat16.smallest_normal(),
+    );
+    for (i, &x) in values.iter().enumerate() {
+        l[0].step(i % LANES, t16, x, f16_round_trip(x));
+        l[1].step(i % LANES, tb16, x, bf16_round_trip(x));
+    }
+    let [a, b] = l;
+    [a.into_accum(values.len()), b.into_accum(values.len())]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn audit_avx2(values: &[f32]) -> [CastAccum; 2] {
+    let mut l = [Lanes::default(), Lanes::default()];
+    let whole = values.len() / LANES * LANES;
+    // One cast at a time over an L1/L2-sized block keeps each loop's sums in registers.
+    for block in values[..whole].chunks(BLOCK) {
+        cast_block_avx2::<false>(block, &mut l[0]);
+        cast_block_avx2::<true>(block, &mut l[1]);
+    }
+    let (t16, tb16) = (
+        CastType::Float16.smallest_normal(),
+        CastType::Bfloat16.smallest_normal(),
+    );
+    for (i, &x) in values.iter().enumerate().skip(whole) {
+        l[0].step(i % LANES, t16, x, f16_round_trip(x));
+        l[1].step(i % LANES, tb16, x, bf16_round_trip(x));
+    }
+    let [a, b] = l;
+    [a.into_accum(values.len()), b.into_accum(values.len())]
+}
+
+/// [`Lanes::step`] on 8 values at a time (`xs.len()` a multiple of 8, at most 2^28 so the
+/// 32-bit counters cannot wrap). The max relative error is found without dividing: the best
+/// (e, |x|) per lane is kept and e·|x|' > e'·|x| compared exactly (f32 products are exact in
+/// f64); its one division at the end equals the max of the divisions the portable path makes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
+    use std::arch::x86_64::*;
+    let tiny = if BF16 {
+        CastType::Bfloat16.smallest_normal()
+    } else {
+        CastType::Float16.smallest_normal()
+    };
+    let abs_ps = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let vtiny = _mm256_set1_ps(tiny);
+    let zero = _mm256_setzero_ps();
+    let zi = _mm256_setzero_si256();
+    let (mut fin, mut over, mut under, mut sub, mut n) = (zi, zi, zi, zi, zi);
+    let load = |a: &[f64; LANES]| {
+        // SAFETY: `a` holds 8 f64; the loads are unaligned.
+        unsafe {
+            (
+                _mm256_loadu_pd(a.as_ptr()),
+                _mm256_loadu_pd(a.as_ptr().add(4)),
+            )
+        }
+    };
+    let (mut err0, mut err1) = load(&l.err);
+    let (mut sig0, mut sig1) = load(&l.sig);
+    let mut mx = _mm256_set1_ps(l.max_abs);
+    let (mut be0, mut be1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (mut bx0, mut bx1) = (_mm256_set1_pd(1.0), _mm256_set1_pd(1.0));
+    let mask = |m: __m256| _mm256_castps_si256(m);
+    for c in xs.chunks_exact(LANES) {
+        // SAFETY: `c` holds exactly 8 f32; the load is unaligned.
+        let x = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        let y = if BF16 {
+            let b = _mm256_castps_si256(x);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let r = _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+            _mm256_castsi256_ps(_mm256_and_si256(
+                r,
+                _mm256_set1_epi32(0xFFFF_0000_u32 as i32),
+            ))
+        } else {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
         };
-        let n = xs.len().min(ys.len());
-        let (xs, ys) = (&xs[..n], &ys[..n]);
-        let full = n / L * L;
-        for (xc, yc) in xs[..full].chunks_exact(L).zip(ys[..full].chunks_exact(L)) {
-            for k in 0..L {
-                step(k, xc[k], yc[k]);
-            }
-        }
-        for (&x, &y) in xs[full..].iter().zip(&ys[full..]) {
-            step(0, x, y);
-        }
-        for k in 0..L {
-            self.nan_inf_input += c[0][k] as u64;
-            self.overflow += c[1][k] as u64;
-            self.underflow += c[2][k] as u64;
-            self.subnormal += c[3][k] as u64;
-            self.n += c[4][k] as u64;
-            self.err_sq += err[k];
-            self.sig_sq += sig[k];
-            self.max_abs_error = self.max_abs_error.max(mx[k]);
-            self.max_rel_error = self.max_rel_error.max(mr[k]);
+        let fin_in = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(x, abs_ps), inf);
+        let ay = _mm256_and_ps(y, abs_ps);
+        let fin_out = _mm256_cmp_ps::<_CMP_LT_OQ>(ay, inf);
+        let valid = _mm256_and_ps(fin_in, fin_out);
+        let y0 = _mm256_cmp_ps::<_CMP_EQ_OQ>(y, zero);
+        let x0 = _mm256_cmp_ps::<_CMP_EQ_OQ>(x, zero);
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(ay, vtiny);
+        // A true compare is all ones (−1 as an integer): subtracting it counts one.
+        fin = _mm256_sub_epi32(fin, mask(fin_in));
+        over = _mm256_sub_epi32(over, mask(_mm256_andnot_ps(fin_out, fin_in)));
+        under = _mm256_sub_epi32(under, mask(_mm256_and_ps(valid, _mm256_andnot_ps(x0, y0))));
+        sub = _mm256_sub_epi32(sub, mask(_mm256_and_ps(valid, _mm256_andnot_ps(y0, small))));
+        n = _mm256_sub_epi32(n, mask(valid));
+        let xv = _mm256_and_ps(x, valid);
+        let e = _mm256_and_ps(_mm256_sub_ps(xv, _mm256_and_ps(y, valid)), abs_ps);
+        mx = _mm256_max_ps(mx, e);
+        let ax = _mm256_and_ps(xv, abs_ps);
+        let (e0, e1) = (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)),
+        );
+        let (a0, a1) = (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(ax)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(ax)),
+        );
+        err0 = _mm256_fmadd_pd(e0, e0, err0);
+        err1 = _mm256_fmadd_pd(e1, e1, err1);
+        sig0 = _mm256_fmadd_pd(a0, a0, sig0);
+        sig1 = _mm256_fmadd_pd(a1, a1, sig1);
+        let m0 = _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_mul_pd(e0, bx0), _mm256_mul_pd(be0, a0));
+        let m1 = _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_mul_pd(e1, bx1), _mm256_mul_pd(be1, a1));
+        be0 = _mm256_blendv_pd(be0, e0, m0);
+        bx0 = _mm256_blendv_pd(bx0, a0, m0);
+        be1 = _mm256_blendv_pd(be1, e1, m1);
+        bx1 = _mm256_blendv_pd(bx1, a1, m1);
+    }
+    let sum = |v: __m256i| {
+        let mut a = [0u32; LANES];
+        // SAFETY: `a` holds 8 u32; the store is unaligned.
+        unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), v) };
+        a.iter().map(|&c| u64::from(c)).sum::<u64>()
+    };
+    l.finite_in += sum(fin);
+    l.overflow += sum(over);
+    l.underflow += sum(under);
+    l.subnormal += sum(sub);
+    l.n += sum(n);
+    let mut m = [0.0f32; LANES];
+    let (mut e, mut x) = ([0.0f64; LANES], [0.0f64; LANES]);
+    // SAFETY: every destination holds 8 (or 4 past the offset) elements; stores are unaligned.
+    unsafe {
+        _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
+        _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
+        _mm256_storeu_pd(l.sig.as_mut_ptr(), sig0);
+        _mm256_storeu_pd(l.sig.as_mut_ptr().add(4), sig1);
+        _mm256_storeu_ps(m.as_mut_ptr(), mx);
+        _mm256_storeu_pd(e.as_mut_ptr(), be0);
+        _mm256_storeu_pd(e.as_mut_ptr().add(4), be1);
+        _mm256_storeu_pd(x.as_mut_ptr(), bx0);
+        _mm256_storeu_pd(x.as_mut_ptr().add(4), bx1);
+    }
+    l.max_abs = m.iter().fold(l.max_abs, |a, &b| a.max(b));
+    for k in 0..LANES {
+        l.max_rel = l.max_rel.max(e[k] / x[k]);
+    }
+}
+
+impl CastAccum {
+    /// Audits one chunk for one cast (both are computed; see [`audit_chunk`]).
+    pub fn of_chunk(cast: CastType, values: &[f32]) -> CastAccum {
+        let [a, b] = audit_chunk(values);
+        match cast {
+            CastType::Float16 => a,
+            CastType::Bfloat16 => b,
         }
     }
 
@@ -232,7 +372,7 @@ mod tests {
     use half::bf16;
 
     fn audit(cast: CastType, v: &[f32]) -> CastAudit {
-        CastAccum::of_chunk(cast, v, &mut CastScratch::default()).finish(cast)
+        CastAccum::of_chunk(cast, v).finish(cast)
     }
 
     #[test]
@@ -272,6 +412,35 @@ mod tests {
         }
         assert_eq!(bf16_round_trip(f32::MAX), f32::INFINITY);
         assert_eq!(bf16_round_trip(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn simd_path_matches_the_portable_path() {
+        let mut v: Vec<f32> = (0..200_003)
+            .map(|i| {
+                let t = i as f32 * 0.6123;
+                t.sin() * 10f32.powi(i % 17 - 9) * if i % 5 == 0 { 1e4 } else { 1.0 }
+            })
+            .collect();
+        v.extend([
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            -0.0,
+            0.0,
+            65519.0,
+            65520.0,
+            f32::MAX,
+            2f32.powi(-25),
+            1e-40,
+            3.0e38,
+        ]);
+        for len in [0, 1, 7, 8, 9, 100, v.len()] {
+            for start in [0, 3] {
+                let s = &v[start.min(len)..len];
+                assert_eq!(audit_portable(s), audit_chunk(s), "len {len} from {start}");
+            }
+        }
     }
 
     #[test]

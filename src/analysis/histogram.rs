@@ -136,3 +136,203 @@ impl Histogram {
         None
     }
 }
+
+/// The two fine histograms of a pass over the values — x over `[lo, hi]` and |x| over
+/// `[0, max|x|]` — counted by one worker in a single sweep, with the bin arithmetic of
+/// [`Histogram::add_values`] / [`Histogram::add_abs_values`]. Counts are u32 (half the cache
+/// footprint of u64, so both fit in L2) with one extra slot that swallows non-finite values,
+/// so the increments need no branch; [`PairCounter::fold_into`] moves them into u64
+/// histograms, and [`PairCounter::needs_fold`] says when it must, before a count could wrap.
+#[derive(Clone, Debug)]
+pub struct PairCounter {
+    x: Vec<u32>,
+    abs: Vec<u32>,
+    lo: f64,
+    scale: f64,
+    abs_scale: f64,
+    pending: u64,
+}
+
+impl PairCounter {
+    /// Counters with the edges of `x` (signed) and `abs` (|x|, from 0); same bin count.
+    pub fn new(x: &Histogram, abs: &Histogram) -> Self {
+        let n = x.bins();
+        debug_assert!(abs.bins() == n && abs.lo == 0.0);
+        PairCounter {
+            x: vec![0; n + 1],
+            abs: vec![0; abs.bins() + 1],
+            lo: x.lo,
+            scale: n as f64 / (x.hi - x.lo),
+            abs_scale: abs.bins() as f64 / (abs.hi - abs.lo),
+            pending: 0,
+        }
+    }
+
+    /// True if adding `more` values could overflow a u32 count.
+    pub fn needs_fold(&self, more: usize) -> bool {
+        self.pending + more as u64 > u64::from(u32::MAX)
+    }
+
+    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]) and resets.
+    pub fn fold_into(&mut self, x: &mut Histogram, abs: &mut Histogram) {
+        for (h, c) in [(x, &mut self.x), (abs, &mut self.abs)] {
+            for (t, v) in h.counts.iter_mut().zip(c.iter_mut()) {
+                *t += u64::from(*v);
+                *v = 0;
+            }
+            if let Some(trash) = c.last_mut() {
+                *trash = 0;
+            }
+        }
+        self.pending = 0;
+    }
+
+    /// Counts finite values of `values` in both histograms (non-finite ones are skipped).
+    pub fn add(&mut self, values: &[f32]) {
+        self.pending += values.len() as u64;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            let done = unsafe { self.add_avx2(values) };
+            self.add_portable(&values[done..]);
+            return;
+        }
+        self.add_portable(values);
+    }
+
+    /// `Histogram::add_blocks`' arithmetic for one value: the bin, or the trash slot.
+    #[inline(always)]
+    fn bins_of(&self, v: f32) -> (usize, usize) {
+        let trash = self.x.len() - 1;
+        if v.abs() < f32::INFINITY {
+            let last = (trash - 1) as f64;
+            let bin = |x: f64, lo: f64, scale: f64| {
+                let b = (x - lo) * scale;
+                let b = if b < 0.0 { 0.0 } else { b };
+                let b = if b > last { last } else { b };
+                b as usize
+            };
+            (
+                bin(f64::from(v), self.lo, self.scale),
+                bin(f64::from(v.abs()), 0.0, self.abs_scale),
+            )
+        } else {
+            (trash, trash)
+        }
+    }
+
+    fn add_portable(&mut self, values: &[f32]) {
+        for &v in values {
+            let (i, j) = self.bins_of(v);
+            if let (Some(a), Some(b)) = (self.x.get_mut(i), self.abs.get_mut(j)) {
+                *a += 1;
+                *b += 1;
+            }
+        }
+    }
+
+    /// Four values at a time: bins computed in AVX registers (the same f64 operations as
+    /// [`Self::bins_of`], truncation included), then counted. Returns how many values it took.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn add_avx2(&mut self, values: &[f32]) -> usize {
+        use std::arch::x86_64::*;
+        let trash = (self.x.len() - 1) as i32;
+        let last = _mm256_set1_pd(f64::from(trash - 1));
+        let (lo, scale, abs_scale) = (
+            _mm256_set1_pd(self.lo),
+            _mm256_set1_pd(self.scale),
+            _mm256_set1_pd(self.abs_scale),
+        );
+        let zero = _mm256_setzero_pd();
+        let abs_ps = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+        let inf = _mm_set1_ps(f32::INFINITY);
+        let vtrash = _mm_set1_epi32(trash);
+        let (mut xi, mut ai) = ([0u32; 4], [0u32; 4]);
+        let mut chunks = values.chunks_exact(4);
+        for c in &mut chunks {
+            // SAFETY: `c` holds exactly 4 f32; the load is unaligned.
+            let v = unsafe { _mm_loadu_ps(c.as_ptr()) };
+            let av = _mm_and_ps(v, abs_ps);
+            let fin = _mm_castps_si128(_mm_cmplt_ps(av, inf));
+            let b = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), scale);
+            let b = _mm256_min_pd(_mm256_max_pd(b, zero), last);
+            let i = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(b), fin);
+            let a = _mm256_mul_pd(_mm256_cvtps_pd(av), abs_scale);
+            let a = _mm256_min_pd(_mm256_max_pd(a, zero), last);
+            let j = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(a), fin);
+            // SAFETY: both arrays hold exactly 4 u32; the stores are unaligned.
+            unsafe {
+                _mm_storeu_si128(xi.as_mut_ptr().cast(), i);
+                _mm_storeu_si128(ai.as_mut_ptr().cast(), j);
+            }
+            for k in 0..4 {
+                // Always in range (clamped, or the trash slot); `get_mut` keeps it panic-free.
+                if let Some(c) = self.x.get_mut(xi[k] as usize) {
+                    *c += 1;
+                }
+                if let Some(c) = self.abs.get_mut(ai[k] as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        values.len() - chunks.remainder().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_counter_bins_exactly_as_the_histograms_do() {
+        let mut v: Vec<f32> = (0..100_003)
+            .map(|i| ((i as f32 * 0.7312).sin() * 3.0).powi(3))
+            .collect();
+        v.extend([
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            -0.0,
+            27.0,
+            -27.0,
+            1e-30,
+        ]);
+        let (mut h, mut a) = (
+            Histogram::new(-27.0, 27.0, 4096),
+            Histogram::new(0.0, 27.0, 4096),
+        );
+        h.add_values(&v);
+        a.add_abs_values(&v);
+        for start in [0, 1, 2, 3] {
+            let (mut h2, mut a2) = (
+                Histogram::new(-27.0, 27.0, 4096),
+                Histogram::new(0.0, 27.0, 4096),
+            );
+            let mut c = PairCounter::new(&h2, &a2);
+            // Split into pieces so the vector path and the scalar tail both run.
+            c.add(&v[..start]);
+            c.add(&v[start..]);
+            assert_eq!(c.pending, v.len() as u64);
+            c.fold_into(&mut h2, &mut a2);
+            assert_eq!(h2, h, "start {start}");
+            assert_eq!(a2, a, "start {start}");
+            assert_eq!(h2.total(), v.len() as u64 - 3);
+            let mut portable = PairCounter::new(&h2, &a2);
+            portable.add_portable(&v[start..]);
+            let mut fast = PairCounter::new(&h2, &a2);
+            fast.add(&v[start..]);
+            assert_eq!(portable.x, fast.x);
+            assert_eq!(portable.abs, fast.abs);
+        }
+    }
+
+    #[test]
+    fn pair_counter_asks_to_fold_before_a_count_could_wrap() {
+        let (h, a) = (Histogram::new(0.0, 1.0, 8), Histogram::new(0.0, 1.0, 8));
+        let mut c = PairCounter::new(&h, &a);
+        assert!(!c.needs_fold(u32::MAX as usize));
+        c.add(&[0.5]);
+        assert!(c.needs_fold(u32::MAX as usize));
+    }
+}

@@ -1,4 +1,11 @@
 //! Exact quantize-dequantize error of a range, over the real values (not the histogram).
+//!
+//! The values of a block are prepared once ([`Prepared`]: finite values widened to f64, their
+//! count and Σx²), then every quantizer runs over the prepared block while it is in L1.
+//! Per value and quantizer: t = x·(1/s) (as PyTorch's and Model Optimizer's fake quantizers
+//! compute it; it differs from x/s only within 2^-52 relative of a half step), r = rint(t),
+//! the clip counts, e = x − r·s, and the sums Σe², Σr², Σx·r, from
+//! which Σx̂² = s²·Σr² and Σx·x̂ = s·Σx·r (Σr² is exact in f64).
 
 use serde::Serialize;
 
@@ -18,11 +25,128 @@ pub struct ErrorAccum {
 }
 
 /// Adding then subtracting 1.5·2^52 rounds an f64 of magnitude < 2^51 to an integer, half to
-/// even, in the default rounding mode: `rint` without the libm call, and it vectorises.
+/// even, in the default rounding mode: `rint` without the libm call (portable path).
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 
-/// Independent accumulators per lane so the compiler can keep the sums in SIMD registers.
-const LANES: usize = 4;
+/// Independent accumulators per quantizer: two AVX registers of 4, so that the fused
+/// multiply-add chains overlap. The portable path keeps the same lanes, so sums are identical.
+const LANES: usize = 8;
+
+/// Values per prepared block: 16 KiB of f64, so it stays in L1 while every quantizer reads it.
+pub const BLOCK: usize = 2048;
+
+/// A block of values widened once for every quantizer: non-finite values become 0 (which every
+/// grid represents exactly, so they add nothing to any sum), the length is padded with zeros
+/// to a multiple of [`LANES`].
+#[derive(Debug, Default)]
+pub struct Prepared {
+    x: Vec<f64>,
+    /// Finite values in the block.
+    pub n: u64,
+    /// Σx² over them.
+    pub sig_sq: f64,
+}
+
+impl Prepared {
+    /// Fills the block from `values` (at most [`BLOCK`] is typical, any length works).
+    pub fn fill(&mut self, values: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { self.fill_avx2(values) };
+            return;
+        }
+        self.fill_lanes(values);
+    }
+
+    /// [`Self::fill_lanes`] in AVX registers (same lanes, same sums: x² is exact, so the fused
+    /// multiply-add rounds as the plain addition does).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn fill_avx2(&mut self, values: &[f32]) {
+        use std::arch::x86_64::*;
+        let len = values.len().div_ceil(LANES) * LANES;
+        self.x.resize(len, 0.0);
+        let whole = values.len() / LANES * LANES;
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let (mut sig0, mut sig1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut n = _mm256_setzero_si256();
+        for (dst, src) in self.x[..whole]
+            .chunks_exact_mut(LANES)
+            .zip(values[..whole].chunks_exact(LANES))
+        {
+            // SAFETY: `src` and `dst` hold exactly 8 elements; loads and stores are unaligned.
+            unsafe {
+                let v = _mm256_loadu_ps(src.as_ptr());
+                let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v, abs), inf);
+                n = _mm256_sub_epi32(n, _mm256_castps_si256(fin));
+                let v = _mm256_and_ps(v, fin);
+                let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+                let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+                _mm256_storeu_pd(dst.as_mut_ptr(), lo);
+                _mm256_storeu_pd(dst.as_mut_ptr().add(4), hi);
+                sig0 = _mm256_fmadd_pd(lo, lo, sig0);
+                sig1 = _mm256_fmadd_pd(hi, hi, sig1);
+            }
+        }
+        let mut sig = [0.0f64; LANES];
+        let mut counts = [0u32; LANES];
+        // SAFETY: both arrays hold 8 elements; the stores are unaligned.
+        unsafe {
+            _mm256_storeu_pd(sig.as_mut_ptr(), sig0);
+            _mm256_storeu_pd(sig.as_mut_ptr().add(4), sig1);
+            _mm256_storeu_si256(counts.as_mut_ptr().cast(), n);
+        }
+        let mut n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        self.x[whole..].fill(0.0);
+        for (k, (d, &v)) in self.x[whole..].iter_mut().zip(&values[whole..]).enumerate() {
+            let fin = v.abs() < f32::INFINITY;
+            let x = if fin { f64::from(v) } else { 0.0 };
+            *d = x;
+            sig[k] += x * x;
+            n += u64::from(fin);
+        }
+        self.n = n;
+        self.sig_sq = sig.iter().sum();
+    }
+
+    /// One sweep: widen, count and square in lanes, without branches so it vectorises.
+    #[inline(always)]
+    fn fill_lanes(&mut self, values: &[f32]) {
+        // Keeps the capacity; only a shorter last block shrinks it, and growth writes zeros.
+        self.x.resize(values.len().div_ceil(LANES) * LANES, 0.0);
+        let mut sig = [0.0f64; LANES];
+        let mut n = [0u64; LANES];
+        for (dst, src) in self.x.chunks_exact_mut(LANES).zip(values.chunks(LANES)) {
+            if src.len() < LANES {
+                dst.fill(0.0);
+            }
+            for (k, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
+                let fin = v.abs() < f32::INFINITY;
+                let x = if fin { f64::from(v) } else { 0.0 };
+                *d = x;
+                // x² of a widened f32 is exact in f64, so only the additions round.
+                sig[k] += x * x;
+                n[k] += u64::from(fin);
+            }
+        }
+        self.n = n.iter().sum();
+        self.sig_sq = sig.iter().sum();
+    }
+}
+
+/// The per-lane sums of one quantizer over a prepared block.
+#[derive(Default)]
+struct Lanes {
+    err: [f64; LANES],
+    rr: [f64; LANES],
+    xr: [f64; LANES],
+    mx: [f64; LANES],
+    below: [u64; LANES],
+    above: [u64; LANES],
+}
 
 impl ErrorAccum {
     /// Evaluates `q` on the finite values of a chunk.
@@ -32,155 +156,154 @@ impl ErrorAccum {
         a
     }
 
-    /// Adds the finite values of `values`. Uses AVX2 when the CPU has it: the same lane
-    /// arithmetic in wider registers, so the result is bit-identical either way.
+    /// Adds the finite values of `values`.
     pub fn add(&mut self, q: &QParams, values: &[f32]) {
+        let mut p = Prepared::default();
+        for block in values.chunks(BLOCK) {
+            p.fill(block);
+            self.add_prepared(q, &p);
+        }
+    }
+
+    /// Adds a prepared block. Uses AVX2 and FMA when the CPU has them: the same lane arithmetic
+    /// in wider registers, so the result is bit-identical either way (a unit test checks it).
+    pub fn add_prepared(&mut self, q: &QParams, p: &Prepared) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.add_avx2(q, values) };
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            let lanes = unsafe { lanes_avx2(q, &p.x) };
+            self.absorb(q, p, &lanes);
             return;
         }
-        self.add_lanes(q, values);
+        let lanes = lanes_portable(q, &p.x);
+        self.absorb(q, p, &lanes);
     }
 
-    /// The lane arithmetic of [`Self::add_lanes`] written with AVX intrinsics (LLVM's own
-    /// vectorisation of it spilled and branched): same operations in the same lane order, so the
-    /// sums are bit-identical to the portable version (a unit test checks this).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn add_avx2(&mut self, q: &QParams, values: &[f32]) {
-        use std::arch::x86_64::*;
-        let z = q.zero_point as f64;
-        let (qlo, qhi) = (q.qmin as f64 - z, q.qmax as f64 - z);
-        let s = _mm256_set1_pd(q.scale);
-        let (vqlo, vqhi) = (_mm256_set1_pd(qlo), _mm256_set1_pd(qhi));
-        let (vtlo, vthi) = (_mm256_set1_pd(qlo - 1.0), _mm256_set1_pd(qhi + 1.0));
-        let magic = _mm256_set1_pd(ROUND_MAGIC);
-        let one = _mm256_set1_pd(1.0);
-        let abs_pd = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
-        let abs_ps = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
-        let inf = _mm_set1_ps(f32::INFINITY);
-        let zero = _mm256_setzero_pd();
-        let (mut err, mut sig, mut rec, mut dot) = (zero, zero, zero, zero);
-        let (mut mx, mut below, mut above) = (zero, zero, zero);
-        let mut step = |v: __m128| {
-            let fin = _mm_cmplt_ps(_mm_and_ps(v, abs_ps), inf);
-            let x = _mm256_cvtps_pd(_mm_and_ps(v, fin));
-            let t = _mm256_div_pd(x, s);
-            let t = _mm256_min_pd(_mm256_max_pd(t, vtlo), vthi);
-            let r = _mm256_sub_pd(_mm256_add_pd(t, magic), magic);
-            below = _mm256_add_pd(
-                below,
-                _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(r, vqlo), one),
-            );
-            above = _mm256_add_pd(
-                above,
-                _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(r, vqhi), one),
-            );
-            let r = _mm256_min_pd(_mm256_max_pd(r, vqlo), vqhi);
-            let xr = _mm256_mul_pd(r, s);
-            let e = _mm256_sub_pd(x, xr);
-            err = _mm256_add_pd(err, _mm256_mul_pd(e, e));
-            sig = _mm256_add_pd(sig, _mm256_mul_pd(x, x));
-            rec = _mm256_add_pd(rec, _mm256_mul_pd(xr, xr));
-            dot = _mm256_add_pd(dot, _mm256_mul_pd(x, xr));
-            mx = _mm256_max_pd(_mm256_and_pd(e, abs_pd), mx);
-        };
-        let mut chunks = values.chunks_exact(LANES);
-        for c in &mut chunks {
-            // SAFETY: `c` holds exactly 4 f32; the load is unaligned.
-            step(unsafe { _mm_loadu_ps(c.as_ptr()) });
-        }
-        let rest = chunks.remainder();
-        let mut tail = [0.0f32; LANES];
-        tail[..rest.len()].copy_from_slice(rest);
-        // SAFETY: `tail` holds exactly 4 f32.
-        step(unsafe { _mm_loadu_ps(tail.as_ptr()) });
-        let lanes = |v: __m256d| {
-            let mut a = [0.0f64; LANES];
-            // SAFETY: `a` holds exactly 4 f64; the store is unaligned.
-            unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
-            a
-        };
-        let (err, sig, rec, dot) = (lanes(err), lanes(sig), lanes(rec), lanes(dot));
-        let (mx, below, above) = (lanes(mx), lanes(below), lanes(above));
-        self.n += values.iter().filter(|v| v.is_finite()).count() as u64;
-        self.absorb([err, sig, rec, dot, mx, below, above]);
-    }
-
-    /// Branch-free so it vectorises: a non-finite value is replaced by 0, which every grid
-    /// represents exactly (it adds nothing to any sum).
-    #[inline(always)]
-    fn add_lanes(&mut self, q: &QParams, values: &[f32]) {
-        let s = q.scale;
-        let z = q.zero_point as f64;
-        // Integer bounds in the zero-point-free space: q − z ∈ [qlo, qhi].
-        let (qlo, qhi) = (q.qmin as f64 - z, q.qmax as f64 - z);
-        // Clamping x/s one step beyond the bounds first keeps the rounding trick in range
-        // without changing which values clip.
-        let (tlo, thi) = (qlo - 1.0, qhi + 1.0);
-        let mut err = [0.0f64; LANES];
-        let mut sig = [0.0f64; LANES];
-        let mut rec = [0.0f64; LANES];
-        let mut dot = [0.0f64; LANES];
-        let mut mx = [0.0f64; LANES];
-        // Counted in f64 (exact below 2^53) so the compares stay in SIMD registers.
-        let mut below = [0.0f64; LANES];
-        let mut above = [0.0f64; LANES];
-        let mut lanes = [0.0f32; LANES];
-        let mut chunks = values.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        let mut tail = [0.0f32; LANES];
-        tail[..rest.len()].copy_from_slice(rest);
-        // Straight-line code over fixed-size arrays: LLVM's SLP vectoriser packs the lanes.
-        for c in (&mut chunks).chain(std::iter::once(&tail[..])) {
-            lanes.copy_from_slice(c);
-            for k in 0..LANES {
-                let v = lanes[k];
-                let x = if v.abs() < f32::INFINITY {
-                    f64::from(v)
-                } else {
-                    0.0
-                };
-                let t = x / s;
-                let t = if t < tlo { tlo } else { t };
-                let t = if t > thi { thi } else { t };
-                let r = (t + ROUND_MAGIC) - ROUND_MAGIC;
-                below[k] += if r < qlo { 1.0 } else { 0.0 };
-                above[k] += if r > qhi { 1.0 } else { 0.0 };
-                let r = if r < qlo { qlo } else { r };
-                let r = if r > qhi { qhi } else { r };
-                let xr = r * s;
-                let e = x - xr;
-                err[k] += e * e;
-                sig[k] += x * x;
-                rec[k] += xr * xr;
-                dot[k] += x * xr;
-                let ae = e.abs();
-                mx[k] = if ae > mx[k] { ae } else { mx[k] };
-            }
-        }
-        self.n += values.iter().filter(|v| v.is_finite()).count() as u64;
-        self.absorb([err, sig, rec, dot, mx, below, above]);
-    }
-
-    /// Folds the lanes in lane order (both paths share it, so their sums stay identical):
-    /// [err², x², x̂², x·x̂, max |e|, below, above].
-    #[inline(always)]
-    fn absorb(&mut self, lanes: [[f64; LANES]; 7]) {
-        let [err, sig, rec, dot, mx, below, above] = lanes;
+    /// Folds the lanes in lane order (both paths share it).
+    fn absorb(&mut self, q: &QParams, p: &Prepared, l: &Lanes) {
+        let (mut err, mut rr, mut xr) = (0.0, 0.0, 0.0);
         for k in 0..LANES {
-            self.err_sq += err[k];
-            self.sig_sq += sig[k];
-            self.rec_sq += rec[k];
-            self.dot += dot[k];
-            self.max_abs_error = self.max_abs_error.max(mx[k]);
-            self.below += below[k] as u64;
-            self.above += above[k] as u64;
+            err += l.err[k];
+            rr += l.rr[k];
+            xr += l.xr[k];
+            self.max_abs_error = self.max_abs_error.max(l.mx[k]);
+            self.below += l.below[k];
+            self.above += l.above[k];
+        }
+        self.n += p.n;
+        self.sig_sq += p.sig_sq;
+        self.err_sq += err;
+        self.rec_sq += q.scale * q.scale * rr;
+        self.dot += q.scale * xr;
+    }
+}
+
+/// Integer bounds in the zero-point-free space: r = q − z ∈ [qlo, qhi].
+fn bounds(q: &QParams) -> (f64, f64) {
+    let z = q.zero_point as f64;
+    (q.qmin as f64 - z, q.qmax as f64 - z)
+}
+
+/// The reference arithmetic, one lane per value position mod [`LANES`].
+fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
+    let (qlo, qhi) = bounds(q);
+    let (s, inv) = (q.scale, 1.0 / q.scale);
+    let mut l = Lanes::default();
+    for c in xs.chunks_exact(LANES) {
+        for (k, &x) in c.iter().enumerate() {
+            // Clamped one step beyond the bounds first so the rounding trick stays exact; that
+            // changes neither the clamped integer nor which values clip.
+            let t = (x * inv).clamp(qlo - 1.0, qhi + 1.0);
+            let r = (t + ROUND_MAGIC) - ROUND_MAGIC;
+            l.below[k] += u64::from(r < qlo);
+            l.above[k] += u64::from(r > qhi);
+            let r = r.clamp(qlo, qhi);
+            let e = x - r * s;
+            l.err[k] = e.mul_add(e, l.err[k]);
+            l.rr[k] = r.mul_add(r, l.rr[k]);
+            l.xr[k] = x.mul_add(r, l.xr[k]);
+            l.mx[k] = l.mx[k].max(e.abs());
         }
     }
+    l
+}
 
+/// [`lanes_portable`] in AVX registers: lanes 0–3 and 4–7 are two registers per floating sum
+/// (same order, so the same sums); the max and the counts do not depend on order, so they
+/// use one register each. `vroundpd` needs no pre-clamp.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
+    use std::arch::x86_64::*;
+    const RINT: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let (qlo, qhi) = bounds(q);
+    let s = _mm256_set1_pd(q.scale);
+    let inv = _mm256_set1_pd(1.0 / q.scale);
+    let (vqlo, vqhi) = (_mm256_set1_pd(qlo), _mm256_set1_pd(qhi));
+    let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+    let z = _mm256_setzero_pd();
+    let (mut err0, mut err1, mut rr0, mut rr1, mut xr0, mut xr1, mut mx) = (z, z, z, z, z, z, z);
+    let (mut below, mut above) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for c in xs.chunks_exact(LANES) {
+        // SAFETY: `c` holds exactly 8 f64; the loads are unaligned.
+        let (x0, x1) = unsafe {
+            (
+                _mm256_loadu_pd(c.as_ptr()),
+                _mm256_loadu_pd(c.as_ptr().add(4)),
+            )
+        };
+        let r0 = _mm256_round_pd::<RINT>(_mm256_mul_pd(x0, inv));
+        let r1 = _mm256_round_pd::<RINT>(_mm256_mul_pd(x1, inv));
+        // A true compare is all ones (−1 as an integer): subtracting it counts one.
+        below = _mm256_sub_epi64(
+            below,
+            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r0, vqlo)),
+        );
+        below = _mm256_sub_epi64(
+            below,
+            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r1, vqlo)),
+        );
+        above = _mm256_sub_epi64(
+            above,
+            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r0, vqhi)),
+        );
+        above = _mm256_sub_epi64(
+            above,
+            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r1, vqhi)),
+        );
+        let r0 = _mm256_min_pd(_mm256_max_pd(r0, vqlo), vqhi);
+        let r1 = _mm256_min_pd(_mm256_max_pd(r1, vqlo), vqhi);
+        // x̂ = r·s rounded, as a framework dequantizes (not fused: a constant tensor that the
+        // grid holds must give error 0, though s itself is inexact).
+        let e0 = _mm256_sub_pd(x0, _mm256_mul_pd(r0, s));
+        let e1 = _mm256_sub_pd(x1, _mm256_mul_pd(r1, s));
+        err0 = _mm256_fmadd_pd(e0, e0, err0);
+        err1 = _mm256_fmadd_pd(e1, e1, err1);
+        rr0 = _mm256_fmadd_pd(r0, r0, rr0);
+        rr1 = _mm256_fmadd_pd(r1, r1, rr1);
+        xr0 = _mm256_fmadd_pd(x0, r0, xr0);
+        xr1 = _mm256_fmadd_pd(x1, r1, xr1);
+        mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
+        mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
+    }
+    let mut l = Lanes::default();
+    // SAFETY: every destination holds at least 4 (or 8) elements; the stores are unaligned.
+    unsafe {
+        _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
+        _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
+        _mm256_storeu_pd(l.rr.as_mut_ptr(), rr0);
+        _mm256_storeu_pd(l.rr.as_mut_ptr().add(4), rr1);
+        _mm256_storeu_pd(l.xr.as_mut_ptr(), xr0);
+        _mm256_storeu_pd(l.xr.as_mut_ptr().add(4), xr1);
+        _mm256_storeu_pd(l.mx.as_mut_ptr(), mx);
+        _mm256_storeu_si256(l.below.as_mut_ptr().cast(), below);
+        _mm256_storeu_si256(l.above.as_mut_ptr().cast(), above);
+    }
+    l
+}
+
+impl ErrorAccum {
     pub fn merge(&mut self, o: &ErrorAccum) {
         self.n += o.n;
         self.err_sq += o.err_sq;
@@ -284,10 +407,32 @@ mod tests {
             let q = QParams::new(scheme, 8, lo, hi);
             for len in [0, 1, 3, 4, 5, 10_011] {
                 let mut portable = ErrorAccum::default();
-                portable.add_lanes(&q, &v[..len]);
+                let mut p = Prepared::default();
+                for block in v[..len].chunks(BLOCK) {
+                    p.fill(block);
+                    let lanes = lanes_portable(&q, &p.x);
+                    portable.absorb(&q, &p, &lanes);
+                }
                 let dispatched = ErrorAccum::of_chunk(&q, &v[..len]);
                 assert_eq!(portable, dispatched, "{scheme:?} len {len}");
             }
+        }
+    }
+
+    #[test]
+    fn prepared_fill_paths_agree() {
+        let v: Vec<f32> = (0..5_003)
+            .map(|i| (i as f32 * 0.37).cos() * 1e3)
+            .chain([f32::NAN, -f32::INFINITY, 3.0])
+            .collect();
+        for len in [0, 1, 8, 9, 2048, v.len()] {
+            let (mut a, mut b) = (Prepared::default(), Prepared::default());
+            a.fill(&v[..len]);
+            b.fill_lanes(&v[..len]);
+            assert_eq!(
+                (a.n, a.sig_sq.to_bits(), &a.x),
+                (b.n, b.sig_sq.to_bits(), &b.x)
+            );
         }
     }
 
