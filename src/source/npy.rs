@@ -117,16 +117,18 @@ impl OpenArray {
                 let file = File::open(path).map_err(|e| err(io_message(&e)))?;
                 (0..n_chunks)
                     .into_par_iter()
-                    .map_init(Scratch::default, |scratch, i| {
+                    .map(|i| {
                         if cancel.load(Ordering::Relaxed) {
                             return Err(cancelled());
                         }
                         let first = i * chunk;
                         let at = offset + first as u64 * size;
-                        let values = self.decode(scratch, elems(i), |buf| {
-                            read_at(&file, path, buf, at).map_err(err)
-                        })?;
-                        Ok(f(first, values))
+                        with_scratch(|scratch| {
+                            let values = self.decode(scratch, elems(i), |buf| {
+                                read_at(&file, path, buf, at).map_err(err)
+                            })?;
+                            Ok(f(first, values))
+                        })
                     })
                     .collect()
             }
@@ -151,13 +153,15 @@ impl OpenArray {
                         let part: Result<Vec<T>, LoadError> = raw
                             .par_iter()
                             .enumerate()
-                            .map_init(Scratch::default, |scratch, (j, bytes)| {
+                            .map(|(j, bytes)| {
                                 let i = next + j;
-                                let values = self.decode(scratch, elems(i), |buf| {
-                                    buf.copy_from_slice(bytes);
-                                    Ok(())
-                                })?;
-                                Ok(f(i * chunk, values))
+                                with_scratch(|scratch| {
+                                    let values = self.decode(scratch, elems(i), |buf| {
+                                        buf.copy_from_slice(bytes);
+                                        Ok(())
+                                    })?;
+                                    Ok(f(i * chunk, values))
+                                })
                             })
                             .collect();
                         results.extend(part?);
@@ -235,6 +239,21 @@ struct Scratch {
     out: Vec<f32>,
     raw16: Vec<u16>,
     raw: Vec<u8>,
+}
+
+thread_local! {
+    /// One scratch per worker thread for its whole life: growing a buffer zero-fills it, which
+    /// per pass of a small layer cost as much as reading it.
+    static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+}
+
+/// Runs `f` with this thread's scratch, or a fresh one if it is in use (a worker that steals
+/// another chunk's job while inside `f`).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// Converts the types without a dedicated fast path; returns the f64 → f32 overflow count.
