@@ -164,11 +164,13 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     }
 }
 
-/// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point.
-/// `pts` is sorted by centre (bins are). Centres at or beyond the representable ends map to
-/// exactly `qp.lo` / `qp.hi` (q clamps to qmin/qmax, and (q − z)·s is the expression
-/// `QParams` uses for its ends), so only the centres between them need the division and
-/// rounding. One accumulator in bin order: the same sum as a plain loop over `qdq`.
+/// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
+/// range at a time: the reference for `affine_sse_lanes`. `pts` is sorted by centre (bins
+/// are). Centres at or beyond the representable ends map to exactly `qp.lo` / `qp.hi` (q
+/// clamps to qmin/qmax, and (q − z)·s is the expression `QParams` uses for its ends), so only
+/// the centres between them need the division and rounding. One accumulator in bin order:
+/// the same sum as a plain loop over `qdq`.
+#[cfg(test)]
 fn affine_sse(pts: &[(f64, f64)], bits: u8, lo: f64, hi: f64) -> f64 {
     let qp = QParams::new(Scheme::Affine, bits, lo, hi);
     let a = pts.partition_point(|&(c, _)| c <= qp.lo);
@@ -196,20 +198,90 @@ fn grid(lo: usize, hi: usize, stride: usize) -> impl Iterator<Item = usize> {
         .chain((hi > lo && !(hi - lo).is_multiple_of(stride)).then_some(hi))
 }
 
-/// The first pair (in order) with the least error, starting from `init`: scored in parallel,
-/// reduced in order with a strict `<`, so the result does not depend on the threads.
+/// Σ h·(qdq(c) − c)² for `LANES` affine ranges at once, each lane adding its terms in bin
+/// order (the same sums as a plain loop over `qdq`; independent lanes vectorise). Centres
+/// at or beyond a range's representable ends map to exactly `qp.lo` / `qp.hi` (q clamps to
+/// qmin/qmax, and (q − z)·s is the expression `QParams` uses for its ends), so only the
+/// centres in the union of the lanes' [lo, hi) go through the division and rounding.
+#[inline(always)]
+fn affine_sse_lanes(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LANES] {
+    let scale = qps.map(|q| q.scale);
+    let tlo = qps.map(|q| q.qmin as f64 - q.zero_point as f64);
+    let thi = qps.map(|q| q.qmax as f64 - q.zero_point as f64);
+    let (lo, hi) = (qps.map(|q| q.lo), qps.map(|q| q.hi));
+    let mut a = cs.len();
+    let mut b = 0;
+    for q in qps {
+        let al = cs.partition_point(|&c| c <= q.lo);
+        a = a.min(al);
+        b = b.max(al + cs[al..].partition_point(|&c| c < q.hi));
+    }
+    let b = b.max(a);
+    let mut acc = [0.0f64; LANES];
+    for (&c, &w) in cs[..a].iter().zip(&ws[..a]) {
+        for l in 0..LANES {
+            let d = lo[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    for (&c, &w) in cs[a..b].iter().zip(&ws[a..b]) {
+        for l in 0..LANES {
+            // `QParams::qdq`.
+            let d = super::scheme::rint_clamped(c / scale[l], tlo[l], thi[l]) * scale[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    for (&c, &w) in cs[b..].iter().zip(&ws[b..]) {
+        for l in 0..LANES {
+            let d = hi[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    acc
+}
+
+/// [`affine_sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_sse_lanes_avx2(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LANES] {
+    affine_sse_lanes(cs, ws, qps)
+}
+
+/// The first pair (in order) with the least error, starting from `init`: scored `LANES` pairs
+/// at a time (consecutive pairs have close ranges, so the lanes' union stays narrow) in
+/// parallel, reduced in order with a strict `<`, so the result does not depend on the threads.
 fn best_pair(
-    pts: &[(f64, f64)],
+    (cs, ws): (&[f64], &[f64]),
     bits: u8,
     h: &Histogram,
     pairs: &[(usize, usize)],
     init: (f64, (usize, usize)),
 ) -> (f64, (usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let errors: Vec<f64> = pairs
-        .par_iter()
-        .with_min_len(32)
-        .map(|&(i, j)| affine_sse(pts, bits, h.edge(i), h.edge(j)))
-        .collect();
+        .par_chunks(LANES)
+        .with_min_len(4)
+        .map(|block| {
+            // The last block is padded with its last pair; the extra lanes are dropped.
+            let mut qps = [QParams::new(Scheme::Affine, bits, 0.0, 0.0); LANES];
+            for (l, q) in qps.iter_mut().enumerate() {
+                let (i, j) = block[l.min(block.len() - 1)];
+                *q = QParams::new(Scheme::Affine, bits, h.edge(i), h.edge(j));
+            }
+            #[cfg(target_arch = "x86_64")]
+            let e = if avx2 {
+                // SAFETY: the CPU supports AVX2, checked above.
+                unsafe { affine_sse_lanes_avx2(cs, ws, &qps) }
+            } else {
+                affine_sse_lanes(cs, ws, &qps)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let e = affine_sse_lanes(cs, ws, &qps);
+            e[..block.len()].to_vec()
+        })
+        .collect::<Vec<_>>()
+        .concat();
     let mut best = init;
     for (&e, &ij) in errors.iter().zip(pairs) {
         if e < best.0 {
@@ -239,8 +311,8 @@ fn best_pair(
 /// An empty histogram returns `[min, max]` with 0 candidates.
 pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
     let nbins = signed_hist.bins();
-    let pts = weighted_centres(signed_hist);
-    if pts.is_empty() {
+    let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(signed_hist).into_iter().unzip();
+    if cs.is_empty() {
         return Search {
             lo: signed_hist.lo,
             hi: signed_hist.hi,
@@ -272,7 +344,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
             .flat_map(|i| grid(j_lo, j_hi, stride).map(move |j| (i, j)))
             .filter(|ij| seen.insert(*ij))
             .collect();
-        best = best_pair(&pts, bits, signed_hist, &pairs, best);
+        best = best_pair((&cs, &ws), bits, signed_hist, &pairs, best);
     }
     let (bi, bj) = best.1;
     Search {
@@ -485,6 +557,51 @@ mod tests {
                         plain += w * d * d;
                     }
                     assert_eq!(affine_sse(&pts, bits, lo, hi).to_bits(), plain.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn affine_lanes_match_the_one_range_loop_bit_for_bit() {
+        let mut s = 0x0dd_ba11_cafe_f00du64;
+        let mut next = move |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        let cases = [
+            gaussian_counts(-3.0, 5.0, 512, 1e6, false),
+            gaussian_counts(0.0, 5.0, 300, 1e6, true),
+            hist(-2.0, -1.0, vec![7; 100]),
+            hist(-1e-9, 1e-9, vec![3; 64]),
+            hist(
+                -1.0,
+                1.0,
+                (0..999).map(|k| (k * 7919 % 13) as u64).collect(),
+            ),
+        ];
+        for h in &cases {
+            let pts = weighted_centres(h);
+            let (cs, ws): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+            let nb = h.bins() as u64;
+            for bits in [2u8, 4, 8, 16] {
+                for _ in 0..20 {
+                    // Ranges of every kind: nested, disjoint, empty (lo = hi), reversed.
+                    let ranges: [(f64, f64); LANES] = std::array::from_fn(|_| {
+                        (h.edge(next(nb + 1) as usize), h.edge(next(nb + 1) as usize))
+                    });
+                    let qps = ranges.map(|(lo, hi)| QParams::new(Scheme::Affine, bits, lo, hi));
+                    let want = ranges.map(|(lo, hi)| affine_sse(&pts, bits, lo, hi).to_bits());
+                    let got = affine_sse_lanes(&cs, &ws, &qps).map(f64::to_bits);
+                    assert_eq!(got, want, "bits {bits}: {ranges:?}");
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU supports AVX2, checked just above.
+                        let got = unsafe { affine_sse_lanes_avx2(&cs, &ws, &qps) };
+                        assert_eq!(got.map(f64::to_bits), want, "bits {bits}, AVX2");
+                    }
                 }
             }
         }
