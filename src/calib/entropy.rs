@@ -166,8 +166,8 @@ impl KlContext {
     /// KL = (hlnh[i−1] + p_last·ln p_last − Σ_{c_g>0} M_g·ln(M_g/c_g) − tail·ln q_last)/T
     ///      + ln(Q/T)
     ///
-    /// (the p·ln(1/T) and p·ln Q parts sum to ln(Q/T) as ΣP·T = T; Σ_{j∈g, h_j>0} h_j = M_g,
-    /// and bin i−1 carries the extra `tail` at q_last). One logarithm per group instead of
+    /// (P sums to 1, so its factors 1/T and Q give ln(Q/T); Σ_{j∈g, h_j>0} h_j = M_g, and bin
+    /// i−1 carries the extra `tail` at q_last). One logarithm per group instead of
     /// one per bin, and none per group when i ≤ n (every group is then at most one bin).
     fn kl_fast(&self, i: usize, mut group: impl FnMut(usize, usize) -> f64) -> f64 {
         let (h, mass, nonzero, n) = (&self.h, &self.mass, &self.nonzero, self.n);
@@ -225,8 +225,9 @@ impl KlContext {
     fn fast_tolerance(&self) -> f64 {
         let nb = self.h.len() as f64;
         let ln_t = (self.total as f64).ln().max(1.0);
-        let bound = 2.0 * (2.0 * nb + nb.log2() + 16.0) * f64::EPSILON * ln_t;
-        bound.max(1e-9)
+        let fast = (2.0 * nb + 8.0) * f64::EPSILON * ln_t;
+        let exact = (nb.log2() + 8.0) * f64::EPSILON * 2.0 * ln_t;
+        (2.0 * (fast + exact)).max(1e-9)
     }
 
     /// Model Optimizer's choice among candidates `start..=N`: the last i with the least
@@ -236,7 +237,6 @@ impl KlContext {
     /// window picks the same i as over all candidates.
     fn search(&self, start: usize) -> usize {
         let nbins = self.h.len();
-        // An exclusive range: rayon cannot index `start..=nbins`.
         let n = self.n;
         // Pieces of at most PIECE candidates; with the memo, also not straddling i = w·n + 1,
         // so that all groups of a piece's candidates i > n are w0 or w0 + 1 bins wide.
@@ -298,8 +298,9 @@ const CHUNK: usize = 64;
 /// most one block i ∈ (w·n, (w+1)·n]: 128 candidates at 8 bits).
 const PIECE: usize = 128;
 
-/// Levels from which the symmetric search memoises group terms: with fewer, a piece has
-/// fewer than 128·n groups to score and the memo (2 per bin) costs more than it saves.
+/// Levels from which the symmetric search memoises group terms. Its pieces must then end at
+/// multiples of n, which would make them tiny for few levels, where the n group terms per
+/// candidate are cheap anyway.
 const MEMO_MIN_LEVELS: usize = 128;
 
 /// `KlContext::group_term` by (width − w0, start) for the candidates of one piece of the
@@ -741,6 +742,18 @@ mod tests {
         }
         eprintln!("{finite} finite candidates, max |fast − exact| = {worst:e}");
         assert!(finite > 10_000);
+        // Full-size histograms at the level counts where the fast pass memoises group terms
+        // (n ≥ 128, groups of width w0 and w0 + 1 for w0 = 1, 2, …).
+        for len in [1000usize, 2048] {
+            for bits in [8u32, 9, 10, 11] {
+                let counts = random_counts(&mut rng, len);
+                let h = hist(0.0, 1.0, counts.clone());
+                let got = symmetric(&h, bits as u8);
+                if let Some(want) = exact_search(&counts, bits) {
+                    assert_eq!(got.hi, h.edge(want), "len {len}, bits {bits}");
+                }
+            }
+        }
     }
 
     #[test]
