@@ -76,23 +76,55 @@ fn count_sum(c: &[u64]) -> u64 {
     c.iter().fold(0u64, |a, &b| a.saturating_add(b))
 }
 
-/// Candidates per parallel work item of the symmetric search.
-const CHUNK: usize = 64;
-
 /// What every candidate of the symmetric search reads: counts with h[0] = h[1], their prefix
-/// sums (mass[k] = Σ h[0..k), nonzero[k] = #{j < k : h[j] > 0}), total, and n levels.
-struct KlContext<'a> {
-    h: &'a [u64],
-    mass: &'a [u64],
-    nonzero: &'a [usize],
+/// sums (mass[k] = Σ h[0..k), nonzero[k] = #{j < k : h[j] > 0},
+/// hlnh[k] = Σ_{j<k, h[j]>0} h[j]·ln h[j]), total, and n = 2^shift levels.
+struct KlContext {
+    h: Vec<u64>,
+    mass: Vec<u64>,
+    nonzero: Vec<usize>,
+    hlnh: Vec<f64>,
     total: u64,
     n: usize,
+    shift: u32,
 }
 
-impl KlContext<'_> {
+impl KlContext {
+    /// `h` must have a nonzero total; `bits` as [`clamp_bits`] returns them.
+    fn new(h: Vec<u64>, bits: u32) -> KlContext {
+        let nbins = h.len();
+        let mut mass = Vec::with_capacity(nbins + 1);
+        let mut nonzero = Vec::with_capacity(nbins + 1);
+        let mut hlnh = Vec::with_capacity(nbins + 1);
+        let (mut m, mut z, mut s) = (0u64, 0usize, 0.0f64);
+        mass.push(0);
+        nonzero.push(0);
+        hlnh.push(0.0);
+        for &c in &h {
+            m = m.saturating_add(c);
+            z += usize::from(c > 0);
+            if c > 0 {
+                let c = c as f64;
+                s += c * c.ln();
+            }
+            mass.push(m);
+            nonzero.push(z);
+            hlnh.push(s);
+        }
+        KlContext {
+            total: m,
+            h,
+            mass,
+            nonzero,
+            hlnh,
+            n: 1 << (bits - 1),
+            shift: bits - 1,
+        }
+    }
+
     /// KL(P‖Q) of candidate i as scipy computes it; `q`, `terms` hold at least i values.
     fn kl(&self, i: usize, q: &mut [f64], terms: &mut [f64]) -> f64 {
-        let (h, mass, nonzero, n) = (self.h, self.mass, self.nonzero, self.n);
+        let (h, mass, nonzero, n) = (&self.h, &self.mass, &self.nonzero, self.n);
         let tail = self.total - mass[i];
         if mass[i] == 0 || (h[i - 1] == 0 && tail > 0) {
             // Q is empty, or P[i-1] > 0 = Q[i-1]: infinite divergence.
@@ -124,6 +156,171 @@ impl KlContext<'_> {
         terms[i - 1] = rel_entr(p_last as f64 / total_f, q[i - 1] / q_sum);
         pairwise_sum(&terms[..i])
     }
+
+    /// The same divergence as [`Self::kl`] in closed form, with the same ∞ cases but rounded
+    /// differently (within [`Self::fast_tolerance`]). With T = total, Q = mass[i],
+    /// tail = T − Q, p_last = h[i−1] + tail, group g's mass M_g and nonzero count c_g, and
+    /// q_last = M/c of the group holding bin i−1: P = h/T except P[i−1] = p_last/T, and
+    /// Q = (M_g/c_g)/Q on the nonzero bins (Σ_g M_g = Q), so
+    ///
+    /// KL = (hlnh[i−1] + p_last·ln p_last − Σ_{c_g>0} M_g·ln(M_g/c_g) − tail·ln q_last)/T
+    ///      + ln(Q/T)
+    ///
+    /// (P sums to 1, so its factors 1/T and Q give ln(Q/T); Σ_{j∈g, h_j>0} h_j = M_g, and bin
+    /// i−1 carries the extra `tail` at q_last). One logarithm per group instead of
+    /// one per bin, and none per group when i ≤ n (every group is then at most one bin).
+    fn kl_fast(&self, i: usize, mut group: impl FnMut(usize, usize) -> f64) -> f64 {
+        let (h, mass, nonzero, n) = (&self.h, &self.mass, &self.nonzero, self.n);
+        let tail = self.total - mass[i];
+        if mass[i] == 0 || (h[i - 1] == 0 && tail > 0) {
+            return f64::INFINITY;
+        }
+        let (groups, last_start) = if i <= n {
+            // Groups of width ≤ 1: M_g·ln(M_g/1) is h·ln h of the group's own bin.
+            (self.hlnh[i], i - 1)
+        } else {
+            // Every group is nonempty (width ≥ 1) and ends at ceil((g+1)·i/n); n = 2^shift.
+            let (mut acc, mut k) = (0.0f64, 0usize);
+            for g in 1..=n {
+                let end = (g * i + n - 1) >> self.shift;
+                acc += group(k, end);
+                k = end;
+            }
+            (acc, ((n - 1) * i + n - 1) >> self.shift)
+        };
+        let p_last = h[i - 1].saturating_add(tail) as f64;
+        let mut num = self.hlnh[i - 1] - groups;
+        if p_last > 0.0 {
+            num += p_last * p_last.ln();
+        }
+        if tail > 0 {
+            // h[i−1] > 0 (else ∞ above), so the last group has a nonzero bin.
+            let m = (mass[i] - mass[last_start]) as f64;
+            let q_last = m / (nonzero[i] - nonzero[last_start]) as f64;
+            num -= tail as f64 * q_last.ln();
+        }
+        let total_f = self.total as f64;
+        num / total_f + (mass[i] as f64 / total_f).ln()
+    }
+
+    /// M·ln(M/c) of the group of bins [k, end) with mass M and c nonzero bins (0 if c = 0).
+    fn group_term(&self, k: usize, end: usize) -> f64 {
+        let cnt = self.nonzero[end] - self.nonzero[k];
+        if cnt == 0 {
+            return 0.0;
+        }
+        let m = (self.mass[end] - self.mass[k]) as f64;
+        m * (m / cnt as f64).ln()
+    }
+
+    /// An upper bound on 2·(|kl_fast − exact| + |kl − exact|) for any candidate, so that a
+    /// candidate whose fast value is more than this above the fast minimum cannot be (or tie)
+    /// the exact minimum. Every sum in `kl_fast` adds at most 2N nonnegative terms (N bins and
+    /// at most N groups) bounded by T·ln T in all, each term within a few ulps, so its error is
+    /// below (2N + 8)·ε·ln T (ε = 2^-52, generous for sequential sums); scipy's pairwise form
+    /// is far tighter ((log₂N + 8)·ε·2 ln T: |p·ln(p/q)| sums to ≤ 2 ln T as p, q ≥ 1/T). For
+    /// 2048 bins and T ≤ 2^64 the total is < 1e-10; the 1e-9 floor leaves 10× margin there,
+    /// and larger histograms scale the bound. The window costs only exact re-checks, so a
+    /// loose bound is cheap.
+    fn fast_tolerance(&self) -> f64 {
+        let nb = self.h.len() as f64;
+        let ln_t = (self.total as f64).ln().max(1.0);
+        let fast = (2.0 * nb + 8.0) * f64::EPSILON * ln_t;
+        let exact = (nb.log2() + 8.0) * f64::EPSILON * 2.0 * ln_t;
+        (2.0 * (fast + exact)).max(1e-9)
+    }
+
+    /// Model Optimizer's choice among candidates `start..=N`: the last i with the least
+    /// exact KL. Scores every candidate with [`Self::kl_fast`], then re-scores with
+    /// [`Self::kl`] only those within [`Self::fast_tolerance`] of the fast minimum: any other
+    /// candidate's exact KL is strictly above the exact minimum, so the exact rule over the
+    /// window picks the same i as over all candidates.
+    fn search(&self, start: usize) -> usize {
+        let nbins = self.h.len();
+        let n = self.n;
+        // Pieces of at most PIECE candidates; with the memo, also not straddling i = w·n + 1,
+        // so that all groups of a piece's candidates i > n are w0 or w0 + 1 bins wide.
+        let mut pieces = Vec::new();
+        let mut a = start;
+        while a <= nbins {
+            let mut b = (a + PIECE).min(nbins + 1);
+            if n >= MEMO_MIN_LEVELS {
+                b = b.min((a / n + 1) * n + 1);
+            }
+            pieces.push((a, b));
+            a = b;
+        }
+        let fast: Vec<f64> = pieces
+            .par_iter()
+            .map(|&(a, b)| {
+                // Only where the piece scores more groups than the memo has slots (not for
+                // very large histograms).
+                let use_memo = n >= MEMO_MIN_LEVELS && b > n + 1 && (b - a) * n >= 2 * b;
+                let mut memo = use_memo.then(|| GroupMemo {
+                    w0: a / n,
+                    len: b,
+                    terms: vec![f64::NAN; 2 * b],
+                });
+                (a..b)
+                    .map(|i| match memo.as_mut() {
+                        Some(memo) => self.kl_fast(i, |k, end| memo.get(self, k, end)),
+                        None => self.kl_fast(i, |k, end| self.group_term(k, end)),
+                    })
+                    .collect::<Vec<f64>>()
+            })
+            .collect::<Vec<_>>()
+            .concat();
+        let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+        let cut = m + self.fast_tolerance();
+        let mut q = vec![0.0f64; nbins];
+        let mut terms = vec![0.0f64; nbins];
+        let mut best = (f64::INFINITY, nbins);
+        for (i, &f) in (start..=nbins).zip(&fast) {
+            // A NaN (not expected) is re-checked rather than dropped.
+            if f <= cut || f.is_nan() {
+                let kl = self.kl(i, &mut q, &mut terms);
+                // NaN cannot arise (Q is never empty here); were it to, it would count as ∞.
+                let kl = if kl.is_nan() { f64::INFINITY } else { kl };
+                // `<=` keeps the last of equal minima (modelopt reverses before `argmin`).
+                if kl <= best.0 {
+                    best = (kl, i);
+                }
+            }
+        }
+        best.1
+    }
+}
+
+/// Windows per parallel work item of the affine search.
+const CHUNK: usize = 64;
+
+/// Candidates per parallel work item of the symmetric search's fast pass (with the memo, at
+/// most one block i ∈ (w·n, (w+1)·n]: 128 candidates at 8 bits).
+const PIECE: usize = 128;
+
+/// Levels from which the symmetric search memoises group terms. Its pieces must then end at
+/// multiples of n, which would make them tiny for few levels, where the n group terms per
+/// candidate are cheap anyway.
+const MEMO_MIN_LEVELS: usize = 128;
+
+/// `KlContext::group_term` by (width − w0, start) for the candidates of one piece of the
+/// symmetric search, computed on first use (NaN: not yet; a term is never NaN). Different
+/// candidates' groups often share a (start, width) pair: for 2048 bins at 8 bits the 246k
+/// group terms have 33k distinct values, so this saves ~7× in logarithms.
+struct GroupMemo {
+    w0: usize,
+    len: usize,
+    terms: Vec<f64>,
+}
+
+impl GroupMemo {
+    fn get(&mut self, ctx: &KlContext, k: usize, end: usize) -> f64 {
+        let slot = &mut self.terms[(end - k - self.w0) * self.len + k];
+        if slot.is_nan() {
+            *slot = ctx.group_term(k, end);
+        }
+        *slot
+    }
 }
 
 /// Symmetric entropy calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
@@ -143,9 +340,11 @@ impl KlContext<'_> {
 ///      compare equal exactly as in numpy;
 /// 4. the **last** i among equal minima wins; a = edge(i), the upper edge of bin i−1.
 ///
-/// Group masses and nonzero counts come from prefix sums, so each candidate costs O(i) (the
-/// i logarithms dominate); candidates run in parallel chunks of 64 with buffers reused within
-/// a chunk, and the winner does not depend on the threads.
+/// Evaluating step 3 literally costs i logarithms per candidate (~2M for 2048 bins). Instead
+/// every candidate is scored with a closed form from prefix sums (≤ n logarithms each, see
+/// `KlContext::kl_fast`), and only the candidates within a rounding bound of its minimum
+/// are re-scored exactly as above, so the choice, ties included, is the literal search's.
+/// The fast pass runs in parallel; the choice does not depend on the threads.
 ///
 /// `candidates` = number of i evaluated (N − start + 1; 1921 for 2048 bins).
 ///
@@ -158,7 +357,6 @@ impl KlContext<'_> {
 /// `[-hi, hi]` with 0 candidates, which is also what modelopt's all-NaN search returns.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let nbins = abs_hist.bins();
-    let n = 1usize << (clamp_bits(bits) - 1);
     let mut h = abs_hist.counts.clone();
     if nbins >= 2 {
         h[0] = h[1];
@@ -172,59 +370,9 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
         };
     }
     let start = START_BIN.min(nbins).max(1);
-
-    // mass[k] = Σ h[0..k), nonzero[k] = #{j < k : h[j] > 0}.
-    let mut mass = Vec::with_capacity(nbins + 1);
-    let mut nonzero = Vec::with_capacity(nbins + 1);
-    let (mut m, mut z) = (0u64, 0usize);
-    mass.push(0);
-    nonzero.push(0);
-    for &c in &h {
-        m = m.saturating_add(c);
-        z += usize::from(c > 0);
-        mass.push(m);
-        nonzero.push(z);
-    }
-
-    let ctx = KlContext {
-        h: &h,
-        mass: &mass,
-        nonzero: &nonzero,
-        total,
-        n,
-    };
-    // Candidates in parallel chunks (each with its own buffers); within a chunk and across
-    // chunks, in order, `<=` keeps the last of equal minima (modelopt reverses before
-    // `argmin`), so the choice does not depend on the threads.
-    let chunks: Vec<(usize, usize)> = (start..=nbins)
-        .step_by(CHUNK)
-        .map(|a| (a, (a + CHUNK).min(nbins + 1)))
-        .collect();
-    let bests: Vec<(f64, usize)> = chunks
-        .par_iter()
-        .map(|&(a, b)| {
-            let mut q = vec![0.0f64; b - 1];
-            let mut terms = vec![0.0f64; b - 1];
-            let mut best = (f64::INFINITY, a);
-            for i in a..b {
-                // NaN cannot arise (Q is never empty here); were it to, it would count as ∞.
-                let kl = ctx.kl(i, &mut q, &mut terms);
-                let kl = if kl.is_nan() { f64::INFINITY } else { kl };
-                if kl <= best.0 {
-                    best = (kl, i);
-                }
-            }
-            best
-        })
-        .collect();
-    let mut best = (f64::INFINITY, nbins);
-    for b in bests {
-        if b.0 <= best.0 {
-            best = b;
-        }
-    }
+    let best = KlContext::new(h, clamp_bits(bits)).search(start);
     // abs: an |x| histogram's edges are ≥ 0; this keeps lo ≤ hi on any other input.
-    let a = abs_hist.edge(best.1).abs();
+    let a = abs_hist.edge(best).abs();
     Search {
         lo: -a,
         hi: a,
@@ -479,6 +627,133 @@ mod tests {
             b
         });
         divergences.len() - 1 - pos + START_BIN
+    }
+
+    /// The search as it was before the fast pass: the exact KL of every candidate, in order,
+    /// the last of equal minima wins. Returns the chosen i, or None where `symmetric` returns
+    /// early (no mass after h[0] ← h[1]).
+    fn exact_search(counts: &[u64], bits: u32) -> Option<usize> {
+        let mut h = counts.to_vec();
+        if h.len() >= 2 {
+            h[0] = h[1];
+        }
+        if h.is_empty() || count_sum(&h) == 0 {
+            return None;
+        }
+        let nbins = h.len();
+        let start = START_BIN.min(nbins).max(1);
+        let ctx = KlContext::new(h, bits);
+        let (mut q, mut terms) = (vec![0.0; nbins], vec![0.0; nbins]);
+        let mut best = (f64::INFINITY, nbins);
+        for i in start..=nbins {
+            let kl = ctx.kl(i, &mut q, &mut terms);
+            let kl = if kl.is_nan() { f64::INFINITY } else { kl };
+            if kl <= best.0 {
+                best = (kl, i);
+            }
+        }
+        Some(best.1)
+    }
+
+    /// Random counts of one of several shapes: small integers (exact ties), a noisy decay with
+    /// holes, sparse spikes, huge counts, a bulk with far outliers, all-equal counts.
+    fn random_counts(rng: &mut Rng, len: usize) -> Vec<u64> {
+        let shape = rng.below(6);
+        let scale = 10f64.powi(rng.below(13) as i32);
+        let decay = 20.0 + rng.below(600) as f64;
+        let holes = rng.below(4);
+        let small = 1 + rng.below(4);
+        let mut c: Vec<u64> = (0..len)
+            .map(|k| match shape {
+                0 => rng.below(small),
+                1 => {
+                    let hole = rng.below(4) < holes;
+                    let v = (scale * (-(k as f64) / decay).exp()) as u64 + rng.below(5);
+                    if hole { 0 } else { v }
+                }
+                2 => {
+                    if rng.below(30) == 0 {
+                        1 + rng.below(1 + scale as u64)
+                    } else {
+                        0
+                    }
+                }
+                3 => (1u64 << 40) + rng.below(1 << 30),
+                4 => {
+                    if k < len / 5 {
+                        1000 + rng.below(100)
+                    } else {
+                        u64::from(rng.below(200) == 0)
+                    }
+                }
+                _ => 7,
+            })
+            .collect();
+        if rng.below(3) == 0 && len > 1 {
+            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
+            c[far] += 1 + rng.below(3);
+        }
+        c
+    }
+
+    #[test]
+    fn fast_search_picks_the_exact_searchs_bin() {
+        let mut rng = Rng(0x5eed_cafe_f00d_0001);
+        let mut finite = 0usize;
+        let mut worst = 0.0f64;
+        for case in 0..400 {
+            // Mostly small histograms (the exact search is quadratic), a few full-size ones.
+            let len = if case % 100 == 0 {
+                2048
+            } else {
+                1 + rng.below(700) as usize
+            };
+            let bits = [2u32, 3, 4, 7, 8, 8, 8, 9, 12, 16][rng.below(10) as usize];
+            let counts = random_counts(&mut rng, len);
+            let h = hist(0.0, 1.0, counts.clone());
+            let got = symmetric(&h, bits as u8);
+            let Some(want) = exact_search(&counts, bits) else {
+                assert_eq!(got.candidates, 0, "case {case}");
+                continue;
+            };
+            assert_eq!(got.hi, h.edge(want), "case {case}: len {len}, bits {bits}");
+            // The window's premise: fast and exact values agree well within tol/2.
+            let mut hc = counts.clone();
+            if len >= 2 {
+                hc[0] = hc[1];
+            }
+            let ctx = KlContext::new(hc, bits);
+            let tol = ctx.fast_tolerance();
+            let (mut q, mut terms) = (vec![0.0; len], vec![0.0; len]);
+            for i in START_BIN.min(len).max(1)..=len {
+                let f = ctx.kl_fast(i, |k, end| ctx.group_term(k, end));
+                let e = ctx.kl(i, &mut q, &mut terms);
+                assert_eq!(
+                    f.is_finite(),
+                    e.is_finite(),
+                    "case {case}, i {i}: {f} vs {e}"
+                );
+                if e.is_finite() {
+                    finite += 1;
+                    worst = worst.max((f - e).abs());
+                }
+            }
+            assert!(worst < tol / 2.0, "case {case}: |fast − exact| = {worst:e}");
+        }
+        eprintln!("{finite} finite candidates, max |fast − exact| = {worst:e}");
+        assert!(finite > 10_000);
+        // Full-size histograms at the level counts where the fast pass memoises group terms
+        // (n ≥ 128, groups of width w0 and w0 + 1 for w0 = 1, 2, …).
+        for len in [1000usize, 2048] {
+            for bits in [8u32, 9, 10, 11] {
+                let counts = random_counts(&mut rng, len);
+                let h = hist(0.0, 1.0, counts.clone());
+                let got = symmetric(&h, bits as u8);
+                if let Some(want) = exact_search(&counts, bits) {
+                    assert_eq!(got.hi, h.edge(want), "len {len}, bits {bits}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,85 @@ fn modelopt_fake_quant(x: f64, amax: f64, max_bound: f64) -> f64 {
     super::scheme::rint_clamped(x * scale, -max_bound, max_bound) / scale
 }
 
+/// Candidates the symmetric search scores together, one per lane.
+const LANES: usize = 8;
+
+/// Σ w·(x̂_a(c) − c)² over the centres in order: the plain loop, used where a lane would
+/// have amax ≤ 2^-24 (and by the tests as the reference for [`sse_lanes`]).
+fn symmetric_sse(cs: &[f64], ws: &[f64], amax: f64, max_bound: f64) -> f64 {
+    cs.iter()
+        .zip(ws)
+        .map(|(&c, &w)| {
+            let d = modelopt_fake_quant(c, amax, max_bound) - c;
+            w * d * d
+        })
+        .sum()
+}
+
+/// [`symmetric_sse`] of `LANES` candidates, all with amax > 2^-24, bit for bit: each lane
+/// does the same operations on the same centres in the same order, so the only change is
+/// that the lanes are independent (they vectorise, and the additions no longer wait on each
+/// other). A centre with c·scale ≥ max_bound quantizes to max_bound/scale, with no division
+/// per centre: past the first centre where that holds for the smallest scale, it holds in
+/// every lane (centres are sorted; c·scale is monotone in both).
+#[inline(always)]
+fn sse_lanes(cs: &[f64], ws: &[f64], amax: &[f64; LANES], max_bound: f64) -> [f64; LANES] {
+    let scale = amax.map(|a| max_bound / a);
+    let top = scale.map(|s| max_bound / s);
+    let smin = scale.iter().copied().fold(f64::INFINITY, f64::min);
+    let split = cs.partition_point(|&c| c * smin < max_bound);
+    let mut acc = [0.0f64; LANES];
+    for (&c, &w) in cs[..split].iter().zip(&ws[..split]) {
+        for l in 0..LANES {
+            let r = super::scheme::rint_clamped(c * scale[l], -max_bound, max_bound);
+            let d = r / scale[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    for (&c, &w) in cs[split..].iter().zip(&ws[split..]) {
+        for l in 0..LANES {
+            let d = top[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    acc
+}
+
+/// [`sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sse_lanes_avx2(cs: &[f64], ws: &[f64], amax: &[f64; LANES], max_bound: f64) -> [f64; LANES] {
+    sse_lanes(cs, ws, amax, max_bound)
+}
+
+/// The errors of the candidates `amax`, each exactly as [`symmetric_sse`] computes it.
+fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let mut errs = Vec::with_capacity(amax.len() + LANES);
+    for block in amax.chunks(LANES) {
+        if block.iter().any(|&a| a.is_nan() || a <= MODELOPT_ZERO_AMAX) {
+            // x̂ = 0 in that lane: rare (tiny ranges), so the plain loop.
+            errs.extend(block.iter().map(|&a| symmetric_sse(cs, ws, a, max_bound)));
+            continue;
+        }
+        // The last block is padded with its last candidate; the extra lanes are dropped.
+        let mut lanes = [block[block.len() - 1]; LANES];
+        lanes[..block.len()].copy_from_slice(block);
+        #[cfg(target_arch = "x86_64")]
+        let e = if avx2 {
+            // SAFETY: the CPU supports AVX2, checked above.
+            unsafe { sse_lanes_avx2(cs, ws, &lanes, max_bound) }
+        } else {
+            sse_lanes(cs, ws, &lanes, max_bound)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let e = sse_lanes(cs, ws, &lanes, max_bound);
+        errs.extend_from_slice(&e[..block.len()]);
+    }
+    errs
+}
+
 /// Symmetric MSE calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
 ///
 /// Model Optimizer's `_compute_amax_mse` with the call fixed to
@@ -51,26 +130,29 @@ fn modelopt_fake_quant(x: f64, amax: f64, max_bound: f64) -> f64 {
 /// page's division by Σh is another constant). We compute in float64 where modelopt uses
 /// float32 centres and errors, so a near-tie may resolve one bin differently.
 /// `candidates` = N − start (1920 for 2048 bins).
+///
+/// Speed: candidates are scored 8 at a time, one per SIMD lane ([`sse_lanes`]), each lane
+/// summing in bin order exactly as a plain loop, so every error, and hence the choice, is
+/// bit-identical to the one-candidate-at-a-time loop; chunks of 64 candidates run in
+/// parallel and the argmin is taken in order afterwards, so threads change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let nbins = abs_hist.bins();
     let max_bound = ((1u64 << (u32::from(bits.clamp(2, 16)) - 1)) - 1) as f64;
-    let pts = weighted_centres(abs_hist);
+    let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(abs_hist).into_iter().unzip();
     let start = START_BIN.min(nbins.saturating_sub(1));
+    // abs: an |x| histogram's centres are ≥ 0; this keeps lo ≤ hi on any other input.
+    let amax: Vec<f64> = (start..nbins).map(|i| abs_hist.centre(i).abs()).collect();
+    let errs: Vec<f64> = amax
+        .par_chunks(8 * LANES)
+        .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
+        .collect::<Vec<_>>()
+        .concat();
     let mut best = f64::INFINITY;
     let mut best_a = abs_hist.hi.abs();
-    for i in start..nbins {
-        // abs: an |x| histogram's centres are ≥ 0; this keeps lo ≤ hi on any other input.
-        let a = abs_hist.centre(i).abs();
-        let err: f64 = pts
-            .iter()
-            .map(|&(c, w)| {
-                let d = modelopt_fake_quant(c, a, max_bound) - c;
-                w * d * d
-            })
-            .sum();
+    for (k, (&err, &a)) in errs.iter().zip(&amax).enumerate() {
         // Strict `<`: the first argmin (`np.argmin`). The first candidate always sets it
         // (errors are finite), even for an empty histogram (all errors 0).
-        if err < best || i == start {
+        if err < best || k == 0 {
             best = err;
             best_a = a;
         }
@@ -82,11 +164,13 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     }
 }
 
-/// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point.
-/// `pts` is sorted by centre (bins are). Centres at or beyond the representable ends map to
-/// exactly `qp.lo` / `qp.hi` (q clamps to qmin/qmax, and (q − z)·s is the expression
-/// `QParams` uses for its ends), so only the centres between them need the division and
-/// rounding. One accumulator in bin order: the same sum as a plain loop over `qdq`.
+/// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
+/// range at a time: the reference for `affine_sse_lanes`. `pts` is sorted by centre (bins
+/// are). Centres at or beyond the representable ends map to exactly `qp.lo` / `qp.hi` (q
+/// clamps to qmin/qmax, and (q − z)·s is the expression `QParams` uses for its ends), so only
+/// the centres between them need the division and rounding. One accumulator in bin order:
+/// the same sum as a plain loop over `qdq`.
+#[cfg(test)]
 fn affine_sse(pts: &[(f64, f64)], bits: u8, lo: f64, hi: f64) -> f64 {
     let qp = QParams::new(Scheme::Affine, bits, lo, hi);
     let a = pts.partition_point(|&(c, _)| c <= qp.lo);
@@ -114,20 +198,90 @@ fn grid(lo: usize, hi: usize, stride: usize) -> impl Iterator<Item = usize> {
         .chain((hi > lo && !(hi - lo).is_multiple_of(stride)).then_some(hi))
 }
 
-/// The first pair (in order) with the least error, starting from `init`: scored in parallel,
-/// reduced in order with a strict `<`, so the result does not depend on the threads.
+/// Σ h·(qdq(c) − c)² for `LANES` affine ranges at once, each lane adding its terms in bin
+/// order (the same sums as a plain loop over `qdq`; independent lanes vectorise). Centres
+/// at or beyond a range's representable ends map to exactly `qp.lo` / `qp.hi` (q clamps to
+/// qmin/qmax, and (q − z)·s is the expression `QParams` uses for its ends), so only the
+/// centres in the union of the lanes' [lo, hi) go through the division and rounding.
+#[inline(always)]
+fn affine_sse_lanes(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LANES] {
+    let scale = qps.map(|q| q.scale);
+    let tlo = qps.map(|q| q.qmin as f64 - q.zero_point as f64);
+    let thi = qps.map(|q| q.qmax as f64 - q.zero_point as f64);
+    let (lo, hi) = (qps.map(|q| q.lo), qps.map(|q| q.hi));
+    let mut a = cs.len();
+    let mut b = 0;
+    for q in qps {
+        let al = cs.partition_point(|&c| c <= q.lo);
+        a = a.min(al);
+        b = b.max(al + cs[al..].partition_point(|&c| c < q.hi));
+    }
+    let b = b.max(a);
+    let mut acc = [0.0f64; LANES];
+    for (&c, &w) in cs[..a].iter().zip(&ws[..a]) {
+        for l in 0..LANES {
+            let d = lo[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    for (&c, &w) in cs[a..b].iter().zip(&ws[a..b]) {
+        for l in 0..LANES {
+            // `QParams::qdq`.
+            let d = super::scheme::rint_clamped(c / scale[l], tlo[l], thi[l]) * scale[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    for (&c, &w) in cs[b..].iter().zip(&ws[b..]) {
+        for l in 0..LANES {
+            let d = hi[l] - c;
+            acc[l] += w * d * d;
+        }
+    }
+    acc
+}
+
+/// [`affine_sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_sse_lanes_avx2(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LANES] {
+    affine_sse_lanes(cs, ws, qps)
+}
+
+/// The first pair (in order) with the least error, starting from `init`: scored `LANES` pairs
+/// at a time (consecutive pairs have close ranges, so the lanes' union stays narrow) in
+/// parallel, reduced in order with a strict `<`, so the result does not depend on the threads.
 fn best_pair(
-    pts: &[(f64, f64)],
+    (cs, ws): (&[f64], &[f64]),
     bits: u8,
     h: &Histogram,
     pairs: &[(usize, usize)],
     init: (f64, (usize, usize)),
 ) -> (f64, (usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let errors: Vec<f64> = pairs
-        .par_iter()
-        .with_min_len(32)
-        .map(|&(i, j)| affine_sse(pts, bits, h.edge(i), h.edge(j)))
-        .collect();
+        .par_chunks(LANES)
+        .with_min_len(4)
+        .map(|block| {
+            // The last block is padded with its last pair; the extra lanes are dropped.
+            let mut qps = [QParams::new(Scheme::Affine, bits, 0.0, 0.0); LANES];
+            for (l, q) in qps.iter_mut().enumerate() {
+                let (i, j) = block[l.min(block.len() - 1)];
+                *q = QParams::new(Scheme::Affine, bits, h.edge(i), h.edge(j));
+            }
+            #[cfg(target_arch = "x86_64")]
+            let e = if avx2 {
+                // SAFETY: the CPU supports AVX2, checked above.
+                unsafe { affine_sse_lanes_avx2(cs, ws, &qps) }
+            } else {
+                affine_sse_lanes(cs, ws, &qps)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let e = affine_sse_lanes(cs, ws, &qps);
+            e[..block.len()].to_vec()
+        })
+        .collect::<Vec<_>>()
+        .concat();
     let mut best = init;
     for (&e, &ij) in errors.iter().zip(pairs) {
         if e < best.0 {
@@ -157,8 +311,8 @@ fn best_pair(
 /// An empty histogram returns `[min, max]` with 0 candidates.
 pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
     let nbins = signed_hist.bins();
-    let pts = weighted_centres(signed_hist);
-    if pts.is_empty() {
+    let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(signed_hist).into_iter().unzip();
+    if cs.is_empty() {
         return Search {
             lo: signed_hist.lo,
             hi: signed_hist.hi,
@@ -190,7 +344,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
             .flat_map(|i| grid(j_lo, j_hi, stride).map(move |j| (i, j)))
             .filter(|ij| seen.insert(*ij))
             .collect();
-        best = best_pair(&pts, bits, signed_hist, &pairs, best);
+        best = best_pair((&cs, &ws), bits, signed_hist, &pairs, best);
     }
     let (bi, bj) = best.1;
     Search {
@@ -220,6 +374,83 @@ mod tests {
         // 4 bits: 7 levels per side.
         assert_eq!(modelopt_fake_quant(0.95, 1.0, 7.0), 1.0);
         assert!((modelopt_fake_quant(0.5, 1.0, 7.0) - 4.0 / 7.0).abs() < 1e-15);
+    }
+
+    /// The symmetric search as it was: one candidate at a time, plain loop.
+    fn symmetric_plain(abs_hist: &Histogram, bits: u8) -> Search {
+        let nbins = abs_hist.bins();
+        let max_bound = ((1u64 << (u32::from(bits.clamp(2, 16)) - 1)) - 1) as f64;
+        let pts = weighted_centres(abs_hist);
+        let start = START_BIN.min(nbins.saturating_sub(1));
+        let mut best = f64::INFINITY;
+        let mut best_a = abs_hist.hi.abs();
+        for i in start..nbins {
+            let a = abs_hist.centre(i).abs();
+            let err: f64 = pts
+                .iter()
+                .map(|&(c, w)| {
+                    let d = modelopt_fake_quant(c, a, max_bound) - c;
+                    w * d * d
+                })
+                .sum();
+            if err < best || i == start {
+                best = err;
+                best_a = a;
+            }
+        }
+        Search {
+            lo: -best_a,
+            hi: best_a,
+            candidates: nbins - start,
+        }
+    }
+
+    #[test]
+    fn lanes_match_the_plain_loop_bit_for_bit() {
+        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut next = move |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        let mut outlier: Vec<u64> = (0..2048).map(|k| if k < 300 { 3333 } else { 0 }).collect();
+        outlier[2047] = 1;
+        let mut cases = vec![
+            gaussian_counts(0.0, 6.0, 2048, 1e9, true),
+            hist(0.0, 1.0, vec![1000; 2048]),
+            hist(0.0, 1.0, outlier),
+            // Negative centres (not an |x| histogram) and a tiny range (amax ≤ 2^-24 lanes).
+            gaussian_counts(-3.0, 5.0, 777, 1e6, false),
+            hist(0.0, 2e-7, vec![5; 1000]),
+        ];
+        for len in [1usize, 2, 129, 130, 135, 136, 137, 600] {
+            let counts = (0..len)
+                .map(|_| if next(3) == 0 { 0 } else { next(1 << 20) })
+                .collect();
+            cases.push(hist(0.0, 1.0 + next(100) as f64, counts));
+        }
+        for h in &cases {
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(h).into_iter().unzip();
+            for bits in [2u8, 4, 8, 16] {
+                assert_eq!(symmetric(h, bits), symmetric_plain(h, bits), "bits {bits}");
+                let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+                // Lanes of scattered candidates (not only consecutive ones), both builds.
+                let mut amax = [0.0; LANES];
+                for a in &mut amax {
+                    *a = h.centre(next(h.bins() as u64) as usize).abs().max(1e-3);
+                }
+                let want = amax.map(|a| symmetric_sse(&cs, &ws, a, max_bound).to_bits());
+                let got = sse_lanes(&cs, &ws, &amax, max_bound).map(f64::to_bits);
+                assert_eq!(got, want, "bits {bits}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    let got = unsafe { sse_lanes_avx2(&cs, &ws, &amax, max_bound) };
+                    assert_eq!(got.map(f64::to_bits), want, "bits {bits}, AVX2");
+                }
+            }
+        }
     }
 
     #[test]
@@ -326,6 +557,51 @@ mod tests {
                         plain += w * d * d;
                     }
                     assert_eq!(affine_sse(&pts, bits, lo, hi).to_bits(), plain.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn affine_lanes_match_the_one_range_loop_bit_for_bit() {
+        let mut s = 0x0dd_ba11_cafe_f00du64;
+        let mut next = move |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        let cases = [
+            gaussian_counts(-3.0, 5.0, 512, 1e6, false),
+            gaussian_counts(0.0, 5.0, 300, 1e6, true),
+            hist(-2.0, -1.0, vec![7; 100]),
+            hist(-1e-9, 1e-9, vec![3; 64]),
+            hist(
+                -1.0,
+                1.0,
+                (0..999).map(|k| (k * 7919 % 13) as u64).collect(),
+            ),
+        ];
+        for h in &cases {
+            let pts = weighted_centres(h);
+            let (cs, ws): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+            let nb = h.bins() as u64;
+            for bits in [2u8, 4, 8, 16] {
+                for _ in 0..20 {
+                    // Ranges of every kind: nested, disjoint, empty (lo = hi), reversed.
+                    let ranges: [(f64, f64); LANES] = std::array::from_fn(|_| {
+                        (h.edge(next(nb + 1) as usize), h.edge(next(nb + 1) as usize))
+                    });
+                    let qps = ranges.map(|(lo, hi)| QParams::new(Scheme::Affine, bits, lo, hi));
+                    let want = ranges.map(|(lo, hi)| affine_sse(&pts, bits, lo, hi).to_bits());
+                    let got = affine_sse_lanes(&cs, &ws, &qps).map(f64::to_bits);
+                    assert_eq!(got, want, "bits {bits}: {ranges:?}");
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU supports AVX2, checked just above.
+                        let got = unsafe { affine_sse_lanes_avx2(&cs, &ws, &qps) };
+                        assert_eq!(got.map(f64::to_bits), want, "bits {bits}, AVX2");
+                    }
                 }
             }
         }
