@@ -4,8 +4,8 @@
 //! count and Σx²), then every quantizer runs over the prepared block while it is in L1.
 //! Per value and quantizer: t = x·(1/s) (as PyTorch's and Model Optimizer's fake quantizers
 //! compute it; it differs from x/s only within 2^-52 relative of a half step), r = rint(t),
-//! the clip counts, e = x − r·s, and the sums Σe², Σr², Σx·r, from
-//! which Σx̂² = s²·Σr² and Σx·x̂ = s·Σx·r (Σr² is exact in f64).
+//! the clip counts, e = x − r·s, and the sums Σe² and Σr², from which Σx̂² = s²·Σr² (Σr² is
+//! exact in f64) and the cosine's Σx·x̂ = (Σx² + Σx̂² − Σe²)/2.
 
 use serde::Serialize;
 
@@ -18,7 +18,6 @@ pub struct ErrorAccum {
     pub err_sq: f64,
     pub sig_sq: f64,
     pub rec_sq: f64,
-    pub dot: f64,
     pub max_abs_error: f64,
     pub below: u64,
     pub above: u64,
@@ -142,7 +141,6 @@ impl Prepared {
 struct Lanes {
     err: [f64; LANES],
     rr: [f64; LANES],
-    xr: [f64; LANES],
     mx: [f64; LANES],
     below: [u64; LANES],
     above: [u64; LANES],
@@ -182,11 +180,10 @@ impl ErrorAccum {
 
     /// Folds the lanes in lane order (both paths share it).
     fn absorb(&mut self, q: &QParams, p: &Prepared, l: &Lanes) {
-        let (mut err, mut rr, mut xr) = (0.0, 0.0, 0.0);
+        let (mut err, mut rr) = (0.0, 0.0);
         for k in 0..LANES {
             err += l.err[k];
             rr += l.rr[k];
-            xr += l.xr[k];
             self.max_abs_error = self.max_abs_error.max(l.mx[k]);
             self.below += l.below[k];
             self.above += l.above[k];
@@ -195,7 +192,6 @@ impl ErrorAccum {
         self.sig_sq += p.sig_sq;
         self.err_sq += err;
         self.rec_sq += q.scale * q.scale * rr;
-        self.dot += q.scale * xr;
     }
 }
 
@@ -222,7 +218,6 @@ fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
             let e = x - r * s;
             l.err[k] = e.mul_add(e, l.err[k]);
             l.rr[k] = r.mul_add(r, l.rr[k]);
-            l.xr[k] = x.mul_add(r, l.xr[k]);
             l.mx[k] = l.mx[k].max(e.abs());
         }
     }
@@ -243,7 +238,7 @@ fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
     let (vqlo, vqhi) = (_mm256_set1_pd(qlo), _mm256_set1_pd(qhi));
     let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
     let z = _mm256_setzero_pd();
-    let (mut err0, mut err1, mut rr0, mut rr1, mut xr0, mut xr1, mut mx) = (z, z, z, z, z, z, z);
+    let (mut err0, mut err1, mut rr0, mut rr1, mut mx) = (z, z, z, z, z);
     let (mut below, mut above) = (_mm256_setzero_si256(), _mm256_setzero_si256());
     for c in xs.chunks_exact(LANES) {
         // SAFETY: `c` holds exactly 8 f64; the loads are unaligned.
@@ -282,8 +277,6 @@ fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
         err1 = _mm256_fmadd_pd(e1, e1, err1);
         rr0 = _mm256_fmadd_pd(r0, r0, rr0);
         rr1 = _mm256_fmadd_pd(r1, r1, rr1);
-        xr0 = _mm256_fmadd_pd(x0, r0, xr0);
-        xr1 = _mm256_fmadd_pd(x1, r1, xr1);
         mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
         mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
     }
@@ -294,8 +287,6 @@ fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
         _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
         _mm256_storeu_pd(l.rr.as_mut_ptr(), rr0);
         _mm256_storeu_pd(l.rr.as_mut_ptr().add(4), rr1);
-        _mm256_storeu_pd(l.xr.as_mut_ptr(), xr0);
-        _mm256_storeu_pd(l.xr.as_mut_ptr().add(4), xr1);
         _mm256_storeu_pd(l.mx.as_mut_ptr(), mx);
         _mm256_storeu_si256(l.below.as_mut_ptr().cast(), below);
         _mm256_storeu_si256(l.above.as_mut_ptr().cast(), above);
@@ -309,7 +300,6 @@ impl ErrorAccum {
         self.err_sq += o.err_sq;
         self.sig_sq += o.sig_sq;
         self.rec_sq += o.rec_sq;
-        self.dot += o.dot;
         self.max_abs_error = self.max_abs_error.max(o.max_abs_error);
         self.below += o.below;
         self.above += o.above;
@@ -322,7 +312,10 @@ impl ErrorAccum {
         } else if self.sig_sq == 0.0 || self.rec_sq == 0.0 {
             0.0
         } else {
-            self.dot / (self.sig_sq.sqrt() * self.rec_sq.sqrt())
+            // Σx·x̂ = (Σx² + Σx̂² − Σe²)/2: the small Σe² is subtracted from two large positive
+            // sums, so nothing cancels (and no fourth sum is needed per value).
+            let dot = 0.5 * (self.sig_sq + self.rec_sq - self.err_sq);
+            dot / (self.sig_sq.sqrt() * self.rec_sq.sqrt())
         };
         Metrics {
             mse: self.err_sq / n,
