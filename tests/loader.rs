@@ -807,3 +807,23 @@ fn f32_npy(vals: &[f32]) -> Vec<u8> {
     let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
     npy("<f4", &format!("({},)", vals.len()), &data)
 }
+
+#[test]
+fn a_resident_array_serves_the_same_chunks_without_the_file() -> R {
+    // float64 with one value beyond float32's range: the overflow count survives residency.
+    let vals = [1.5f64, -2.25, 1e300, 0.0, 7.0, -1e-3, 3.0];
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let dir = TempDir::new()?;
+    let path = write(dir.path(), "a.npy", &npy("<f8", "(7,)", &data))?;
+    let streamed = open(&path)?;
+    let want = read_all(&streamed, 3)?;
+    let resident = open(&path)?.into_resident(&AtomicBool::new(false))?;
+    // The file is gone: every later pass reads memory.
+    std::fs::remove_file(&path)?;
+    for chunk in [1, 3, 7, 100] {
+        assert_eq!(read_all(&resident, chunk)?, want, "chunk {chunk}");
+        assert_eq!(resident.f64_overflows(), 1);
+    }
+    assert_eq!(want[2], f32::INFINITY);
+    Ok(())
+}

@@ -295,10 +295,23 @@ pub fn analyze(
     }
 }
 
-/// Analyses one layer; a failure is recorded in the result, never raised.
+/// Analyses one layer; a failure is recorded in the result, never raised. A layer that fits in
+/// one chunk is read once and kept for its three passes (a folder of small layers otherwise
+/// pays three opens and reads per file); larger ones are streamed on every pass.
 pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> LayerAnalysis {
-    match profile_layer(spec, opts, progress) {
-        Ok(profile) => finish_layer(spec, Arc::new(profile), opts, progress),
+    let parts = open_parts(spec, opts).and_then(|parts| {
+        let total: usize = parts.iter().map(|p| p.info.len()).sum();
+        if total <= opts.chunk_elems {
+            parts
+                .into_iter()
+                .map(|p| p.into_resident(&progress.cancel))
+                .collect()
+        } else {
+            Ok(parts)
+        }
+    });
+    match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
+        Ok((parts, profile)) => finish_with(spec, Arc::new(profile), Some(&parts), opts, progress),
         Err(e) => LayerAnalysis::failed(spec, &e),
     }
 }
@@ -307,6 +320,17 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
 pub fn finish_layer(
     spec: &LayerSpec,
     profile: Arc<Profile>,
+    opts: &Options,
+    progress: &Progress,
+) -> LayerAnalysis {
+    finish_with(spec, profile, None, opts, progress)
+}
+
+/// [`finish_layer`] with the layer's data already open (or opened here if `None`).
+fn finish_with(
+    spec: &LayerSpec,
+    profile: Arc<Profile>,
+    parts: Option<&[OpenArray]>,
     opts: &Options,
     progress: &Progress,
 ) -> LayerAnalysis {
@@ -320,7 +344,11 @@ pub fn finish_layer(
         return layer;
     }
     let chosen = calibrate(&profile, opts);
-    match measure(spec, &chosen, opts, progress) {
+    let accums = match parts {
+        Some(parts) => measure_parts(parts, &chosen, opts, progress),
+        None => measure(spec, &chosen, opts, progress),
+    };
+    match accums {
         Ok(accums) => {
             layer.methods = chosen
                 .iter()
@@ -476,7 +504,15 @@ pub fn profile_layer(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Profile, LoadError> {
-    let parts = open_parts(spec, opts)?;
+    profile_parts(&open_parts(spec, opts)?, opts, progress)
+}
+
+/// Passes 1 and 2 over a layer's open parts (at least one).
+fn profile_parts(
+    parts: &[OpenArray],
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Profile, LoadError> {
     let info = parts[0].info.clone();
     let elems: u64 = parts.iter().map(|p| p.info.len() as u64).sum();
     progress.total.fetch_add(elems * 3, Ordering::Relaxed);
@@ -563,7 +599,7 @@ pub fn profile_layer(
     // Counters that would overflow are folded into the totals under the lock (rarely: after
     // 2^32 values in one worker).
     let totals = Mutex::new((&mut hist, &mut abs_hist));
-    for part in &parts {
+    for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |_, values| {
             pool.with(make, |c| {
@@ -817,7 +853,16 @@ pub fn measure(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
-    let parts = open_parts(spec, opts)?;
+    measure_parts(&open_parts(spec, opts)?, chosen, opts, progress)
+}
+
+/// Pass 3 over a layer's open parts.
+fn measure_parts(
+    parts: &[OpenArray],
+    chosen: &[Chosen],
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Vec<ErrorAccum>, LoadError> {
     // Methods often agree (percentile 99.999 is min-max on small tensors): measure each
     // distinct quantizer once.
     let mut unique: Vec<QParams> = Vec::new();
@@ -831,7 +876,7 @@ pub fn measure(
         })
         .collect();
     let mut total = vec![ErrorAccum::default(); unique.len()];
-    for part in &parts {
+    for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |_, values| {
             let mut r = vec![ErrorAccum::default(); unique.len()];

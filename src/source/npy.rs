@@ -39,6 +39,8 @@ pub(crate) enum DataSource {
     Positional { path: PathBuf, offset: u64 },
     /// A deflated `.npz` member: only readable as a stream, from its start.
     Deflated(npz::DeflatedMember),
+    /// Values already decoded and kept in memory ([`OpenArray::into_resident`]).
+    Resident(Vec<f32>),
 }
 
 /// A parsed and size-checked header.
@@ -100,7 +102,10 @@ impl OpenArray {
         T: Send,
         F: Fn(usize, &[f32]) -> T + Sync + Send,
     {
-        self.overflows.store(0, Ordering::Relaxed);
+        if !matches!(self.source, DataSource::Resident(_)) {
+            // Counted afresh by each read of the data (a resident array was read once).
+            self.overflows.store(0, Ordering::Relaxed);
+        }
         let len = self.info.len();
         if len == 0 {
             return Ok(Vec::new());
@@ -132,6 +137,16 @@ impl OpenArray {
                     })
                     .collect()
             }
+            DataSource::Resident(values) => values
+                .par_chunks(chunk)
+                .enumerate()
+                .map(|(i, c)| {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(cancelled());
+                    }
+                    Ok(f(i * chunk, c))
+                })
+                .collect(),
             DataSource::Deflated(member) => {
                 // Inflating is sequential; decoding and `f` run in parallel on a batch of
                 // chunks, so memory stays at a few chunks per worker thread.
@@ -171,6 +186,18 @@ impl OpenArray {
                 })
             }
         }
+    }
+
+    /// Reads and decodes the whole array once and keeps the values, so that later passes read
+    /// memory instead of the file. Only for small arrays: the caller bounds the size.
+    pub fn into_resident(self, cancel: &AtomicBool) -> Result<OpenArray, LoadError> {
+        let pieces = self.map_chunks(self.info.len(), cancel, |_, v| v.to_vec())?;
+        let overflows = self.f64_overflows();
+        Ok(OpenArray {
+            source: DataSource::Resident(pieces.concat()),
+            overflows: AtomicU64::new(overflows),
+            ..self
+        })
     }
 
     /// Finite float64 values that overflowed float32 during the last `map_chunks` pass.
