@@ -435,6 +435,11 @@ impl BatchExtremes {
 
     fn update(&self, batch: usize, values: &[f32]) {
         let (lo, hi) = finite_extremes(values);
+        self.set(batch, lo, hi);
+    }
+
+    /// Merges the finite extremes (lo, hi) of some values of `batch` ((+inf, −inf): none).
+    fn set(&self, batch: usize, lo: f32, hi: f32) {
         if lo <= hi {
             self.min[batch].fetch_min(ordered(lo), Ordering::Relaxed);
             self.max[batch].fetch_max(ordered(hi), Ordering::Relaxed);
@@ -554,12 +559,19 @@ fn profile_parts(
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let m = Moments::of_chunk(values);
             let c = cast::audit_chunk(values);
-            if multi {
-                extremes.update(pi, values);
-            } else if let Some(b) = bmap {
-                update_batches(&extremes, b, first, values);
-            } else {
-                extremes.update(0, values);
+            // When the chunk lies in one batch, its extremes are the moments' (finite min/max).
+            let batch = match bmap {
+                _ if multi => Some(pi),
+                None => Some(0),
+                Some(b) if first / b.run == (first + values.len() - 1) / b.run => {
+                    Some(first / b.run % b.count)
+                }
+                Some(_) => None,
+            };
+            match (batch, bmap) {
+                (Some(k), _) => extremes.set(k, m.min, m.max),
+                (None, Some(b)) => update_batches(&extremes, b, first, values),
+                (None, None) => {}
             }
             let r = row_len.map(|n| row_sums(values, n));
             progress
