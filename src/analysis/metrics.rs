@@ -412,6 +412,67 @@ mod tests {
         }
     }
 
+    /// The plain definition, one value at a time with a division: x̂ = qdq(x), clip = the clamp
+    /// changed rint(x/s) + z.
+    fn naive(q: &QParams, v: &[f32]) -> (u64, u64, u64, f64, f64, f64, f64) {
+        let (mut n, mut below, mut above) = (0, 0, 0);
+        let (mut err, mut sig, mut rec, mut mx) = (0.0, 0.0, 0.0, 0.0f64);
+        for &x in v.iter().filter(|x| x.is_finite()) {
+            let x = f64::from(x);
+            let u = q.quantize_unclamped(x);
+            below += u64::from(u < q.qmin as f64);
+            above += u64::from(u > q.qmax as f64);
+            let xr = q.qdq(x);
+            n += 1;
+            err += (x - xr) * (x - xr);
+            sig += x * x;
+            rec += xr * xr;
+            mx = mx.max((x - xr).abs());
+        }
+        (n, below, above, err, sig, rec, mx)
+    }
+
+    #[test]
+    fn matches_the_plain_definition_on_random_tensors() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..200 {
+            let len = 1 + (next() * 5000.0) as usize;
+            let spread = 10f64.powf(next() * 8.0 - 4.0);
+            let shift = (next() - 0.3) * spread;
+            let v: Vec<f32> = (0..len)
+                .map(|_| {
+                    let u = next() - 0.5;
+                    (shift + spread * u * u * u * 8.0) as f32
+                })
+                .collect();
+            let bits = 2 + (next() * 15.0) as u8;
+            let scheme = if case % 2 == 0 {
+                Scheme::Symmetric
+            } else {
+                Scheme::Affine
+            };
+            // A range from inside the data to beyond it, so some cases clip and some do not.
+            let lo = shift - spread * next() * 1.5;
+            let hi = shift + spread * next() * 1.5;
+            let q = QParams::new(scheme, bits, lo, hi);
+            let got = ErrorAccum::of_chunk(&q, &v);
+            let (n, below, above, err, sig, rec, mx) = naive(&q, &v);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-300);
+            let ctx = format!("case {case}: {scheme:?} {bits} bits [{lo}, {hi}]");
+            assert_eq!((got.n, got.below, got.above), (n, below, above), "{ctx}");
+            assert!(close(got.err_sq, err), "{ctx}: {} vs {err}", got.err_sq);
+            assert!(close(got.sig_sq, sig), "{ctx}");
+            assert!(close(got.rec_sq, rec), "{ctx}: {} vs {rec}", got.rec_sq);
+            assert!(close(got.max_abs_error, mx), "{ctx}");
+        }
+    }
+
     #[test]
     fn prepared_fill_paths_agree() {
         let v: Vec<f32> = (0..5_003)
