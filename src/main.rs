@@ -21,6 +21,7 @@ use calibscope::source::{BatchLayout, Discovery, Limits, discover};
 use cli::{AnalysisArgs, Cli, Command, FormatArg, LayoutArg, ReportArgs, SchemeArg};
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -28,6 +29,19 @@ fn main() -> ExitCode {
             eprintln!("Error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Each layer allocates and frees a few MiB of histograms. glibc hands blocks that large back
+/// to the kernel on free, so every layer of a folder paid page faults and zeroing for fresh
+/// pages (a sixth of the per-layer cost); keeping freed memory in the heap reuses it. Peak RSS
+/// is unchanged (the same blocks are reused, not added).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
 
