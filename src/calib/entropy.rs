@@ -480,6 +480,11 @@ fn ort_window_kl(
 ///   `[min, max]` (a no-op here since windows never leave the histogram). lo ≤ 0 ≤ hi is not
 ///   enforced: for min > 0 the range is `[min, …]` and the affine scheme widens it to 0.
 ///
+/// Evaluating every window literally costs one ln per bin of the window. Instead every window
+/// is scored with a closed form from prefix sums (≤ nq + 2 logarithms, see
+/// `AffineContext::fast_kl`), and only the windows within a rounding bound of its minimum are
+/// re-scored exactly as above, so the choice, ties included, is the literal search's.
+///
 /// Inherited quirk: q's last len mod nq bins stay 0 (up to nq−1 = 255 bins here, against
 /// ORT's default ≤ 127 of 2048), so windows just short of a multiple of nq whose remainder
 /// lies in an empty tail score well and the chosen hi can sit well past the data's bulk.
@@ -496,53 +501,343 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
         candidates: 0,
     };
     let h = &signed_hist.counts;
-    let total = count_sum(h);
-    if total == 0 || nbins < nq {
+    if count_sum(h) == 0 || nbins < nq {
         return full;
     }
-    let z = zero_bin(signed_hist);
-    let mut prefix = Vec::with_capacity(nbins + 1);
-    let mut acc = 0u64;
-    prefix.push(0);
-    for &c in h {
-        acc = acc.saturating_add(c);
-        prefix.push(acc);
-    }
-    // Windows of at least nq bins, evaluated in parallel chunks; in-order reduction with a
-    // strict `<` keeps the first minimum (ORT's `np.argmin`) whatever the threads do.
-    let windows: Vec<(usize, usize)> = (nq / 2..=z.max(nbins - 1 - z))
-        .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
-        .filter(|&(l, r)| r - l >= nq)
-        .collect();
+    let windows = affine_windows(signed_hist, nq);
     let candidates = windows.len();
-    let bests: Vec<(f64, (usize, usize))> = windows
+    if candidates == 0 {
+        return full;
+    }
+    let ctx = AffineContext::new(h, nq);
+    // Fast pass in parallel chunks; the choice below does not depend on the threads.
+    let fast: Vec<f64> = windows
         .par_chunks(CHUNK)
         .map(|chunk| {
-            let mut p = vec![0.0f64; nbins];
-            let mut q = vec![0.0f64; nbins];
-            let mut best = (f64::INFINITY, (0, nbins));
-            for &(l, r) in chunk {
-                let kl = ort_window_kl(&h[l..r], prefix[l], total - prefix[r], nq, &mut p, &mut q);
+            let mut memo = ChunkMemo::for_windows(chunk, nq, nbins);
+            chunk
+                .iter()
+                .map(|&(l, r)| ctx.fast_kl(l, r, memo.as_mut()))
+                .collect::<Vec<f64>>()
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut best = (f64::INFINITY, (0, nbins));
+    // All windows ∞ (fast ∞ exactly where exact is): the exact rule keeps its initial value.
+    if m < f64::INFINITY {
+        let cut = m + ctx.tolerance();
+        let mut p = vec![0.0f64; nbins];
+        let mut q = vec![0.0f64; nbins];
+        for (&(l, r), &f) in windows.iter().zip(&fast) {
+            // A NaN (saturated counts) is re-checked rather than dropped.
+            if f <= cut || f.is_nan() {
+                let kl = ort_window_kl(
+                    &h[l..r],
+                    ctx.mass[l],
+                    ctx.total - ctx.mass[r],
+                    nq,
+                    &mut p,
+                    &mut q,
+                );
+                // Strict `<` in window order keeps the first minimum (ORT's `np.argmin`).
                 if kl < best.0 {
                     best = (kl, (l, r));
                 }
             }
-            best
-        })
-        .collect();
-    let mut best = (f64::INFINITY, (0, nbins));
-    for b in bests {
-        if b.0 < best.0 {
-            best = b;
         }
     }
     let best_window = best.1;
-    if candidates == 0 {
-        return full;
-    }
     let lo = signed_hist.edge(best_window.0).max(signed_hist.lo);
     let hi = signed_hist.edge(best_window.1).min(signed_hist.hi);
     Search { lo, hi, candidates }
+}
+
+/// The candidate windows [l, r) of [`affine`] in ORT's order: at least nq bins each.
+fn affine_windows(signed_hist: &Histogram, nq: usize) -> Vec<(usize, usize)> {
+    let nbins = signed_hist.bins();
+    let z = zero_bin(signed_hist);
+    (nq / 2..=z.max(nbins - 1 - z))
+        .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
+        .filter(|&(l, r)| r - l >= nq)
+        .collect()
+}
+
+/// Largest Taylor remainder (on the KL scale) the fast pass accepts on each side (p and q);
+/// windows whose bound is larger use one logarithm per bin (p) or chunk (q) there instead.
+const TAYLOR_MAX: f64 = 1e-11;
+
+/// (v, ln v, 1/v) of the middle chunks (no outliers, no remainder) of the affine fast pass
+/// by (width − w0, start), for one parallel piece of windows, computed on first use (NaN: not
+/// yet). Consecutive windows' chunks mostly share (start, width): for 2048 bins at 8 bits the
+/// ~230k chunk visits have a few thousand distinct ones, so this saves most logarithms.
+struct ChunkMemo {
+    w0: usize,
+    stride: usize,
+    slots: Vec<[f64; 3]>,
+}
+
+impl ChunkMemo {
+    /// None where the table would be larger than twice the piece's chunk visits (few levels:
+    /// many widths per piece, few chunks per window).
+    fn for_windows(windows: &[(usize, usize)], nq: usize, nbins: usize) -> Option<ChunkMemo> {
+        let w0 = windows.iter().map(|&(l, r)| (r - l) / nq).min()?;
+        let w1 = windows.iter().map(|&(l, r)| (r - l) / nq).max()?;
+        let size = (w1 - w0 + 1) * nbins;
+        (size <= 2 * windows.len() * nq).then(|| ChunkMemo {
+            w0,
+            stride: nbins,
+            slots: vec![[f64::NAN; 3]; size],
+        })
+    }
+
+    fn get(&mut self, start: usize, w: usize, f: impl FnOnce() -> [f64; 3]) -> [f64; 3] {
+        let slot = &mut self.slots[(w - self.w0) * self.stride + start];
+        if slot[0].is_nan() {
+            *slot = f();
+        }
+        *slot
+    }
+}
+
+/// Prefix sums over the counts h for [`AffineContext::fast_kl`] (entry k covers bins j < k;
+/// the sums of functions of h run over h > 0 only).
+struct AffineContext<'a> {
+    h: &'a [u64],
+    mass: Vec<u64>,
+    nonzero: Vec<usize>,
+    /// Σ h·ln h.
+    hlnh: Vec<f64>,
+    /// Σ ln h.
+    lnh: Vec<f64>,
+    /// Σ 1/h.
+    inv: Vec<f64>,
+    /// Σ 1/h².
+    inv2: Vec<f64>,
+    total: u64,
+    nq: usize,
+}
+
+impl<'a> AffineContext<'a> {
+    fn new(h: &'a [u64], nq: usize) -> Self {
+        let n = h.len() + 1;
+        let mut ctx = AffineContext {
+            h,
+            mass: Vec::with_capacity(n),
+            nonzero: Vec::with_capacity(n),
+            hlnh: Vec::with_capacity(n),
+            lnh: Vec::with_capacity(n),
+            inv: Vec::with_capacity(n),
+            inv2: Vec::with_capacity(n),
+            total: 0,
+            nq,
+        };
+        let (mut m, mut z) = (0u64, 0usize);
+        let (mut s1, mut s2, mut s3, mut s4) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let push = |ctx: &mut Self, m, z, s1, s2, s3, s4| {
+            ctx.mass.push(m);
+            ctx.nonzero.push(z);
+            ctx.hlnh.push(s1);
+            ctx.lnh.push(s2);
+            ctx.inv.push(s3);
+            ctx.inv2.push(s4);
+        };
+        push(&mut ctx, m, z, s1, s2, s3, s4);
+        for &c in h {
+            m = m.saturating_add(c);
+            if c > 0 {
+                let c = c as f64;
+                let ln = c.ln();
+                z += 1;
+                s1 += c * ln;
+                s2 += ln;
+                s3 += 1.0 / c;
+                s4 += 1.0 / (c * c);
+            }
+            push(&mut ctx, m, z, s1, s2, s3, s4);
+        }
+        ctx.total = m;
+        ctx
+    }
+
+    /// [`ort_window_kl`] of window [l, r) in closed form: the same ∞ cases, a value within
+    /// [`Self::tolerance`]/2 of it otherwise (NaN if the counts saturate u64). With p', q' the
+    /// smoothed vectors, P = Σp' = T (smoothing keeps sums: nonzeros lose what zeros gain) and
+    /// Q = Σq' = w·Σ_c v_c (chunk c's value v_c on its w bins, remainder bins 0):
+    ///
+    /// KL = (Σ p'·ln p' − Σ p'·ln q')/T − ln T + ln Q.
+    ///
+    /// q' is constant on each chunk, so Σ p'·ln q' needs per chunk only its p' mass
+    /// S_c = Σp − e1p·nz_c + eps·(w − nz_c) (q' = v_c − e1q, or eps where v_c = 0 and on the
+    /// remainder); ln(v_c − e1q) by Taylor about ln v_c, which the memo shares across windows. Σ p'·ln p' = zp·eps·ln eps + Σ_{p>0} (p − e)·ln(p − e), e = eps1 of p: the
+    /// end bins (with the outliers) directly, the interior from prefix sums by Taylor,
+    /// (p−e)·ln(p−e) = p·ln p − e·(ln p + 1) + e²/(2p) + e³/(6p²) + R, where the k-th term of
+    /// R is e^k/(k(k−1)p^(k−1)) > 0, so 0 ≤ R ≤ e⁴/(12·p²·(1−e)) for p ≥ 1 (integer counts).
+    fn fast_kl(&self, l: usize, r: usize, memo: Option<&mut ChunkMemo>) -> f64 {
+        let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
+        if self.total == u64::MAX {
+            // Saturated prefix sums: leave it to the exact re-check.
+            return f64::NAN;
+        }
+        let len = r - l;
+        let w = len / nq;
+        let below = mass[l];
+        let above = self.total - mass[r];
+        // Outliers make an empty end bin nonzero in p.
+        let first_extra = usize::from(h[l] == 0 && below > 0);
+        let last_extra = usize::from(h[r - 1] == 0 && above > 0);
+        let nzp = nz[r] - nz[l] + first_extra + last_extra;
+        let zp = len - nzp;
+        if nzp == 0 {
+            return f64::INFINITY;
+        }
+        // The same expressions as `smooth`, so the give-up cases match exactly.
+        let e1p = ORT_EPS * zp as f64 / nzp as f64;
+        if e1p >= 1.0 {
+            return f64::INFINITY;
+        }
+        // q: per chunk its value v (0 where its p bins are all 0), its p' mass S_c, and the
+        // sums that give Σ_{v>0} S_c·ln(v − e1q) by Taylor in x = e1q/v once e1q is known:
+        // ln(v − e1q) = ln v − x − x²/2 − x³/3 − R, 0 ≤ R ≤ x⁴/(4(1−x)).
+        let chunk = |m: u64, norm: usize| {
+            let v = if norm != 0 {
+                (m as f64 / norm as f64).trunc()
+            } else {
+                0.0
+            };
+            if v == 0.0 {
+                [0.0; 3]
+            } else {
+                [v, v.ln(), 1.0 / v]
+            }
+        };
+        let mut zq = len - nq * w;
+        let mut vsum = 0.0f64;
+        let (mut a0, mut a1, mut a2, mut a3, mut s_pos) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let mut memo = memo;
+        for c in 0..nq {
+            let s = l + c * w;
+            let e = s + w;
+            let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
+            let mut norm = nz[e] - nz[s];
+            let mut pm = mass[e] - mass[s];
+            if c == 0 {
+                norm += first_extra;
+                pm += below;
+            }
+            if e == r {
+                norm += last_extra;
+                pm += above;
+            }
+            // Middle chunks depend only on (start, width): memoised where a memo is given.
+            let [v, ln_v, inv_v] = match memo.as_deref_mut() {
+                Some(memo) if c > 0 && c < nq - 1 => memo.get(s, w, || chunk(m, norm)),
+                _ => chunk(m, norm),
+            };
+            if v == 0.0 {
+                zq += w;
+                continue;
+            }
+            vsum += v;
+            let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+            s_pos += sc;
+            a0 += sc * ln_v;
+            let mut t = sc * inv_v;
+            a1 += t;
+            t *= inv_v;
+            a2 += t;
+            t *= inv_v;
+            a3 += t;
+        }
+        let nzq = len - zq;
+        if nzq == 0 {
+            return f64::INFINITY;
+        }
+        let e1q = ORT_EPS * zq as f64 / nzq as f64;
+        if e1q >= 1.0 {
+            return f64::INFINITY;
+        }
+        let total_f = self.total as f64;
+        let ln_eps = ORT_EPS.ln();
+        // Σ p'·ln q' (x ≤ e1q as v ≥ 1, and Σ S_c ≤ T bounds the weighted remainder).
+        let mut pq = if e1q.powi(4) / (4.0 * (1.0 - e1q)) <= TAYLOR_MAX {
+            a0 - e1q * a1 - e1q * e1q / 2.0 * a2 - e1q * e1q * e1q / 3.0 * a3
+        } else {
+            // Many empty chunks: one ln per chunk instead.
+            let mut acc = 0.0f64;
+            for c in 0..nq {
+                let s = l + c * w;
+                let e = s + w;
+                let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
+                let mut norm = nz[e] - nz[s];
+                let mut pm = mass[e] - mass[s];
+                if c == 0 {
+                    norm += first_extra;
+                    pm += below;
+                }
+                if e == r {
+                    norm += last_extra;
+                    pm += above;
+                }
+                let [v, _, _] = chunk(m, norm);
+                if v != 0.0 {
+                    let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+                    acc += sc * (v - e1q).ln();
+                }
+            }
+            acc
+        };
+        pq += ln_eps * (total_f - s_pos);
+        // Σ p'·ln p'.
+        let xlnx = |p: u64| {
+            let x = p as f64 - e1p;
+            x * x.ln()
+        };
+        let mut pp = ORT_EPS * ln_eps * zp as f64;
+        let p_first = h[l].saturating_add(below);
+        let p_last = h[r - 1].saturating_add(above);
+        if p_first > 0 {
+            pp += xlnx(p_first);
+        }
+        if p_last > 0 {
+            pp += xlnx(p_last);
+        }
+        let (a, b) = (l + 1, r - 1);
+        let e = e1p;
+        let inv2 = self.inv2[b] - self.inv2[a];
+        if e.powi(4) / (12.0 * (1.0 - e)) * inv2 / total_f <= TAYLOR_MAX {
+            pp += (self.hlnh[b] - self.hlnh[a])
+                - e * ((self.lnh[b] - self.lnh[a]) + (nz[b] - nz[a]) as f64)
+                + e * e / 2.0 * (self.inv[b] - self.inv[a])
+                + e * e * e / 6.0 * inv2;
+        } else {
+            pp += h[a..b]
+                .iter()
+                .filter(|&&c| c > 0)
+                .map(|&c| xlnx(c))
+                .sum::<f64>();
+        }
+        (pp - pq) / total_f - total_f.ln() + (w as f64 * vsum).ln()
+    }
+
+    /// An upper bound on 2·(|fast_kl − exact| + |ort_window_kl − exact|) for every window, so
+    /// that a window whose fast value is more than this above the fast minimum cannot be (or
+    /// tie) the exact minimum. Both forms add terms whose magnitudes sum (on the KL scale, i.e.
+    /// after /T) to at most L = ln T + |ln eps| + 1: p'/T, S_c/T sum to 1 and every |ln| of a
+    /// p' or q' is below ln T or |ln eps|. The fast form's prefix differences and chunk sums
+    /// cover at most N bins each, each term within a few ulps: (4N + 64)·ε·L with room; plus
+    /// its two Taylor remainders ≤ TAYLOR_MAX each. The exact form: smoothing, numpy's pairwise sums
+    /// (≤ 16 + log₂N sequential steps), divisions and ln, each a few ulps on terms of total
+    /// magnitude ≤ 2L: (log₂N + 64)·ε·4L. For 2048 bins and T ≤ 2^64 the total is ~1e-10;
+    /// the 1e-9 floor leaves 10× margin, larger histograms scale the bound. A loose bound
+    /// costs only exact re-checks.
+    fn tolerance(&self) -> f64 {
+        let nb = self.h.len() as f64;
+        let big_l = (self.total as f64).ln().max(0.0) + ORT_EPS.ln().abs() + 1.0;
+        let fast = (4.0 * nb + 64.0) * f64::EPSILON * big_l + 2.0 * TAYLOR_MAX;
+        let exact = (nb.log2() + 64.0) * f64::EPSILON * 4.0 * big_l;
+        (2.0 * (fast + exact)).max(1e-9)
+    }
 }
 
 #[cfg(test)]
@@ -754,6 +1049,98 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The affine search as it was before the fast pass: [`ort_window_kl`] of every window in
+    /// order, the first minimum wins. Returns the chosen window, None where `affine` returns
+    /// the full range early (no counts, fewer bins than levels, no window).
+    fn affine_exact_window(h: &Histogram, bits: u8) -> Option<(usize, usize)> {
+        let nbins = h.bins();
+        let nq = 1usize << clamp_bits(bits);
+        let total = count_sum(&h.counts);
+        if total == 0 || nbins < nq {
+            return None;
+        }
+        let windows = affine_windows(h, nq);
+        if windows.is_empty() {
+            return None;
+        }
+        let mut prefix = vec![0u64];
+        for &c in &h.counts {
+            prefix.push(prefix.last().unwrap().saturating_add(c));
+        }
+        let (mut p, mut q) = (vec![0.0; nbins], vec![0.0; nbins]);
+        let mut best = (f64::INFINITY, (0, nbins));
+        for (l, r) in windows {
+            let kl = ort_window_kl(
+                &h.counts[l..r],
+                prefix[l],
+                total - prefix[r],
+                nq,
+                &mut p,
+                &mut q,
+            );
+            if kl < best.0 {
+                best = (kl, (l, r));
+            }
+        }
+        Some(best.1)
+    }
+
+    #[test]
+    fn affine_fast_search_picks_the_exact_searchs_window() {
+        let mut rng = Rng(0xaff1_9e5e_a4c4_0002);
+        let mut finite = 0usize;
+        let mut worst = 0.0f64;
+        for case in 0..300 {
+            let bits = 4 + rng.below(5) as u8;
+            let nq = 1usize << bits;
+            let len = [nq, nq + 1, 300, 700, 1024, 2048][rng.below(6) as usize].max(nq);
+            let mut counts = random_counts(&mut rng, len);
+            if rng.below(4) == 0 {
+                // Spiky: a few huge spikes on top.
+                for _ in 0..1 + rng.below(4) {
+                    let k = rng.below(len as u64) as usize;
+                    counts[k] += 1 + rng.below(1 << 40);
+                }
+            }
+            let lo = -(rng.below(100) as f64) / 10.0;
+            let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
+            let h = hist(lo, hi, counts);
+            let got = affine(&h, bits);
+            let Some((l, r)) = affine_exact_window(&h, bits) else {
+                assert_eq!(got.candidates, 0, "case {case}");
+                continue;
+            };
+            let want = (h.edge(l).max(h.lo), h.edge(r).min(h.hi));
+            assert_eq!(
+                (got.lo, got.hi),
+                want,
+                "case {case}: len {len}, bits {bits}"
+            );
+            // The re-check's premise: fast and exact agree well within tolerance / 2.
+            let ctx = AffineContext::new(&h.counts, nq);
+            let tol = ctx.tolerance();
+            let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
+            for (l, r) in affine_windows(&h, nq) {
+                let f = ctx.fast_kl(l, r, None);
+                let below = ctx.mass[l];
+                let above = ctx.total - ctx.mass[r];
+                let e = ort_window_kl(&h.counts[l..r], below, above, nq, &mut p, &mut q);
+                assert_eq!(
+                    f.is_finite(),
+                    e.is_finite(),
+                    "case {case}, [{l}, {r}): {f} vs {e}"
+                );
+                if e.is_finite() {
+                    finite += 1;
+                    worst = worst.max((f - e).abs());
+                }
+            }
+            assert!(worst < tol / 2.0, "case {case}: |fast − exact| = {worst:e}");
+        }
+        eprintln!("{finite} finite windows, max |fast − exact| = {worst:e}");
+        assert!(finite > 10_000);
     }
 
     #[test]
