@@ -2,8 +2,8 @@
 //!
 //! The values of a block are prepared once ([`Prepared`]: finite values widened to f64, their
 //! count and Σx²), then every quantizer runs over the prepared block while it is in L1.
-//! Per value and quantizer: t = x·(1/s) (as PyTorch's and Model Optimizer's fake quantizers
-//! compute it; it differs from x/s only within 2^-52 relative of a half step), r = rint(t),
+//! Per value and quantizer: t = x/s (computed as x·(1/s) wherever that provably rounds the
+//! same, see [`lanes_avx2`]), r = rint(t),
 //! the clip counts, e = x − r·s, and the sums Σe² and Σr², from which Σx̂² = s²·Σr² (Σr² is
 //! exact in f64) and the cosine's Σx·x̂ = (Σx² + Σx̂² − Σe²)/2.
 
@@ -144,6 +144,8 @@ struct Lanes {
     mx: [f64; LANES],
     below: [u64; LANES],
     above: [u64; LANES],
+    /// Some t was too close to a half step for x·(1/s) to be trusted (AVX fast path only).
+    near_tie: bool,
 }
 
 impl ErrorAccum {
@@ -170,7 +172,11 @@ impl ErrorAccum {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            let lanes = unsafe { lanes_avx2(q, &p.x) };
+            let mut lanes = unsafe { lanes_avx2::<false>(q, &p.x) };
+            if lanes.near_tie {
+                // SAFETY: as above.
+                lanes = unsafe { lanes_avx2::<true>(q, &p.x) };
+            }
             self.absorb(q, p, &lanes);
             return;
         }
@@ -201,16 +207,17 @@ fn bounds(q: &QParams) -> (f64, f64) {
     (q.qmin as f64 - z, q.qmax as f64 - z)
 }
 
-/// The reference arithmetic, one lane per value position mod [`LANES`].
+/// The reference arithmetic, one lane per value position mod [`LANES`]: t = x/s, as ONNX
+/// Runtime's QuantizeLinear and numpy compute it.
 fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
     let (qlo, qhi) = bounds(q);
-    let (s, inv) = (q.scale, 1.0 / q.scale);
+    let s = q.scale;
     let mut l = Lanes::default();
     for c in xs.chunks_exact(LANES) {
         for (k, &x) in c.iter().enumerate() {
             // Clamped one step beyond the bounds first so the rounding trick stays exact; that
             // changes neither the clamped integer nor which values clip.
-            let t = (x * inv).clamp(qlo - 1.0, qhi + 1.0);
+            let t = (x / s).clamp(qlo - 1.0, qhi + 1.0);
             let r = (t + ROUND_MAGIC) - ROUND_MAGIC;
             l.below[k] += u64::from(r < qlo);
             l.above[k] += u64::from(r > qhi);
@@ -227,11 +234,19 @@ fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
 /// [`lanes_portable`] in AVX registers: lanes 0–3 and 4–7 are two registers per floating sum
 /// (same order, so the same sums); the max and the counts do not depend on order, so they
 /// use one register each. `vroundpd` needs no pre-clamp.
+///
+/// With `DIV = false`, t = x·(1/s): the division's throughput bounded the whole pass. x·(1/s)
+/// is within 2^-35 of x/s for |t| ≤ 2^16 + 1 (and beyond that both clip alike), so it rounds to
+/// the same integer unless t lies within that distance of a half step — a tie, common in
+/// float16 or integer data. Such a value sets `near_tie`, and the caller redoes the block with
+/// `DIV = true`, so the result always equals the portable path's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
+fn lanes_avx2<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
     use std::arch::x86_64::*;
     const RINT: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let near_half = _mm256_set1_pd(0.5 - 1.0 / (1u64 << 30) as f64);
+    let mut tie = _mm256_setzero_pd();
     let (qlo, qhi) = bounds(q);
     let s = _mm256_set1_pd(q.scale);
     let inv = _mm256_set1_pd(1.0 / q.scale);
@@ -248,8 +263,19 @@ fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
                 _mm256_loadu_pd(c.as_ptr().add(4)),
             )
         };
-        let r0 = _mm256_round_pd::<RINT>(_mm256_mul_pd(x0, inv));
-        let r1 = _mm256_round_pd::<RINT>(_mm256_mul_pd(x1, inv));
+        let (t0, t1) = if DIV {
+            (_mm256_div_pd(x0, s), _mm256_div_pd(x1, s))
+        } else {
+            (_mm256_mul_pd(x0, inv), _mm256_mul_pd(x1, inv))
+        };
+        let r0 = _mm256_round_pd::<RINT>(t0);
+        let r1 = _mm256_round_pd::<RINT>(t1);
+        if !DIV {
+            let d0 = _mm256_and_pd(_mm256_sub_pd(t0, r0), abs);
+            let d1 = _mm256_and_pd(_mm256_sub_pd(t1, r1), abs);
+            tie = _mm256_or_pd(tie, _mm256_cmp_pd::<_CMP_GT_OQ>(d0, near_half));
+            tie = _mm256_or_pd(tie, _mm256_cmp_pd::<_CMP_GT_OQ>(d1, near_half));
+        }
         // A true compare is all ones (−1 as an integer): subtracting it counts one.
         below = _mm256_sub_epi64(
             below,
@@ -280,7 +306,10 @@ fn lanes_avx2(q: &QParams, xs: &[f64]) -> Lanes {
         mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
         mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
     }
-    let mut l = Lanes::default();
+    let mut l = Lanes {
+        near_tie: _mm256_movemask_pd(tie) != 0,
+        ..Lanes::default()
+    };
     // SAFETY: every destination holds at least 4 (or 8) elements; the stores are unaligned.
     unsafe {
         _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
@@ -471,6 +500,35 @@ mod tests {
             assert!(close(got.rec_sq, rec), "{ctx}: {} vs {rec}", got.rec_sq);
             assert!(close(got.max_abs_error, mx), "{ctx}");
         }
+    }
+
+    #[test]
+    fn ties_round_half_to_even_as_a_division_does() {
+        // s = 49/16 is exact but 1/s is not; every value is an exact half step, and x·(1/s)
+        // lands a hair off the tie (and rounds the wrong way) for about half of them.
+        let q = QParams::new(Scheme::Symmetric, 8, -388.9375, 388.9375);
+        assert_eq!(q.scale, 3.0625);
+        let v: Vec<f32> = (-127..127).map(|k| (2 * k + 1) as f32 * 1.53125).collect();
+        let got = ErrorAccum::of_chunk(&q, &v);
+        let (n, below, above, err, sig, rec, mx) = naive(&q, &v);
+        assert_eq!((got.n, got.below, got.above), (n, below, above));
+        assert_eq!(got.err_sq, err);
+        assert_eq!(got.max_abs_error, mx);
+        assert_eq!(got.sig_sq, sig);
+        assert!((got.rec_sq - rec).abs() <= 1e-12 * rec);
+        // Half to even: 0.5 → 0, 1.5 → 2, 2.5 → 2, so Σx̂² has a closed form.
+        let even: f64 = (-127..127)
+            .map(|k| {
+                let t = f64::from(2 * k + 1) / 2.0;
+                (t.round_ties_even() * 3.0625).powi(2)
+            })
+            .sum();
+        assert!((got.rec_sq - even).abs() <= 1e-12 * even);
+        let mut p = Prepared::default();
+        p.fill(&v);
+        let mut portable = ErrorAccum::default();
+        portable.absorb(&q, &p, &lanes_portable(&q, &p.x));
+        assert_eq!(portable, got);
     }
 
     #[test]
