@@ -273,8 +273,8 @@ fn lanes_avx2<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
         if !DIV {
             let d0 = _mm256_and_pd(_mm256_sub_pd(t0, r0), abs);
             let d1 = _mm256_and_pd(_mm256_sub_pd(t1, r1), abs);
-            tie = _mm256_or_pd(tie, _mm256_cmp_pd::<_CMP_GT_OQ>(d0, near_half));
-            tie = _mm256_or_pd(tie, _mm256_cmp_pd::<_CMP_GT_OQ>(d1, near_half));
+            // The largest |t − rint(t)| of the block, compared once at the end.
+            tie = _mm256_max_pd(tie, _mm256_max_pd(d0, d1));
         }
         // A true compare is all ones (−1 as an integer): subtracting it counts one.
         below = _mm256_sub_epi64(
@@ -307,7 +307,7 @@ fn lanes_avx2<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
         mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
     }
     let mut l = Lanes {
-        near_tie: _mm256_movemask_pd(tie) != 0,
+        near_tie: _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(tie, near_half)) != 0,
         ..Lanes::default()
     };
     // SAFETY: every destination holds at least 4 (or 8) elements; the stores are unaligned.
