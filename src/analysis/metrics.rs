@@ -3,9 +3,9 @@
 //! The values of a block are prepared once ([`Prepared`]: finite values widened to f64, their
 //! count and Σx²), then every quantizer runs over the prepared block while it is in L1.
 //! Per value and quantizer: t = x/s (computed as x·(1/s) wherever that provably rounds the
-//! same, see [`lanes_avx2`]), r = rint(t),
-//! the clip counts, e = x − r·s, and the sums Σe² and Σr², from which Σx̂² = s²·Σr² (Σr² is
-//! exact in f64) and the cosine's Σx·x̂ = (Σx² + Σx̂² − Σe²)/2.
+//! same, see `lanes_avx2`), r = rint(t), the clip counts, e = x − r·s, and the sums Σe² and
+//! Σr², from which Σx̂² = s²·Σr² (Σr² is exact in f64) and the cosine's
+//! Σx·x̂ = (Σx² + Σx̂² − Σe²)/2.
 
 use serde::Serialize;
 
@@ -237,9 +237,9 @@ fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
 ///
 /// With `DIV = false`, t = x·(1/s): the division's throughput bounded the whole pass. x·(1/s)
 /// is within 2^-35 of x/s for |t| ≤ 2^16 + 1 (and beyond that both clip alike), so it rounds to
-/// the same integer unless t lies within that distance of a half step — a tie, common in
-/// float16 or integer data. Such a value sets `near_tie`, and the caller redoes the block with
-/// `DIV = true`, so the result always equals the portable path's.
+/// the same integer unless t lies near a half step; any |t − rint(t)| above 0.5 − 2^-30 (a wide
+/// margin; exact ties are common in float16 or integer data) sets `near_tie`, and the caller
+/// redoes the block with `DIV = true`, so the result always equals the portable path's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn lanes_avx2<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
