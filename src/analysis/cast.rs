@@ -141,12 +141,17 @@ pub fn audit_chunk(values: &[f32]) -> [CastAccum; 2] {
 }
 
 fn audit_portable(values: &[f32]) -> [CastAccum; 2] {
-    let mut l = [Lanes::default(), Lanes::default()];
+    finish_scalar(Default::default(), values, 0)
+}
+
+/// Steps `values[from..]` one at a time (value i in lane i mod 8), then folds both casts'
+/// lanes: the whole portable path, and the AVX path's tail.
+fn finish_scalar(mut l: [Lanes; 2], values: &[f32], from: usize) -> [CastAccum; 2] {
     let (t16, tb16) = (
         CastType::Float16.smallest_normal(),
         CastType::Bfloat16.smallest_normal(),
     );
-    for (i, &x) in values.iter().enumerate() {
+    for (i, &x) in values.iter().enumerate().skip(from) {
         l[0].step(i % LANES, t16, x, f16_round_trip(x));
         l[1].step(i % LANES, tb16, x, bf16_round_trip(x));
     }
@@ -157,23 +162,14 @@ fn audit_portable(values: &[f32]) -> [CastAccum; 2] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn audit_avx2(values: &[f32]) -> [CastAccum; 2] {
-    let mut l = [Lanes::default(), Lanes::default()];
+    let mut l: [Lanes; 2] = Default::default();
     let whole = values.len() / LANES * LANES;
     // One cast at a time over an L1/L2-sized block keeps each loop's sums in registers.
     for block in values[..whole].chunks(BLOCK) {
         cast_block_avx2::<false>(block, &mut l[0]);
         cast_block_avx2::<true>(block, &mut l[1]);
     }
-    let (t16, tb16) = (
-        CastType::Float16.smallest_normal(),
-        CastType::Bfloat16.smallest_normal(),
-    );
-    for (i, &x) in values.iter().enumerate().skip(whole) {
-        l[0].step(i % LANES, t16, x, f16_round_trip(x));
-        l[1].step(i % LANES, tb16, x, bf16_round_trip(x));
-    }
-    let [a, b] = l;
-    [a.into_accum(values.len()), b.into_accum(values.len())]
+    finish_scalar(l, values, whole)
 }
 
 /// [`Lanes::step`] on 8 values at a time (`xs.len()` a multiple of 8, at most 2^28 so the
@@ -292,15 +288,6 @@ fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
 }
 
 impl CastAccum {
-    /// Audits one chunk for one cast (both are computed; see [`audit_chunk`]).
-    pub fn of_chunk(cast: CastType, values: &[f32]) -> CastAccum {
-        let [a, b] = audit_chunk(values);
-        match cast {
-            CastType::Float16 => a,
-            CastType::Bfloat16 => b,
-        }
-    }
-
     pub fn merge(&mut self, o: &CastAccum) {
         self.overflow += o.overflow;
         self.underflow += o.underflow;
@@ -372,7 +359,12 @@ mod tests {
     use half::bf16;
 
     fn audit(cast: CastType, v: &[f32]) -> CastAudit {
-        CastAccum::of_chunk(cast, v).finish(cast)
+        let [to_f16, to_bf16] = audit_chunk(v);
+        match cast {
+            CastType::Float16 => to_f16,
+            CastType::Bfloat16 => to_bf16,
+        }
+        .finish(cast)
     }
 
     #[test]

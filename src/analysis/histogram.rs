@@ -43,6 +43,17 @@ impl Histogram {
         }
     }
 
+    /// Bins per unit of x.
+    fn scale(&self) -> f64 {
+        self.counts.len() as f64 / (self.hi - self.lo)
+    }
+
+    /// The bin a value falls in, by the arithmetic of [`Self::add_values`]: values beyond an
+    /// end go to the end bin (NaN to bin 0).
+    pub fn bin_of(&self, x: f64) -> usize {
+        position(x, self.lo, self.scale(), (self.counts.len() - 1) as f64) as usize
+    }
+
     pub fn centre(&self, i: usize) -> f64 {
         self.lo + self.width() * (i as f64 + 0.5)
     }
@@ -83,9 +94,8 @@ impl Histogram {
     #[inline(always)]
     fn add_blocks(&mut self, values: &[f32], abs: bool) {
         const BLOCK: usize = 256;
-        let n = self.counts.len();
-        let scale = n as f64 / (self.hi - self.lo);
-        let last = (n - 1) as f64;
+        let scale = self.scale();
+        let last = (self.counts.len() - 1) as f64;
         let lo = self.lo;
         let mut idx = [0u32; BLOCK];
         for block in values.chunks(BLOCK) {
@@ -93,9 +103,7 @@ impl Histogram {
                 let fin = v.abs() < f32::INFINITY;
                 let x = if abs { v.abs() } else { v };
                 let x = if fin { f64::from(x) } else { lo };
-                let b = (x - lo) * scale;
-                let b = if b < 0.0 { 0.0 } else { b };
-                let b = if b > last { last } else { b };
+                let b = position(x, lo, scale, last);
                 *slot = if fin { b as u32 } else { u32::MAX };
             }
             for &i in &idx[..block.len()] {
@@ -137,6 +145,15 @@ impl Histogram {
     }
 }
 
+/// (x − lo)·scale clamped to [0, last]: the bin arithmetic every fill shares (truncating it
+/// gives the bin; NaN passes through and truncates to 0).
+#[inline(always)]
+fn position(x: f64, lo: f64, scale: f64, last: f64) -> f64 {
+    let b = (x - lo) * scale;
+    let b = if b < 0.0 { 0.0 } else { b };
+    if b > last { last } else { b }
+}
+
 /// The two fine histograms of a pass over the values — x over `[lo, hi]` and |x| over
 /// `[0, max|x|]` — counted by one worker in a single sweep, with the bin arithmetic of
 /// [`Histogram::add_values`] / [`Histogram::add_abs_values`]. Counts are u32 (half the cache
@@ -162,8 +179,8 @@ impl PairCounter {
             x: vec![0; n + 1],
             abs: vec![0; abs.bins() + 1],
             lo: x.lo,
-            scale: n as f64 / (x.hi - x.lo),
-            abs_scale: abs.bins() as f64 / (abs.hi - abs.lo),
+            scale: x.scale(),
+            abs_scale: abs.scale(),
             pending: 0,
         }
     }
@@ -206,15 +223,9 @@ impl PairCounter {
         let trash = self.x.len() - 1;
         if v.abs() < f32::INFINITY {
             let last = (trash - 1) as f64;
-            let bin = |x: f64, lo: f64, scale: f64| {
-                let b = (x - lo) * scale;
-                let b = if b < 0.0 { 0.0 } else { b };
-                let b = if b > last { last } else { b };
-                b as usize
-            };
             (
-                bin(f64::from(v), self.lo, self.scale),
-                bin(f64::from(v.abs()), 0.0, self.abs_scale),
+                position(f64::from(v), self.lo, self.scale, last) as usize,
+                position(f64::from(v.abs()), 0.0, self.abs_scale, last) as usize,
             )
         } else {
             (trash, trash)

@@ -98,40 +98,31 @@ impl Prepared {
             _mm256_storeu_pd(sig.as_mut_ptr().add(4), sig1);
             _mm256_storeu_si256(counts.as_mut_ptr().cast(), n);
         }
-        let mut n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
-        self.x[whole..].fill(0.0);
-        for (k, (d, &v)) in self.x[whole..].iter_mut().zip(&values[whole..]).enumerate() {
+        let n = counts.iter().map(|&c| u64::from(c)).sum();
+        self.finish_scalar(values, whole, sig, n);
+    }
+
+    /// The portable path: every value through [`Self::finish_scalar`].
+    fn fill_lanes(&mut self, values: &[f32]) {
+        self.finish_scalar(values, 0, [0.0; LANES], 0);
+    }
+
+    /// Widens `values[from..]` one at a time (value i into lane i mod 8 of Σx²), zero-pads the
+    /// block to whole lanes and sets the count and Σx²: the portable path, and the AVX path's
+    /// tail (`from` a multiple of 8, with the lanes and count so far).
+    fn finish_scalar(&mut self, values: &[f32], from: usize, mut sig: [f64; LANES], mut n: u64) {
+        // Keeps the capacity; only a shorter last block shrinks it, and growth writes zeros.
+        self.x.resize(values.len().div_ceil(LANES) * LANES, 0.0);
+        self.x[from..].fill(0.0);
+        for (i, (d, &v)) in self.x.iter_mut().zip(values).enumerate().skip(from) {
             let fin = v.abs() < f32::INFINITY;
             let x = if fin { f64::from(v) } else { 0.0 };
             *d = x;
-            sig[k] += x * x;
+            // x² of a widened f32 is exact in f64, so only the additions round.
+            sig[i % LANES] += x * x;
             n += u64::from(fin);
         }
         self.n = n;
-        self.sig_sq = sig.iter().sum();
-    }
-
-    /// One sweep: widen, count and square in lanes, without branches so it vectorises.
-    #[inline(always)]
-    fn fill_lanes(&mut self, values: &[f32]) {
-        // Keeps the capacity; only a shorter last block shrinks it, and growth writes zeros.
-        self.x.resize(values.len().div_ceil(LANES) * LANES, 0.0);
-        let mut sig = [0.0f64; LANES];
-        let mut n = [0u64; LANES];
-        for (dst, src) in self.x.chunks_exact_mut(LANES).zip(values.chunks(LANES)) {
-            if src.len() < LANES {
-                dst.fill(0.0);
-            }
-            for (k, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
-                let fin = v.abs() < f32::INFINITY;
-                let x = if fin { f64::from(v) } else { 0.0 };
-                *d = x;
-                // x² of a widened f32 is exact in f64, so only the additions round.
-                sig[k] += x * x;
-                n[k] += u64::from(fin);
-            }
-        }
-        self.n = n.iter().sum();
         self.sig_sq = sig.iter().sum();
     }
 }

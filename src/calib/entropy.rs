@@ -270,25 +270,35 @@ impl KlContext {
             })
             .collect::<Vec<_>>()
             .concat();
-        let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
-        let cut = m + self.fast_tolerance();
         let mut q = vec![0.0f64; nbins];
         let mut terms = vec![0.0f64; nbins];
+        // All ∞ (fast is ∞ exactly where exact is): every i ties and the last one, N, wins.
         let mut best = (f64::INFINITY, nbins);
-        for (i, &f) in (start..=nbins).zip(&fast) {
-            // A NaN (not expected) is re-checked rather than dropped.
-            if f <= cut || f.is_nan() {
-                let kl = self.kl(i, &mut q, &mut terms);
-                // NaN cannot arise (Q is never empty here); were it to, it would count as ∞.
-                let kl = if kl.is_nan() { f64::INFINITY } else { kl };
-                // `<=` keeps the last of equal minima (modelopt reverses before `argmin`).
-                if kl <= best.0 {
-                    best = (kl, i);
-                }
+        for k in near_minimum(&fast, self.fast_tolerance()) {
+            let i = start + k;
+            let kl = self.kl(i, &mut q, &mut terms);
+            // NaN cannot arise (Q is never empty here); were it to, it would count as ∞.
+            let kl = if kl.is_nan() { f64::INFINITY } else { kl };
+            // `<=` keeps the last of equal minima (modelopt reverses before `argmin`).
+            if kl <= best.0 {
+                best = (kl, i);
             }
         }
         best.1
     }
+}
+
+/// Indices, in order, of the candidates whose fast score lies within `tol` of the fast minimum,
+/// plus any NaN (re-checked rather than dropped): if `tol` bounds |fast − exact|, every other
+/// candidate's exact score is strictly above the exact minimum, so an exact rule over these
+/// picks what it would pick over all. Only the NaNs if every other score is ∞.
+fn near_minimum(fast: &[f64], tol: f64) -> impl Iterator<Item = usize> + '_ {
+    let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+    let cut = m + tol;
+    fast.iter()
+        .enumerate()
+        .filter(move |&(_, &f)| f.is_nan() || (m < f64::INFINITY && f <= cut))
+        .map(|(k, _)| k)
 }
 
 /// Windows per parallel work item of the affine search.
@@ -377,17 +387,6 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
         lo: -a,
         hi: a,
         candidates: nbins + 1 - start,
-    }
-}
-
-/// The bin a value 0 falls in (`Histogram::add_values`' arithmetic), clamped into the histogram.
-fn zero_bin(h: &Histogram) -> usize {
-    let nbins = h.bins();
-    let pos = (0.0 - h.lo) * (nbins as f64 / (h.hi - h.lo));
-    if pos.is_nan() {
-        0
-    } else {
-        pos.clamp(0.0, (nbins - 1) as f64) as usize
     }
 }
 
@@ -522,29 +521,23 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
         })
         .collect::<Vec<_>>()
         .concat();
-    let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+    // All windows ∞ (fast is ∞ exactly where exact is): the exact rule keeps its initial value.
     let mut best = (f64::INFINITY, (0, nbins));
-    // All windows ∞ (fast ∞ exactly where exact is): the exact rule keeps its initial value.
-    if m < f64::INFINITY {
-        let cut = m + ctx.tolerance();
-        let mut p = vec![0.0f64; nbins];
-        let mut q = vec![0.0f64; nbins];
-        for (&(l, r), &f) in windows.iter().zip(&fast) {
-            // A NaN (saturated counts) is re-checked rather than dropped.
-            if f <= cut || f.is_nan() {
-                let kl = ort_window_kl(
-                    &h[l..r],
-                    ctx.mass[l],
-                    ctx.total - ctx.mass[r],
-                    nq,
-                    &mut p,
-                    &mut q,
-                );
-                // Strict `<` in window order keeps the first minimum (ORT's `np.argmin`).
-                if kl < best.0 {
-                    best = (kl, (l, r));
-                }
-            }
+    let mut p = vec![0.0f64; nbins];
+    let mut q = vec![0.0f64; nbins];
+    for k in near_minimum(&fast, ctx.tolerance()) {
+        let (l, r) = windows[k];
+        let kl = ort_window_kl(
+            &h[l..r],
+            ctx.mass[l],
+            ctx.total - ctx.mass[r],
+            nq,
+            &mut p,
+            &mut q,
+        );
+        // Strict `<` in window order keeps the first minimum (ORT's `np.argmin`).
+        if kl < best.0 {
+            best = (kl, (l, r));
         }
     }
     let best_window = best.1;
@@ -556,7 +549,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 /// The candidate windows [l, r) of [`affine`] in ORT's order: at least nq bins each.
 fn affine_windows(signed_hist: &Histogram, nq: usize) -> Vec<(usize, usize)> {
     let nbins = signed_hist.bins();
-    let z = zero_bin(signed_hist);
+    let z = signed_hist.bin_of(0.0);
     (nq / 2..=z.max(nbins - 1 - z))
         .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
         .filter(|&(l, r)| r - l >= nq)
@@ -991,11 +984,48 @@ mod tests {
         c
     }
 
+    /// How far the fast divergences of a search's candidates stray from the exact ones: the
+    /// premise of the re-check window is that they agree well within its tolerance.
+    #[derive(Default)]
+    struct FastVsExact {
+        finite: usize,
+        worst: f64,
+    }
+
+    impl FastVsExact {
+        /// One candidate: both finite or both ∞, and the gap counted when finite.
+        fn add(&mut self, fast: f64, exact: f64, what: std::fmt::Arguments) {
+            assert_eq!(
+                fast.is_finite(),
+                exact.is_finite(),
+                "{what}: {fast} vs {exact}"
+            );
+            if exact.is_finite() {
+                self.finite += 1;
+                self.worst = self.worst.max((fast - exact).abs());
+            }
+        }
+
+        /// The largest gap so far is well within the tolerance.
+        fn check(&self, tol: f64, what: std::fmt::Arguments) {
+            let worst = self.worst;
+            assert!(worst < tol / 2.0, "{what}: |fast − exact| = {worst:e}");
+        }
+
+        /// Enough finite candidates were compared for the test to mean something.
+        fn report(&self, noun: &str) {
+            eprintln!(
+                "{} finite {noun}, max |fast − exact| = {:e}",
+                self.finite, self.worst
+            );
+            assert!(self.finite > 10_000);
+        }
+    }
+
     #[test]
     fn fast_search_picks_the_exact_searchs_bin() {
         let mut rng = Rng(0x5eed_cafe_f00d_0001);
-        let mut finite = 0usize;
-        let mut worst = 0.0f64;
+        let mut gap = FastVsExact::default();
         for case in 0..400 {
             // Mostly small histograms (the exact search is quadratic), a few full-size ones.
             let len = if case % 100 == 0 {
@@ -1023,20 +1053,11 @@ mod tests {
             for i in START_BIN.min(len).max(1)..=len {
                 let f = ctx.kl_fast(i, |k, end| ctx.group_term(k, end));
                 let e = ctx.kl(i, &mut q, &mut terms);
-                assert_eq!(
-                    f.is_finite(),
-                    e.is_finite(),
-                    "case {case}, i {i}: {f} vs {e}"
-                );
-                if e.is_finite() {
-                    finite += 1;
-                    worst = worst.max((f - e).abs());
-                }
+                gap.add(f, e, format_args!("case {case}, i {i}"));
             }
-            assert!(worst < tol / 2.0, "case {case}: |fast − exact| = {worst:e}");
+            gap.check(tol, format_args!("case {case}"));
         }
-        eprintln!("{finite} finite candidates, max |fast − exact| = {worst:e}");
-        assert!(finite > 10_000);
+        gap.report("candidates");
         // Full-size histograms at the level counts where the fast pass memoises group terms
         // (n ≥ 128, groups of width w0 and w0 + 1 for w0 = 1, 2, …).
         for len in [1000usize, 2048] {
@@ -1090,8 +1111,7 @@ mod tests {
     #[test]
     fn affine_fast_search_picks_the_exact_searchs_window() {
         let mut rng = Rng(0xaff1_9e5e_a4c4_0002);
-        let mut finite = 0usize;
-        let mut worst = 0.0f64;
+        let mut gap = FastVsExact::default();
         for case in 0..300 {
             let bits = 4 + rng.below(5) as u8;
             let nq = 1usize << bits;
@@ -1127,20 +1147,11 @@ mod tests {
                 let below = ctx.mass[l];
                 let above = ctx.total - ctx.mass[r];
                 let e = ort_window_kl(&h.counts[l..r], below, above, nq, &mut p, &mut q);
-                assert_eq!(
-                    f.is_finite(),
-                    e.is_finite(),
-                    "case {case}, [{l}, {r}): {f} vs {e}"
-                );
-                if e.is_finite() {
-                    finite += 1;
-                    worst = worst.max((f - e).abs());
-                }
+                gap.add(f, e, format_args!("case {case}, [{l}, {r})"));
             }
-            assert!(worst < tol / 2.0, "case {case}: |fast − exact| = {worst:e}");
+            gap.check(tol, format_args!("case {case}"));
         }
-        eprintln!("{finite} finite windows, max |fast − exact| = {worst:e}");
-        assert!(finite > 10_000);
+        gap.report("windows");
     }
 
     #[test]

@@ -74,13 +74,19 @@ fn sse_lanes(cs: &[f64], ws: &[f64], amax: &[f64; LANES], max_bound: f64) -> [f6
             acc[l] += w * d * d;
         }
     }
-    for (&c, &w) in cs[split..].iter().zip(&ws[split..]) {
+    add_clipped(&mut acc, &cs[split..], &ws[split..], &top);
+    acc
+}
+
+/// Adds w·(end − c)² per lane: centres every lane's quantizer maps to its `end` (clipped).
+#[inline(always)]
+fn add_clipped(acc: &mut [f64; LANES], cs: &[f64], ws: &[f64], end: &[f64; LANES]) {
+    for (&c, &w) in cs.iter().zip(ws) {
         for l in 0..LANES {
-            let d = top[l] - c;
+            let d = end[l] - c;
             acc[l] += w * d * d;
         }
     }
-    acc
 }
 
 /// [`sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
@@ -218,12 +224,7 @@ fn affine_sse_lanes(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LAN
     }
     let b = b.max(a);
     let mut acc = [0.0f64; LANES];
-    for (&c, &w) in cs[..a].iter().zip(&ws[..a]) {
-        for l in 0..LANES {
-            let d = lo[l] - c;
-            acc[l] += w * d * d;
-        }
-    }
+    add_clipped(&mut acc, &cs[..a], &ws[..a], &lo);
     for (&c, &w) in cs[a..b].iter().zip(&ws[a..b]) {
         for l in 0..LANES {
             // `QParams::qdq`.
@@ -231,12 +232,7 @@ fn affine_sse_lanes(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LAN
             acc[l] += w * d * d;
         }
     }
-    for (&c, &w) in cs[b..].iter().zip(&ws[b..]) {
-        for l in 0..LANES {
-            let d = hi[l] - c;
-            acc[l] += w * d * d;
-        }
-    }
+    add_clipped(&mut acc, &cs[b..], &ws[b..], &hi);
     acc
 }
 
@@ -319,12 +315,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
             candidates: 0,
         };
     }
-    let pos = (0.0 - signed_hist.lo) * (nbins as f64 / (signed_hist.hi - signed_hist.lo));
-    let z = if pos.is_nan() {
-        0
-    } else {
-        pos.clamp(0.0, (nbins - 1) as f64) as usize
-    };
+    let z = signed_hist.bin_of(0.0);
     let mut seen = std::collections::HashSet::new();
     let mut best: (f64, (usize, usize)) = (f64::INFINITY, (0, nbins));
     // (stride, half-width of the window around the best pair so far; None: everything).
