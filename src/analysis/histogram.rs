@@ -133,13 +133,28 @@ impl Histogram {
 
     /// Smallest bin index whose cumulative count reaches `rank` (1-based), i.e. the bin that
     /// holds the `rank`-th smallest value. `None` if the histogram holds fewer values.
+    ///
+    /// Sums whole blocks of bins first (a block's sum vectorises; one bin at a time is a chain
+    /// of dependent additions), then walks the one block that reaches `rank`. A layer asks
+    /// this ~20 times of 65536 bins, which one bin at a time was a tenth of a small layer's
+    /// fixed cost.
     pub fn bin_of_rank(&self, rank: u64) -> Option<usize> {
+        const BLOCK: usize = 64;
+        if rank == 0 {
+            return None;
+        }
         let mut acc = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
-            acc += c;
-            if acc >= rank && rank > 0 {
-                return Some(i);
+        for (b, block) in self.counts.chunks(BLOCK).enumerate() {
+            let sum: u64 = block.iter().sum();
+            if acc + sum >= rank {
+                for (i, &c) in block.iter().enumerate() {
+                    acc += c;
+                    if acc >= rank {
+                        return Some(b * BLOCK + i);
+                    }
+                }
             }
+            acc += sum;
         }
         None
     }
@@ -294,6 +309,42 @@ impl PairCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bin_of_rank_is_the_first_bin_whose_cumulative_count_reaches_the_rank() {
+        // Sizes around the block length, sparse and dense counts, every rank up to past the end.
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for &len in &[1usize, 5, 63, 64, 65, 130, 1000] {
+            for density in [2u64, 5, 50] {
+                let counts: Vec<u64> = (0..len)
+                    .map(|_| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        if s.is_multiple_of(density) {
+                            s >> 60
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let total: u64 = counts.iter().sum();
+                let h = Histogram {
+                    lo: 0.0,
+                    hi: 1.0,
+                    counts: counts.clone(),
+                };
+                for rank in 0..=total + 2 {
+                    let mut acc = 0;
+                    let want = counts.iter().position(|&c| {
+                        acc += c;
+                        rank > 0 && acc >= rank
+                    });
+                    assert_eq!(h.bin_of_rank(rank), want, "len {len} rank {rank}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn pair_counter_bins_exactly_as_the_histograms_do() {

@@ -191,10 +191,15 @@ impl OpenArray {
     /// Reads and decodes the whole array once and keeps the values, so that later passes read
     /// memory instead of the file. Only for small arrays: the caller bounds the size.
     pub fn into_resident(self, cancel: &AtomicBool) -> Result<OpenArray, LoadError> {
-        let pieces = self.map_chunks(self.info.len(), cancel, |_, v| v.to_vec())?;
+        // One chunk of the whole length: a single piece (none if empty), kept without a
+        // second copy.
+        let values = self
+            .map_chunks(self.info.len(), cancel, |_, v| v.to_vec())?
+            .pop()
+            .unwrap_or_default();
         let overflows = self.f64_overflows();
         Ok(OpenArray {
-            source: DataSource::Resident(pieces.concat()),
+            source: DataSource::Resident(values),
             overflows: AtomicU64::new(overflows),
             ..self
         })
