@@ -2,6 +2,9 @@
 
 Times, on the same files, each a median of several runs with the page cache warm:
   read      a plain sequential read of the file (the floor: what reading costs)
+  3 passes  examples/read_floor: our reader making the analysis' three passes with no analysis
+            (the floor of this design: the histograms need pass 1's range, the metrics need
+            the ranges chosen from the histograms)
   ours      `calibscope report --format json` (all five methods, three percentiles, both casts,
             all metrics), with 2 threads and with --threads 1
   ort       ONNX Runtime's MinMaxCalibrater (through an Identity model, as quantize_static runs
@@ -26,6 +29,7 @@ MODELOPT = "--modelopt" in sys.argv
 RUNS = 3 if QUICK else 5
 OUT = "target/bench"
 BIN = "target/release/calibscope"
+FLOOR = "target/release/examples/read_floor"
 BIG_ROWS = 64 if QUICK else 256  # rows of 2^20 float32 = 4 MiB each
 SMALL = 50 if QUICK else 200
 
@@ -135,25 +139,27 @@ def main():
     rows = []
     for label, path, size in (("1 file", big, size_big), (f"{SMALL} files", many, size_many)):
         t_read, _ = median_of(plain_read(path))
+        t_floor, _ = median_of([FLOOR, path])
         t_ours, rss = median_of([BIN, "report", "-q", "--format", "json", path])
         t_one, _ = median_of([BIN, "report", "-q", "--format", "json", "--threads", "1", path])
-        rows.append((label, size, t_read, t_ours, t_one, rss))
+        rows.append((label, size, t_read, t_floor, t_ours, t_one, rss))
         base = os.environ.get("BASELINE")
         if base:
             t_base, rss_base = median_of([base, "report", "-q", "--format", "json", path])
             print(f"baseline {label}: {t_base:.3f} s ({t_base / t_read:.1f}x read, "
                   f"peak RSS {rss_base:.0f} MiB); now {t_ours:.3f} s: {t_base / t_ours:.2f}x faster")
-    print(f"{'input':<10} {'MiB':>7} {'read s':>8} {'ours s':>8} {'ours/read':>9} "
-          f"{'MB/s':>7} {'1 thread s':>10} {'2T speedup':>10} {'peak RSS MiB':>12}")
-    for label, size, tr, to, t1, rss in rows:
-        print(f"{label:<10} {size:>7.0f} {tr:>8.3f} {to:>8.3f} {to / tr:>9.2f} {size / to:>7.0f} "
-              f"{t1:>10.3f} {t1 / to:>10.2f} {rss:>12.0f}")
+    print(f"{'input':<10} {'MiB':>7} {'read s':>8} {'3 passes s':>10} {'ours s':>8} "
+          f"{'ours/read':>9} {'ours/3 passes':>13} {'MB/s':>7} {'1 thread s':>10} "
+          f"{'2T speedup':>10} {'peak RSS MiB':>12}")
+    for label, size, tr, tf, to, t1, rss in rows:
+        print(f"{label:<10} {size:>7.0f} {tr:>8.3f} {tf:>10.3f} {to:>8.3f} {to / tr:>9.2f} "
+              f"{to / tf:>13.2f} {size / to:>7.0f} {t1:>10.3f} {t1 / to:>10.2f} {rss:>12.0f}")
     parts, rss, total = ort_time([big])
     if parts is None:
         print("ONNX Runtime run failed:", total)
     else:
         ort_sum = sum(parts.values())
-        t_ours = rows[0][3]
+        t_ours = rows[0][4]
         print(f"\nONNX Runtime on the 1-file input: minmax {parts['minmax']:.2f} s, entropy "
               f"{parts['entropy']:.2f} s, percentile {parts['percentile']:.2f} s; sum {ort_sum:.2f} s "
               f"(process {total:.1f} s, peak RSS {rss:.0f} MiB)")
