@@ -847,12 +847,12 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
         );
         push(MethodKind::Mse, None, calib::mse::affine(&hist, opts.bits));
     }
-    for &pc in &opts.percentiles {
-        let s = if sym {
-            calib::percentile::symmetric(&p.abs_hist, pc)
-        } else {
-            calib::percentile::affine(&p.hist, pc)
-        };
+    let pcts = if sym {
+        calib::percentile::symmetric(&p.abs_hist, &opts.percentiles)
+    } else {
+        calib::percentile::affine(&p.hist, &opts.percentiles)
+    };
+    for (&pc, s) in opts.percentiles.iter().zip(pcts) {
         push(MethodKind::Percentile, Some(pc), s);
     }
     out
@@ -925,15 +925,18 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
         (f64::NAN, f64::NAN)
     };
     let pct = |h: &Histogram| {
+        let ranks: Vec<u64> = STAT_PERCENTILES
+            .iter()
+            .map(|&q| calib::percentile::nearest_rank(q, finite))
+            .collect();
         STAT_PERCENTILES
             .iter()
-            .map(|&q| {
+            .zip(h.bins_of_ranks(&ranks))
+            .map(|(&q, b)| {
                 // Any value of the rank's bin is within the resolution; the first bin reports
                 // its lower edge (the exact min, e.g. the zeros of a ReLU) and the rest their
                 // upper edge.
-                let v = h
-                    .bin_of_rank(calib::percentile::nearest_rank(q, finite))
-                    .map_or(f64::NAN, |b| if b == 0 { h.lo } else { h.edge(b + 1) });
+                let v = b.map_or(f64::NAN, |b| if b == 0 { h.lo } else { h.edge(b + 1) });
                 (percentile_key(q), v)
             })
             .collect()

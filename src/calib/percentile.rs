@@ -23,41 +23,58 @@ pub fn nearest_rank(p: f64, n: u64) -> u64 {
     (k as u64).clamp(1, n.max(1))
 }
 
-/// Upper edge of the bin holding the `rank`-th smallest value (or `hi` if empty).
-fn value_at_rank(h: &Histogram, rank: u64) -> f64 {
-    h.bin_of_rank(rank).map_or(h.hi, |b| h.edge(b + 1))
+/// Upper edge of bin `b`, the bin holding a rank's value (or `hi` if the histogram holds fewer
+/// values).
+fn upper_edge(h: &Histogram, b: Option<usize>) -> f64 {
+    b.map_or(h.hi, |b| h.edge(b + 1))
 }
 
-/// Lower edge of the bin holding the `rank`-th smallest value: a lower clip bound that never
-/// clips that value.
-fn lower_value_at_rank(h: &Histogram, rank: u64) -> f64 {
-    h.bin_of_rank(rank).map_or(h.lo, |b| h.edge(b))
+/// Lower edge of bin `b` (or `lo`): a lower clip bound that never clips the rank's value.
+fn lower_edge(h: &Histogram, b: Option<usize>) -> f64 {
+    b.map_or(h.lo, |b| h.edge(b))
 }
 
-/// Symmetric: `[-a, a]`, a = p-th percentile of |x| from the |x| histogram over `[0, max|x|]`.
-pub fn symmetric(abs_hist: &Histogram, p: f64) -> Search {
+/// Symmetric, for each p of `ps`: `[-a, a]`, a = p-th percentile of |x| from the |x| histogram
+/// over `[0, max|x|]`. All ranks are found in one sweep of the histogram.
+pub fn symmetric(abs_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
     let n = abs_hist.total();
-    let a = value_at_rank(abs_hist, nearest_rank(p, n));
-    Search {
-        lo: -a,
-        hi: a,
-        candidates: 1,
-    }
+    let ranks: Vec<u64> = ps.iter().map(|&p| nearest_rank(p, n)).collect();
+    abs_hist
+        .bins_of_ranks(&ranks)
+        .into_iter()
+        .map(|b| {
+            let a = upper_edge(abs_hist, b);
+            Search {
+                lo: -a,
+                hi: a,
+                candidates: 1,
+            }
+        })
+        .collect()
 }
 
-/// Affine: `[P_(100−p)/2, P_(100−(100−p)/2)]` of x from the signed histogram over `[min, max]`.
-pub fn affine(signed_hist: &Histogram, p: f64) -> Search {
+/// Affine, for each p of `ps`: `[P_(100−p)/2, P_(100−(100−p)/2)]` of x from the signed
+/// histogram over `[min, max]`.
+pub fn affine(signed_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
     let n = signed_hist.total();
-    let tail = (100.0 - p) / 2.0;
     // Both bounds are nearest-rank percentiles; the lower one takes its bin's lower edge so
     // that the order statistic itself is kept.
-    let lo = lower_value_at_rank(signed_hist, nearest_rank(tail, n));
-    let hi = value_at_rank(signed_hist, nearest_rank(100.0 - tail, n));
-    Search {
-        lo,
-        hi,
-        candidates: 1,
-    }
+    let ranks: Vec<u64> = ps
+        .iter()
+        .flat_map(|&p| {
+            let tail = (100.0 - p) / 2.0;
+            [nearest_rank(tail, n), nearest_rank(100.0 - tail, n)]
+        })
+        .collect();
+    signed_hist
+        .bins_of_ranks(&ranks)
+        .chunks_exact(2)
+        .map(|b| Search {
+            lo: lower_edge(signed_hist, b[0]),
+            hi: upper_edge(signed_hist, b[1]),
+            candidates: 1,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -86,9 +103,9 @@ mod tests {
     #[test]
     fn percentile_100_is_min_max() {
         let v: Vec<f32> = (0..1000).map(|i| i as f32 * 0.01 - 3.0).collect();
-        let s = symmetric(&hist_of(&v, 0.0, 7.0 - 0.01, 65536, true), 100.0);
+        let s = symmetric(&hist_of(&v, 0.0, 7.0 - 0.01, 65536, true), &[100.0])[0];
         assert_eq!(s.hi, 7.0 - 0.01);
-        let s = affine(&hist_of(&v, -3.0, 6.99, 65536, false), 100.0);
+        let s = affine(&hist_of(&v, -3.0, 6.99, 65536, false), &[100.0])[0];
         assert_eq!((s.lo, s.hi), (-3.0, 6.99));
     }
 
@@ -97,7 +114,7 @@ mod tests {
         // |x| = 1..=10000 / 1000; the 99.9th nearest-rank value is the 9990th = 9.99.
         let v: Vec<f32> = (1..=10_000).map(|i| i as f32 / 1000.0).collect();
         let h = hist_of(&v, 0.0, 10.0, 65536, true);
-        let s = symmetric(&h, 99.9);
+        let s = symmetric(&h, &[99.9])[0];
         assert!(
             s.hi >= 9.99 - 1e-6 && s.hi <= 9.99 + h.width() + 1e-6,
             "{}",
@@ -109,7 +126,7 @@ mod tests {
     fn affine_cuts_half_the_tail_per_side() {
         let v: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
         let h = hist_of(&v, 0.0, 9999.0, 65536, false);
-        let s = affine(&h, 99.0);
+        let s = affine(&h, &[99.0])[0];
         // P0.5 = 50th smallest = 49, P99.5 = 9950th smallest = 9949 (nearest rank).
         assert!(s.lo <= 49.0 && s.lo >= 49.0 - h.width() - 1e-9, "{}", s.lo);
         assert!(
