@@ -188,17 +188,42 @@ pub struct PairCounter {
     pending: u64,
 }
 
-impl PairCounter {
-    /// Counters with the edges of `x` (signed) and `abs` (|x|, from 0); same bin count.
-    pub fn new(x: &Histogram, abs: &Histogram) -> Self {
-        let n = x.bins();
-        debug_assert!(abs.bins() == n && abs.lo == 0.0);
-        PairCounter {
-            x: vec![0; n + 1],
-            abs: vec![0; abs.bins() + 1],
+/// What a [`PairCounter`] needs of its two histograms: each worker makes its counter from
+/// this (zeroed memory) rather than cloning a template (a zeroed template plus a copy).
+#[derive(Clone, Copy, Debug)]
+pub struct PairEdges {
+    bins: usize,
+    lo: f64,
+    scale: f64,
+    abs_scale: f64,
+}
+
+impl PairEdges {
+    /// The edges of `x` (signed) and `abs` (|x|, from 0); same bin count.
+    pub fn of(x: &Histogram, abs: &Histogram) -> Self {
+        debug_assert!(abs.bins() == x.bins() && abs.lo == 0.0);
+        PairEdges {
+            bins: x.bins(),
             lo: x.lo,
             scale: x.scale(),
             abs_scale: abs.scale(),
+        }
+    }
+}
+
+impl PairCounter {
+    /// Counters with the edges of `x` (signed) and `abs` (|x|, from 0); same bin count.
+    pub fn new(x: &Histogram, abs: &Histogram) -> Self {
+        Self::with_edges(PairEdges::of(x, abs))
+    }
+
+    pub fn with_edges(e: PairEdges) -> Self {
+        PairCounter {
+            x: vec![0; e.bins + 1],
+            abs: vec![0; e.bins + 1],
+            lo: e.lo,
+            scale: e.scale,
+            abs_scale: e.abs_scale,
             pending: 0,
         }
     }

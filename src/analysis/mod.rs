@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use crate::calib::{self, QParams, Scheme, Search};
 use crate::source::{ArrayInfo, DType, LayerSpec, Limits, LoadError, OpenArray};
 use cast::{CastAccum, CastAudit, CastType};
-use histogram::{Histogram, PairCounter};
+use histogram::{Histogram, PairCounter, PairEdges};
 use metrics::{ErrorAccum, Metrics};
 use stats::{Moments, Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use warnings::{Thresholds, Warning, WarningKind, fmt_count};
@@ -606,8 +606,8 @@ fn profile_parts(
         Histogram::new(0.0, absmax, FINE_BINS),
     );
     let pool: Pool<PairCounter> = Pool::new();
-    let template = PairCounter::new(&hist, &abs_hist);
-    let make = || template.clone();
+    let edges = PairEdges::of(&hist, &abs_hist);
+    let make = || PairCounter::with_edges(edges);
     // Counters that would overflow are folded into the totals under the lock (rarely: after
     // 2^32 values in one worker).
     let totals = Mutex::new((&mut hist, &mut abs_hist));
