@@ -233,6 +233,16 @@ impl PairCounter {
         self.pending + more as u64 > u64::from(u32::MAX)
     }
 
+    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]), last time:
+    /// nothing is reset.
+    pub fn add_into(self, x: &mut Histogram, abs: &mut Histogram) {
+        for (h, c) in [(x, &self.x), (abs, &self.abs)] {
+            for (t, &v) in h.counts.iter_mut().zip(c) {
+                *t += u64::from(v);
+            }
+        }
+    }
+
     /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]) and resets.
     pub fn fold_into(&mut self, x: &mut Histogram, abs: &mut Histogram) {
         for (h, c) in [(x, &mut self.x), (abs, &mut self.abs)] {
@@ -412,6 +422,11 @@ mod tests {
             assert_eq!(h2, h, "start {start}");
             assert_eq!(a2, a, "start {start}");
             assert_eq!(h2.total(), v.len() as u64 - 3);
+            // A folded counter is empty: counting again and adding it in doubles every bin.
+            c.add(&v);
+            c.add_into(&mut h2, &mut a2);
+            assert!(h2.counts.iter().zip(&h.counts).all(|(&d, &c)| d == 2 * c));
+            assert!(a2.counts.iter().zip(&a.counts).all(|(&d, &c)| d == 2 * c));
             let mut portable = PairCounter::new(&h2, &a2);
             portable.add_portable(&v[start..]);
             let mut fast = PairCounter::new(&h2, &a2);

@@ -629,8 +629,8 @@ fn profile_parts(
         })?;
     }
     let (h, a) = totals.into_inner().unwrap_or_else(|e| e.into_inner());
-    for mut c in pool.into_items() {
-        c.fold_into(h, a);
+    for c in pool.into_items() {
+        c.add_into(h, a);
     }
 
     Ok(Profile {
