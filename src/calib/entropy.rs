@@ -177,14 +177,18 @@ impl KlContext {
         if floor.is_infinite() {
             return floor;
         }
-        self.kl_above_floor(i, floor, group)
+        self.kl_above_floor(i, floor, f64::INFINITY, group)
     }
 
-    /// [`Self::kl_fast`] given its floor (finite).
+    /// [`Self::kl_fast`] given its floor (finite), or ∞ once floor + the W_g/T of the groups
+    /// summed so far (also a lower bound, as W_g ≥ 0) exceeds `give_up`: checked every 32
+    /// groups, so a candidate well above the minimum stops early and the remaining groups'
+    /// logarithms are never taken.
     fn kl_above_floor(
         &self,
         i: usize,
         floor: f64,
+        give_up: f64,
         mut group: impl FnMut(usize, usize) -> f64,
     ) -> f64 {
         let n = self.n;
@@ -198,6 +202,12 @@ impl KlContext {
             let end = (g * i + n - 1) >> self.shift;
             acc[g & 3] += group(k, end);
             k = end;
+            if g % 32 == 0 && g < n {
+                let part = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                if (self.hlnh[end] - part) / self.total as f64 + floor > give_up {
+                    return f64::INFINITY;
+                }
+            }
         }
         let groups = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         (self.hlnh[i] - groups) / self.total as f64 + floor
@@ -284,12 +294,13 @@ impl KlContext {
         best.1
     }
 
-    /// [`Self::kl_fast`] of candidates `start..=N`, except ∞ for candidates skipped because
-    /// their [`Self::kl_floor`] exceeds a fast value already found by more than twice the
-    /// tolerance tol: their fast value would exceed it (so the fast minimum) by more than tol
-    /// (floor and fast value each err by < tol/2), so they lie outside the re-check window
-    /// and skipping them leaves the window, hence the choice, unchanged. Most candidates
-    /// below the chosen one clip so much tail mass that their floor alone rules them out.
+    /// [`Self::kl_fast`] of candidates `start..=N`, except ∞ for candidates skipped because a
+    /// lower bound ([`Self::kl_floor`], or it plus the first groups' W_g/T) exceeds a fast
+    /// value already found by more than twice the tolerance tol: their fast value would
+    /// exceed it (so the fast minimum) by more than tol (bound and fast value each err by
+    /// < tol/2), so they lie outside the re-check window and skipping them leaves the window,
+    /// hence the choice, unchanged. Most candidates below the chosen one clip so much tail
+    /// mass that their floor alone rules them out.
     fn fast_pass(&self, start: usize) -> Vec<f64> {
         let nbins = self.h.len();
         let n = self.n;
@@ -338,21 +349,22 @@ impl KlContext {
                 let mut out = vec![f64::INFINITY; b - a];
                 for i in (a..b).rev() {
                     let floor = self.kl_floor(i);
+                    let give_up = f64::from_bits(found.load(Ordering::Relaxed)) + margin;
                     // NaN never prunes (the comparison is false) and is kept for the re-check.
-                    if floor > f64::from_bits(found.load(Ordering::Relaxed)) + margin {
+                    if floor > give_up {
                         continue;
                     }
                     let f = if floor.is_infinite() {
                         floor
                     } else if !use_memo {
-                        self.kl_above_floor(i, floor, |k, end| self.group_term(k, end))
+                        self.kl_above_floor(i, floor, give_up, |k, end| self.group_term(k, end))
                     } else {
                         let memo = memo.get_or_insert_with(|| GroupMemo {
                             w0: a / n,
                             len: b,
                             terms: vec![f64::NAN; 2 * b],
                         });
-                        self.kl_above_floor(i, floor, |k, end| memo.get(self, k, end))
+                        self.kl_above_floor(i, floor, give_up, |k, end| memo.get(self, k, end))
                     };
                     lower(f);
                     out[i - a] = f;
@@ -1196,7 +1208,7 @@ mod tests {
             most = most.max(want.len());
         }
         eprintln!(
-            "{cands} candidates: {skipped} skipped by their floor, {rechecked} re-checked exactly \
+            "{cands} candidates: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
              (at most {most} per search)"
         );
         assert!(skipped > cands / 10);
