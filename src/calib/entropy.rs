@@ -7,6 +7,8 @@
 //!   `onnxruntime/python/tools/quantization/calibrate.py`) adapted to a histogram over
 //!   `[min, max]` and to 2^b levels.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use super::Search;
@@ -163,43 +165,79 @@ impl KlContext {
     /// q_last = M/c of the group holding bin i−1: P = h/T except P[i−1] = p_last/T, and
     /// Q = (M_g/c_g)/Q on the nonzero bins (Σ_g M_g = Q), so
     ///
-    /// KL = (hlnh[i−1] + p_last·ln p_last − Σ_{c_g>0} M_g·ln(M_g/c_g) − tail·ln q_last)/T
-    ///      + ln(Q/T)
+    /// KL = (hlnh[i] − Σ_{c_g>0} M_g·ln(M_g/c_g))/T + [`Self::kl_floor`]
     ///
     /// (P sums to 1, so its factors 1/T and Q give ln(Q/T); Σ_{j∈g, h_j>0} h_j = M_g, and bin
-    /// i−1 carries the extra `tail` at q_last). One logarithm per group instead of
-    /// one per bin, and none per group when i ≤ n (every group is then at most one bin).
-    fn kl_fast(&self, i: usize, mut group: impl FnMut(usize, usize) -> f64) -> f64 {
+    /// i−1 carries the extra `tail` at q_last). The first part is Σ_g W_g/T with
+    /// W_g = Σ_{j∈g} h_j·ln h_j − M_g·ln(M_g/c_g) ≥ 0 (log-sum inequality), so the floor is a
+    /// lower bound. One logarithm per group instead of one per bin, and none per group when
+    /// i ≤ n (every group is then at most one bin, W_g = 0).
+    fn kl_fast(&self, i: usize, group: impl FnMut(usize, usize) -> f64) -> f64 {
+        let floor = self.kl_floor(i);
+        if floor.is_infinite() {
+            return floor;
+        }
+        self.kl_above_floor(i, floor, f64::INFINITY, group)
+    }
+
+    /// [`Self::kl_fast`] given its floor (finite), or ∞ once floor + the W_g/T of the groups
+    /// summed so far (also a lower bound, as W_g ≥ 0) exceeds `give_up`: checked every 32
+    /// groups, so a candidate well above the minimum stops early and the remaining groups'
+    /// logarithms are never taken.
+    fn kl_above_floor(
+        &self,
+        i: usize,
+        floor: f64,
+        give_up: f64,
+        mut group: impl FnMut(usize, usize) -> f64,
+    ) -> f64 {
+        let n = self.n;
+        if i <= n {
+            return floor;
+        }
+        // Every group is nonempty (width ≥ 1) and ends at ceil((g+1)·i/n); n = 2^shift.
+        // Four accumulators: a single one makes the loop wait on each addition's latency.
+        let (mut acc, mut k) = ([0.0f64; 4], 0usize);
+        for g in 1..=n {
+            let end = (g * i + n - 1) >> self.shift;
+            acc[g & 3] += group(k, end);
+            k = end;
+            if g % 32 == 0 && g < n {
+                let part = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                if (self.hlnh[end] - part) / self.total as f64 + floor > give_up {
+                    return f64::INFINITY;
+                }
+            }
+        }
+        let groups = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        (self.hlnh[i] - groups) / self.total as f64 + floor
+    }
+
+    /// The part of [`Self::kl_fast`] that needs no group terms, ∞ where it is ∞:
+    /// (p_last·ln p_last − h[i−1]·ln h[i−1] − tail·ln q_last)/T + ln(Q/T), the cost of
+    /// clipping the tail into bin i−1. A lower bound on the divergence (see `kl_fast`) at a
+    /// few logarithms instead of n group terms.
+    fn kl_floor(&self, i: usize) -> f64 {
         let (h, mass, nonzero, n) = (&self.h, &self.mass, &self.nonzero, self.n);
         let tail = self.total - mass[i];
         if mass[i] == 0 || (h[i - 1] == 0 && tail > 0) {
             return f64::INFINITY;
         }
-        let (groups, last_start) = if i <= n {
-            // Groups of width ≤ 1: M_g·ln(M_g/1) is h·ln h of the group's own bin.
-            (self.hlnh[i], i - 1)
-        } else {
-            // Every group is nonempty (width ≥ 1) and ends at ceil((g+1)·i/n); n = 2^shift.
-            let (mut acc, mut k) = (0.0f64, 0usize);
-            for g in 1..=n {
-                let end = (g * i + n - 1) >> self.shift;
-                acc += group(k, end);
-                k = end;
-            }
-            (acc, ((n - 1) * i + n - 1) >> self.shift)
-        };
-        let p_last = h[i - 1].saturating_add(tail) as f64;
-        let mut num = self.hlnh[i - 1] - groups;
-        if p_last > 0.0 {
-            num += p_last * p_last.ln();
-        }
+        let total_f = self.total as f64;
+        let mut num = 0.0;
         if tail > 0 {
             // h[i−1] > 0 (else ∞ above), so the last group has a nonzero bin.
+            let hl = h[i - 1] as f64;
+            let p_last = h[i - 1].saturating_add(tail) as f64;
+            let last_start = if i <= n {
+                i - 1
+            } else {
+                ((n - 1) * i + n - 1) >> self.shift
+            };
             let m = (mass[i] - mass[last_start]) as f64;
             let q_last = m / (nonzero[i] - nonzero[last_start]) as f64;
-            num -= tail as f64 * q_last.ln();
+            num = p_last * p_last.ln() - hl * hl.ln() - tail as f64 * q_last.ln();
         }
-        let total_f = self.total as f64;
         num / total_f + (mass[i] as f64 / total_f).ln()
     }
 
@@ -217,7 +255,8 @@ impl KlContext {
     /// candidate whose fast value is more than this above the fast minimum cannot be (or tie)
     /// the exact minimum. Every sum in `kl_fast` adds at most 2N nonnegative terms (N bins and
     /// at most N groups) bounded by T·ln T in all, each term within a few ulps, so its error is
-    /// below (2N + 8)·ε·ln T (ε = 2^-52, generous for sequential sums); scipy's pairwise form
+    /// below (2N + 8)·ε·ln T (ε = 2^-52, generous for sequential sums; [`Self::kl_floor`]
+    /// adds a few of the same terms, so it errs by less); scipy's pairwise form
     /// is far tighter ((log₂N + 8)·ε·2 ln T: |p·ln(p/q)| sums to ≤ 2 ln T as p, q ≥ 1/T). For
     /// 2048 bins and T ≤ 2^64 the total is < 1e-10; the 1e-9 floor leaves 10× margin there,
     /// and larger histograms scale the bound. The window costs only exact re-checks, so a
@@ -231,45 +270,13 @@ impl KlContext {
     }
 
     /// Model Optimizer's choice among candidates `start..=N`: the last i with the least
-    /// exact KL. Scores every candidate with [`Self::kl_fast`], then re-scores with
+    /// exact KL. Scores the candidates with [`Self::fast_pass`], then re-scores with
     /// [`Self::kl`] only those within [`Self::fast_tolerance`] of the fast minimum: any other
     /// candidate's exact KL is strictly above the exact minimum, so the exact rule over the
     /// window picks the same i as over all candidates.
     fn search(&self, start: usize) -> usize {
         let nbins = self.h.len();
-        let n = self.n;
-        // Pieces of at most PIECE candidates; with the memo, also not straddling i = w·n + 1,
-        // so that all groups of a piece's candidates i > n are w0 or w0 + 1 bins wide.
-        let mut pieces = Vec::new();
-        let mut a = start;
-        while a <= nbins {
-            let mut b = (a + PIECE).min(nbins + 1);
-            if n >= MEMO_MIN_LEVELS {
-                b = b.min((a / n + 1) * n + 1);
-            }
-            pieces.push((a, b));
-            a = b;
-        }
-        let fast: Vec<f64> = pieces
-            .par_iter()
-            .map(|&(a, b)| {
-                // Only where the piece scores more groups than the memo has slots (not for
-                // very large histograms).
-                let use_memo = n >= MEMO_MIN_LEVELS && b > n + 1 && (b - a) * n >= 2 * b;
-                let mut memo = use_memo.then(|| GroupMemo {
-                    w0: a / n,
-                    len: b,
-                    terms: vec![f64::NAN; 2 * b],
-                });
-                (a..b)
-                    .map(|i| match memo.as_mut() {
-                        Some(memo) => self.kl_fast(i, |k, end| memo.get(self, k, end)),
-                        None => self.kl_fast(i, |k, end| self.group_term(k, end)),
-                    })
-                    .collect::<Vec<f64>>()
-            })
-            .collect::<Vec<_>>()
-            .concat();
+        let fast = self.fast_pass(start);
         let mut q = vec![0.0f64; nbins];
         let mut terms = vec![0.0f64; nbins];
         // All ∞ (fast is ∞ exactly where exact is): every i ties and the last one, N, wins.
@@ -285,6 +292,88 @@ impl KlContext {
             }
         }
         best.1
+    }
+
+    /// [`Self::kl_fast`] of candidates `start..=N`, except ∞ for candidates skipped because a
+    /// lower bound ([`Self::kl_floor`], or it plus the first groups' W_g/T) exceeds a fast
+    /// value already found by more than twice the tolerance tol: their fast value would
+    /// exceed it (so the fast minimum) by more than tol (bound and fast value each err by
+    /// < tol/2), so they lie outside the re-check window and skipping them leaves the window,
+    /// hence the choice, unchanged. Most candidates below the chosen one clip so much tail
+    /// mass that their floor alone rules them out.
+    fn fast_pass(&self, start: usize) -> Vec<f64> {
+        let nbins = self.h.len();
+        let n = self.n;
+        let margin = 2.0 * self.fast_tolerance();
+        // Pieces of at most PIECE candidates; with the memo, also not straddling i = w·n + 1,
+        // so that all groups of a piece's candidates i > n are w0 or w0 + 1 bins wide.
+        let mut pieces = Vec::new();
+        let mut a = start;
+        while a <= nbins {
+            let mut b = (a + PIECE).min(nbins + 1);
+            if n >= MEMO_MIN_LEVELS {
+                b = b.min((a / n + 1) * n + 1);
+            }
+            pieces.push((a, b));
+            a = b;
+        }
+        // The least fast value found so far, shared by the pieces (bits of a finite f64 or ∞;
+        // fetch_min on the bits would misorder negatives, which rounding can produce).
+        let found = AtomicU64::new(f64::INFINITY.to_bits());
+        let lower = |f: f64| {
+            let mut cur = found.load(Ordering::Relaxed);
+            while f < f64::from_bits(cur) {
+                match found.compare_exchange_weak(
+                    cur,
+                    f.to_bits(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(c) => cur = c,
+                }
+            }
+        };
+        // The full range first: it has no tail, so it is finite and often near the minimum.
+        lower(self.kl_fast(nbins, |k, end| self.group_term(k, end)));
+        // Pieces and candidates from the top down: the large candidates are the ones whose
+        // floor says little, and the small ones are pruned by what they find.
+        let mut per_piece: Vec<Vec<f64>> = pieces
+            .par_iter()
+            .rev()
+            .map(|&(a, b)| {
+                // Only where the piece scores more groups than the memo has slots (not for
+                // very large histograms).
+                let use_memo = n >= MEMO_MIN_LEVELS && b > n + 1 && (b - a) * n >= 2 * b;
+                let mut memo: Option<GroupMemo> = None;
+                let mut out = vec![f64::INFINITY; b - a];
+                for i in (a..b).rev() {
+                    let floor = self.kl_floor(i);
+                    let give_up = f64::from_bits(found.load(Ordering::Relaxed)) + margin;
+                    // NaN never prunes (the comparison is false) and is kept for the re-check.
+                    if floor > give_up {
+                        continue;
+                    }
+                    let f = if floor.is_infinite() {
+                        floor
+                    } else if !use_memo {
+                        self.kl_above_floor(i, floor, give_up, |k, end| self.group_term(k, end))
+                    } else {
+                        let memo = memo.get_or_insert_with(|| GroupMemo {
+                            w0: a / n,
+                            len: b,
+                            terms: vec![f64::NAN; 2 * b],
+                        });
+                        self.kl_above_floor(i, floor, give_up, |k, end| memo.get(self, k, end))
+                    };
+                    lower(f);
+                    out[i - a] = f;
+                }
+                out
+            })
+            .collect();
+        per_piece.reverse();
+        per_piece.concat()
     }
 }
 
@@ -1070,6 +1159,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fast pass's pruning leaves the re-check window exactly as scoring every candidate
+    /// does: each candidate keeps its fast value bit for bit or was skipped (∞) with a fast
+    /// value beyond the window. Logs how many candidates are skipped and re-checked.
+    #[test]
+    fn pruned_fast_pass_keeps_the_recheck_window() {
+        let mut rng = Rng(0x0b5e_55ed_1ce5_0003);
+        let (mut cands, mut skipped, mut rechecked, mut most) = (0usize, 0usize, 0usize, 0usize);
+        for case in 0..600 {
+            let len = match case % 4 {
+                0 => 2048,
+                1 => 1 + rng.below(300) as usize,
+                _ => 129 + rng.below(1900) as usize,
+            };
+            let bits = 2 + rng.below(15) as u32;
+            let mut counts = random_counts(&mut rng, len);
+            if len >= 2 {
+                counts[0] = counts[1];
+            }
+            if count_sum(&counts) == 0 {
+                continue;
+            }
+            let start = START_BIN.min(len).max(1);
+            let ctx = KlContext::new(counts, bits);
+            let tol = ctx.fast_tolerance();
+            let all: Vec<f64> = (start..=len)
+                .map(|i| ctx.kl_fast(i, |k, end| ctx.group_term(k, end)))
+                .collect();
+            let pruned = ctx.fast_pass(start);
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m + tol,
+                        "case {case}: len {len}, bits {bits}, i {}: {a} vs {p}, min {m}",
+                        start + k
+                    );
+                    skipped += 1;
+                }
+            }
+            let want: Vec<usize> = near_minimum(&all, tol).collect();
+            let got: Vec<usize> = near_minimum(&pruned, tol).collect();
+            assert_eq!(got, want, "case {case}: len {len}, bits {bits}");
+            cands += all.len();
+            rechecked += want.len();
+            most = most.max(want.len());
+        }
+        eprintln!(
+            "{cands} candidates: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
+             (at most {most} per search)"
+        );
+        assert!(skipped > cands / 10);
     }
 
     /// The affine search as it was before the fast pass: [`ort_window_kl`] of every window in
