@@ -124,6 +124,172 @@ fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec
     errs
 }
 
+/// How many times the fast scoring's work per level may exceed the exact scoring's per nonzero
+/// bin before the search scores every candidate exactly instead: a level costs a guess, two
+/// quantizations to verify it and a group sum, against one quantization (in 8 SIMD lanes) per
+/// bin. Many bits on few bins (e.g. 16 bits, 2048 bins) have more levels than bins.
+const FAST_LEVELS_PER_BIN: usize = 4;
+
+/// What the fast scoring of every symmetric candidate reads: the histogram's bin geometry
+/// (centre(j) = lo + width·(j + ½), as [`Histogram::centre`] computes it), the dense range
+/// [j0, j1) from the first to past the last nonzero bin, and prefix sums over the bins of
+/// w, w·c and w·c·c (`pre[j]` = sums over bins < j; empty bins add exact zeros).
+struct SymContext {
+    lo: f64,
+    width: f64,
+    j0: usize,
+    j1: usize,
+    max_bound: f64,
+    pre: Vec<[f64; 3]>,
+    /// Σw, Σw·|c|, Σw·c² (upper bounds for the tolerance).
+    totals: [f64; 3],
+}
+
+impl SymContext {
+    /// None for an empty histogram (every error is exactly 0: nothing to speed up).
+    fn new(h: &Histogram, max_bound: f64) -> Option<SymContext> {
+        let j0 = h.counts.iter().position(|&c| c > 0)?;
+        let j1 = h.counts.iter().rposition(|&c| c > 0)? + 1;
+        let mut pre = Vec::with_capacity(h.bins() + 1);
+        let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        pre.push([0.0; 3]);
+        for (j, &n) in h.counts.iter().enumerate() {
+            let (c, w) = (h.centre(j), n as f64);
+            s0 += w;
+            s1 += w * c;
+            // (w·c)·c as the exact sum does (w·d)·d.
+            s2 += w * c * c;
+            a1 += w * c.abs();
+            pre.push([s0, s1, s2]);
+        }
+        Some(SymContext {
+            lo: h.lo,
+            width: h.width(),
+            j0,
+            j1,
+            max_bound,
+            pre,
+            totals: [s0, a1, s2],
+        })
+    }
+
+    /// [`Histogram::centre`] of bin `j` (given as a float), the same expression bit for bit.
+    #[inline(always)]
+    fn centre(&self, j: f64) -> f64 {
+        self.lo + self.width * (j + 0.5)
+    }
+
+    /// The level candidate `scale` quantizes centre(j) to: [`modelopt_fake_quant`]'s rounding.
+    #[inline(always)]
+    fn level(&self, j: f64, scale: f64) -> f64 {
+        let m = self.max_bound;
+        super::scheme::rint_clamped(self.centre(j) * scale, -m, m)
+    }
+
+    /// Levels the nonzero bins span for candidate `amax` (> 2^-24): the groups it sums.
+    fn levels(&self, amax: f64) -> usize {
+        let scale = self.max_bound / amax;
+        let k_lo = self.level(self.j0 as f64, scale);
+        let k_hi = self.level((self.j1 - 1) as f64, scale);
+        (k_hi - k_lo) as usize + 1
+    }
+
+    /// [`symmetric_sse`] of candidate `amax` (> 2^-24, finite), summed per level instead of
+    /// per bin, within [`Self::tolerance`] of it. The bins quantized to level k are a
+    /// contiguous run (c·scale and the rounding are monotone), found with the exact code's
+    /// own rounding of the centres, so each run holds exactly the bins the exact sum maps to
+    /// x̂ = k/scale (the exact code's value), and adds Σw·(x̂ − c)² = S2 − x̂·(2·S1 − x̂·S0)
+    /// from the prefix sums. Only the rounding of the sum differs. `bounds` is scratch.
+    fn sse_fast(&self, amax: f64, bounds: &mut Vec<f64>) -> f64 {
+        let scale = self.max_bound / amax;
+        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
+        let k_lo = self.level(j0, scale);
+        let k_hi = self.level(j1 - 1.0, scale);
+        let levels = (k_hi - k_lo) as usize;
+        // bounds[g]: the first bin whose level exceeds k_lo + g, for g < levels; it lies in
+        // [j0 + 1, j1 − 1] (level(j0) ≤ k < level(j1 − 1)). Guessed from the real-valued
+        // threshold c·scale = k + ½, then checked with the exact rounding: no branch, so the
+        // loop vectorises; a wrong guess (ties, or a rounding of the guess) is redone below.
+        let per_bin = 1.0 / (scale * self.width);
+        let offset = self.lo / self.width + 0.5;
+        let (first, last) = (j0 + 1.0, j1 - 1.0);
+        bounds.clear();
+        let mut all_ok = true;
+        for g in 0..levels {
+            let k = k_lo + g as f64;
+            let t = ((k + 0.5) * per_bin - offset).ceil();
+            // max/min also map a NaN guess to `first` (then checked like any other).
+            let e = t.max(first).min(last);
+            let ok = self.level(e - 1.0, scale) <= k && self.level(e, scale) > k;
+            all_ok &= ok;
+            bounds.push(e);
+        }
+        if !all_ok {
+            for (g, e) in bounds.iter_mut().enumerate() {
+                let k = k_lo + g as f64;
+                if !(self.level(*e - 1.0, scale) <= k && self.level(*e, scale) > k) {
+                    // Binary search for the first bin in [j0 + 1, j1 − 1] above level k.
+                    let (mut a, mut b) = (self.j0 + 1, self.j1 - 1);
+                    while a < b {
+                        let mid = a + (b - a) / 2;
+                        if self.level(mid as f64, scale) > k {
+                            b = mid;
+                        } else {
+                            a = mid + 1;
+                        }
+                    }
+                    *e = a as f64;
+                }
+            }
+        }
+        let mut acc = 0.0;
+        let mut prev = self.pre[self.j0];
+        for g in 0..=levels {
+            let end = if g < levels {
+                bounds[g] as usize
+            } else {
+                self.j1
+            };
+            let next = self.pre[end];
+            let (s0, s1, s2) = (next[0] - prev[0], next[1] - prev[1], next[2] - prev[2]);
+            let xh = (k_lo + g as f64) / scale;
+            acc += s2 - xh * (2.0 * s1 - xh * s0);
+            prev = next;
+        }
+        acc
+    }
+
+    /// Twice an upper bound on |sse_fast − symmetric_sse| over candidates up to `amax_max`
+    /// spanning at most `levels` levels, so that a candidate whose fast error is more than this
+    /// above the fast minimum has an exact error strictly above the exact minimum.
+    ///
+    /// With ε = 2^-52 (twice the unit roundoff: generous), n bins, T0 = Σw, T1 = Σw·|c|,
+    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 2ε)) and B = T2 + 2X·T1 + X²·T0:
+    /// * prefix sums: each of n + 1 nonnegative-term sums is within (n + 2)·ε·T of its value;
+    ///   the group differences telescope, so those errors enter as δ[end]·(coefficient jump
+    ///   between neighbouring groups): coefficients 1, −2x̂, x̂² with x̂ monotone in [−X, X],
+    ///   total ≤ (n + 2)·ε·(2·T2 + 8X·T1 + 4X²·T0) ≤ (n + 2)·ε·4B;
+    /// * each group's differences and formula round a few times on terms summing to ≤ B per
+    ///   candidate, and the levels+1 group errors are added in sequence: ≤ (levels + 8)·ε·2B;
+    /// * the exact sum adds nnz ≤ n terms w·(x̂ − c)² ≤ 2w·(x̂² + c²): ≤ (n + 3)·ε·2·2B.
+    ///
+    /// Plus an absolute term for underflow (each operation off by at most 2^-1074, scaled by at
+    /// most T0·(1 + X²)), far below any nonzero error of a real histogram. Re-checks are cheap,
+    /// so the bound is doubled once more for slack.
+    fn tolerance(&self, amax_max: f64, levels: usize) -> f64 {
+        let [t0, t1, t2] = self.totals;
+        let n = self.pre.len() as f64;
+        let x = amax_max * (1.0 + 4.0 * f64::EPSILON);
+        let b = t2 + 2.0 * x * t1 + x * x * t0;
+        let eps = f64::EPSILON;
+        let bound = (n + 2.0) * eps * 4.0 * b
+            + (levels as f64 + 8.0) * eps * 2.0 * b
+            + (n + 3.0) * eps * 4.0 * b
+            + 16.0 * (n + levels as f64) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
+        2.0 * 2.0 * bound
+    }
+}
+
 /// Symmetric MSE calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
 ///
 /// Model Optimizer's `_compute_amax_mse` with the call fixed to
@@ -137,10 +303,16 @@ fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec
 /// float32 centres and errors, so a near-tie may resolve one bin differently.
 /// `candidates` = N − start (1920 for 2048 bins).
 ///
-/// Speed: candidates are scored 8 at a time, one per SIMD lane ([`sse_lanes`]), each lane
-/// summing in bin order exactly as a plain loop, so every error, and hence the choice, is
-/// bit-identical to the one-candidate-at-a-time loop; chunks of 64 candidates run in
-/// parallel and the argmin is taken in order afterwards, so threads change nothing.
+/// Speed: where the bins span few levels (up to ~10 bits on 2048 bins), every candidate is
+/// scored per level ([`SymContext::sse_fast`], O(levels) instead of O(bins)), then the
+/// candidates within [`SymContext::tolerance`] of the fast minimum are re-scored exactly
+/// ([`symmetric_errors`]) and the first exact argmin among them is the answer: any other
+/// candidate's exact error is strictly above the exact minimum, so the choice is the one
+/// the exhaustive exact search makes. Otherwise (more levels than bins to gain from, or an
+/// empty histogram) every candidate is scored exactly, 8 at a time, one per SIMD lane
+/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop. Either way chunks
+/// of candidates run in parallel and the argmin is taken in order afterwards, so threads
+/// change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let nbins = abs_hist.bins();
     let max_bound = ((1u64 << (u32::from(bits.clamp(2, 16)) - 1)) - 1) as f64;
@@ -148,19 +320,29 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let start = START_BIN.min(nbins.saturating_sub(1));
     // abs: an |x| histogram's centres are ≥ 0; this keeps lo ≤ hi on any other input.
     let amax: Vec<f64> = (start..nbins).map(|i| abs_hist.centre(i).abs()).collect();
-    let errs: Vec<f64> = amax
-        .par_chunks(8 * LANES)
-        .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
-        .collect::<Vec<_>>()
-        .concat();
+    let (errs, order) = match fast_scores(abs_hist, (&cs, &ws), &amax, max_bound) {
+        Some((fast, tol)) => {
+            let window: Vec<usize> = super::near_minimum(&fast, tol).collect();
+            let wa: Vec<f64> = window.iter().map(|&k| amax[k]).collect();
+            (symmetric_errors(&cs, &ws, &wa, max_bound), window)
+        }
+        None => {
+            let errs: Vec<f64> = amax
+                .par_chunks(8 * LANES)
+                .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
+                .collect::<Vec<_>>()
+                .concat();
+            (errs, (0..amax.len()).collect())
+        }
+    };
     let mut best = f64::INFINITY;
     let mut best_a = abs_hist.hi.abs();
-    for (k, (&err, &a)) in errs.iter().zip(&amax).enumerate() {
+    for (n, (&err, &k)) in errs.iter().zip(&order).enumerate() {
         // Strict `<`: the first argmin (`np.argmin`). The first candidate always sets it
         // (errors are finite), even for an empty histogram (all errors 0).
-        if err < best || k == 0 {
+        if err < best || n == 0 {
             best = err;
-            best_a = a;
+            best_a = amax[k];
         }
     }
     Search {
@@ -168,6 +350,58 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
         hi: best_a,
         candidates: nbins - start,
     }
+}
+
+/// The fast error of every candidate and the re-check tolerance, or None where the exact
+/// scoring of every candidate is cheaper or the bound would not hold: an empty histogram,
+/// more levels than [`FAST_LEVELS_PER_BIN`] allows, non-finite candidates, or sums so large
+/// that the bound (or an exact error) could overflow.
+fn fast_scores(
+    h: &Histogram,
+    (cs, ws): (&[f64], &[f64]),
+    amax: &[f64],
+    max_bound: f64,
+) -> Option<(Vec<f64>, f64)> {
+    let ctx = SymContext::new(h, max_bound)?;
+    let ok = |a: f64| a > MODELOPT_ZERO_AMAX && a.is_finite();
+    if amax.iter().any(|a| a.is_infinite()) {
+        return None;
+    }
+    // Levels shrink as amax grows, except that the lowest level moves for negative centres:
+    // both ends bound every candidate's count.
+    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
+    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
+    let hi_a = fast_ones().fold(0.0f64, f64::max);
+    if lo_a == f64::INFINITY {
+        return None;
+    }
+    let levels = ctx.levels(lo_a).max(ctx.levels(hi_a));
+    if levels * FAST_LEVELS_PER_BIN > cs.len() {
+        return None;
+    }
+    let tol = ctx.tolerance(hi_a, levels);
+    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
+        return None;
+    }
+    let fast: Vec<f64> = amax
+        .par_chunks(8 * LANES)
+        .map(|chunk| {
+            let mut bounds = Vec::with_capacity(levels);
+            chunk
+                .iter()
+                .map(|&a| {
+                    if ok(a) {
+                        ctx.sse_fast(a, &mut bounds)
+                    } else {
+                        // x̂ = 0 (amax ≤ 2^-24 or NaN): exact, rare.
+                        symmetric_sse(cs, ws, a, max_bound)
+                    }
+                })
+                .collect::<Vec<f64>>()
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    Some((fast, tol))
 }
 
 /// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
@@ -349,7 +583,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::calib::test_support::{gaussian_counts, hist};
+    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist};
 
     #[test]
     fn fake_quant_is_modelopts() {
@@ -442,6 +676,105 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Random |x|-histogram counts of one of several shapes: spikes, sparse, Gaussian-like,
+    /// heavy tail, tiny counts, huge counts near 2^60, all equal; sometimes a far outlier.
+    fn random_counts(rng: &mut Rng, len: usize) -> Vec<u64> {
+        let shape = rng.below(7);
+        let scale = 10f64.powi(rng.below(13) as i32);
+        let spread = 1.0 + rng.below(len as u64 + 1) as f64;
+        let mut c: Vec<u64> = (0..len)
+            .map(|k| {
+                let x = k as f64 / spread;
+                match shape {
+                    0 => {
+                        if rng.below(50) == 0 {
+                            1 + rng.below(1 + scale as u64)
+                        } else {
+                            rng.below(3)
+                        }
+                    }
+                    1 => {
+                        if rng.below(30) == 0 {
+                            1 + rng.below(1000)
+                        } else {
+                            0
+                        }
+                    }
+                    2 => (scale * (-0.5 * x * x).exp()) as u64 + rng.below(3),
+                    3 => (scale / (1.0 + x * x)) as u64,
+                    4 => rng.below(3),
+                    5 => (1u64 << 60) - rng.below(1 << 40),
+                    _ => 7,
+                }
+            })
+            .collect();
+        if rng.below(3) == 0 && len > 1 {
+            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
+            c[far] += 1 + rng.below(3);
+        }
+        c
+    }
+
+    #[test]
+    fn fast_search_picks_the_exact_searchs_range() {
+        let mut rng = Rng(0x3a5e_f00d_5eed_0003);
+        let mut gap = FastVsExact::default();
+        let (mut fast_searches, mut widest) = (0usize, 0usize);
+        for case in 0..300 {
+            let len = match case % 10 {
+                0 | 1 | 2 => 2048,
+                3 => 100,
+                4 => 129,
+                5 => 130,
+                _ => 1 + rng.below(900) as usize,
+            };
+            // Mostly the bits where the fast path applies; all of 2..=16 appear.
+            let bits = if case % 3 == 0 {
+                2 + rng.below(15) as u8
+            } else {
+                2 + rng.below(8) as u8
+            };
+            let (lo, hi) = match rng.below(8) {
+                // amax ≤ 2^-24 for the lower candidates (x̂ = 0 there).
+                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+                // Negative centres (not an |x| histogram).
+                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+                _ => (
+                    0.0,
+                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+                ),
+            };
+            let h = hist(lo, hi, random_counts(&mut rng, len));
+            let got = symmetric(&h, bits);
+            let want = symmetric_plain(&h, bits);
+            assert_eq!(
+                got, want,
+                "case {case}: len {len}, bits {bits}, [{lo}, {hi}]"
+            );
+            // The window's premise: every candidate's fast error is well within tol/2.
+            let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            let start = START_BIN.min(len.saturating_sub(1));
+            let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
+            let Some((fast, tol)) = fast_scores(&h, (&cs, &ws), &amax, max_bound) else {
+                continue;
+            };
+            fast_searches += 1;
+            widest = widest.max(crate::calib::near_minimum(&fast, tol).count());
+            for (&f, &a) in fast.iter().zip(&amax) {
+                let e = symmetric_sse(&cs, &ws, a, max_bound);
+                gap.add_within(f, e, tol, format_args!("case {case}, amax {a}"));
+            }
+        }
+        eprintln!(
+            "{fast_searches} fast searches, widest re-check window {widest}, \
+             max |fast − exact| / tol = {:e}",
+            gap.worst_ratio
+        );
+        gap.report("candidates");
+        assert!(fast_searches > 100, "{fast_searches}");
     }
 
     #[test]
