@@ -133,16 +133,26 @@ const FAST_LEVELS_PER_BIN: usize = 4;
 /// What the fast scoring of every symmetric candidate reads: the histogram's bin geometry
 /// (centre(j) = lo + width·(j + ½), as [`Histogram::centre`] computes it), the dense range
 /// [j0, j1) from the first to past the last nonzero bin, and prefix sums over the bins of
-/// w, w·c and w·c·c (`pre[j]` = sums over bins < j; empty bins add exact zeros).
+/// w, w·c and w·c·c (`p0[j]` etc. = sums over bins < j; empty bins add exact zeros).
 struct SymContext {
     lo: f64,
     width: f64,
     j0: usize,
     j1: usize,
     max_bound: f64,
-    pre: Vec<[f64; 3]>,
-    /// Σw, Σw·|c|, Σw·c² (upper bounds for the tolerance).
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
+    /// Σw, Σw·|c|, Σw·c² (for the tolerance).
     totals: [f64; 3],
+}
+
+/// Per-worker buffers of [`SymContext::sse_fast`]: group boundaries, and p0, p1 at them.
+#[derive(Default)]
+struct Scratch {
+    bounds: Vec<f64>,
+    b0: Vec<f64>,
+    b1: Vec<f64>,
 }
 
 impl SymContext {
@@ -150,25 +160,35 @@ impl SymContext {
     fn new(h: &Histogram, max_bound: f64) -> Option<SymContext> {
         let j0 = h.counts.iter().position(|&c| c > 0)?;
         let j1 = h.counts.iter().rposition(|&c| c > 0)? + 1;
-        let mut pre = Vec::with_capacity(h.bins() + 1);
+        let n = h.bins() + 1;
+        let (mut p0, mut p1, mut p2) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        pre.push([0.0; 3]);
-        for (j, &n) in h.counts.iter().enumerate() {
-            let (c, w) = (h.centre(j), n as f64);
+        for (j, &count) in h.counts.iter().enumerate() {
+            p0.push(s0);
+            p1.push(s1);
+            p2.push(s2);
+            let (c, w) = (h.centre(j), count as f64);
             s0 += w;
             s1 += w * c;
-            // (w·c)·c as the exact sum does (w·d)·d.
             s2 += w * c * c;
             a1 += w * c.abs();
-            pre.push([s0, s1, s2]);
         }
+        p0.push(s0);
+        p1.push(s1);
+        p2.push(s2);
         Some(SymContext {
             lo: h.lo,
             width: h.width(),
             j0,
             j1,
             max_bound,
-            pre,
+            p0,
+            p1,
+            p2,
             totals: [s0, a1, s2],
         })
     }
@@ -186,77 +206,95 @@ impl SymContext {
         super::scheme::rint_clamped(self.centre(j) * scale, -m, m)
     }
 
-    /// Levels the nonzero bins span for candidate `amax` (> 2^-24): the groups it sums.
-    fn levels(&self, amax: f64) -> usize {
+    /// The lowest and highest level of the nonzero bins for candidate `amax` (> 2^-24).
+    fn level_range(&self, amax: f64) -> (f64, f64) {
         let scale = self.max_bound / amax;
         let k_lo = self.level(self.j0 as f64, scale);
-        let k_hi = self.level((self.j1 - 1) as f64, scale);
-        (k_hi - k_lo) as usize + 1
+        (k_lo, self.level((self.j1 - 1) as f64, scale))
     }
 
     /// [`symmetric_sse`] of candidate `amax` (> 2^-24, finite), summed per level instead of
     /// per bin, within [`Self::tolerance`] of it. The bins quantized to level k are a
-    /// contiguous run (c·scale and the rounding are monotone), found with the exact code's
-    /// own rounding of the centres, so each run holds exactly the bins the exact sum maps to
-    /// x̂ = k/scale (the exact code's value), and adds Σw·(x̂ − c)² = S2 − x̂·(2·S1 − x̂·S0)
-    /// from the prefix sums. Only the rounding of the sum differs. `bounds` is scratch.
-    fn sse_fast(&self, amax: f64, bounds: &mut Vec<f64>) -> f64 {
+    /// contiguous run (c·scale and the rounding are monotone), found with the exact code's own
+    /// c·scale and rounding, so each run holds exactly the bins the exact sum maps to level k.
+    /// With x̂ = k/scale and the run's sums S0, S1, S2, the run adds Σw·(x̂ − c)² =
+    /// S2 − 2x̂·S1 + x̂²·S0; the S2 parts telescope to one difference. Only the rounding
+    /// differs from the exact sum, and x̂, taken as k·(amax/max_bound) to save a division
+    /// per level (within 4ε of k/scale; in the tolerance).
+    #[inline(always)]
+    fn sse_fast(&self, amax: f64, s: &mut Scratch) -> f64 {
         let scale = self.max_bound / amax;
+        let inv = amax / self.max_bound;
         let (j0, j1) = (self.j0 as f64, self.j1 as f64);
         let k_lo = self.level(j0, scale);
-        let k_hi = self.level(j1 - 1.0, scale);
-        let levels = (k_hi - k_lo) as usize;
-        // bounds[g]: the first bin whose level exceeds k_lo + g, for g < levels; it lies in
-        // [j0 + 1, j1 − 1] (level(j0) ≤ k < level(j1 − 1)). Guessed from the real-valued
-        // threshold c·scale = k + ½, then checked with the exact rounding: no branch, so the
-        // loop vectorises; a wrong guess (ties, or a rounding of the guess) is redone below.
+        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
+        // bounds[g]: the first bin whose level exceeds k = k_lo + g, for g < levels; it lies
+        // in [j0 + 1, j1 − 1] (level(j0) ≤ k < level(j1 − 1)). Guessed from the real-valued
+        // threshold c·scale = k + ½, then checked: c·scale strictly below k + ½ at the bin
+        // before and strictly above at the bin, which implies level ≤ k and > k under the
+        // exact rounding (with the pre-clamp to ±(max_bound + 1) too, as −max_bound ≤ k
+        // < max_bound). No branch, so the loop vectorises; a failed check (a tie at k + ½,
+        // or an off guess) is redone below with the rounding itself.
         let per_bin = 1.0 / (scale * self.width);
         let offset = self.lo / self.width + 0.5;
         let (first, last) = (j0 + 1.0, j1 - 1.0);
-        bounds.clear();
+        s.bounds.resize(levels, 0.0);
         let mut all_ok = true;
-        for g in 0..levels {
-            let k = k_lo + g as f64;
-            let t = ((k + 0.5) * per_bin - offset).ceil();
+        for (g, e) in s.bounds.iter_mut().enumerate() {
+            // g < 2^16 levels: exact through i32.
+            let half = k_lo + f64::from(g as i32) + 0.5;
             // max/min also map a NaN guess to `first` (then checked like any other).
-            let e = t.max(first).min(last);
-            let ok = self.level(e - 1.0, scale) <= k && self.level(e, scale) > k;
-            all_ok &= ok;
-            bounds.push(e);
+            let b = (half * per_bin - offset).ceil().max(first).min(last);
+            all_ok &= (self.centre(b - 1.0) * scale < half) & (self.centre(b) * scale > half);
+            *e = b;
         }
         if !all_ok {
-            for (g, e) in bounds.iter_mut().enumerate() {
+            for (g, e) in s.bounds.iter_mut().enumerate() {
                 let k = k_lo + g as f64;
-                if !(self.level(*e - 1.0, scale) <= k && self.level(*e, scale) > k) {
-                    // Binary search for the first bin in [j0 + 1, j1 − 1] above level k.
-                    let (mut a, mut b) = (self.j0 + 1, self.j1 - 1);
-                    while a < b {
-                        let mid = a + (b - a) / 2;
-                        if self.level(mid as f64, scale) > k {
-                            b = mid;
-                        } else {
-                            a = mid + 1;
-                        }
-                    }
-                    *e = a as f64;
+                if self.level(*e - 1.0, scale) <= k && self.level(*e, scale) > k {
+                    continue;
                 }
+                // The first bin in [j0 + 1, j1 − 1] above level k.
+                let (mut a, mut b) = (self.j0 + 1, self.j1 - 1);
+                while a < b {
+                    let mid = a + (b - a) / 2;
+                    if self.level(mid as f64, scale) > k {
+                        b = mid;
+                    } else {
+                        a = mid + 1;
+                    }
+                }
+                *e = a as f64;
             }
         }
-        let mut acc = 0.0;
-        let mut prev = self.pre[self.j0];
-        for g in 0..=levels {
-            let end = if g < levels {
-                bounds[g] as usize
-            } else {
-                self.j1
-            };
-            let next = self.pre[end];
-            let (s0, s1, s2) = (next[0] - prev[0], next[1] - prev[1], next[2] - prev[2]);
-            let xh = (k_lo + g as f64) / scale;
-            acc += s2 - xh * (2.0 * s1 - xh * s0);
-            prev = next;
+        // p0, p1 at j0, the boundaries and j1: group g spans [b0 index g, g + 1).
+        s.b0.clear();
+        s.b1.clear();
+        for j in std::iter::once(self.j0)
+            .chain(s.bounds.iter().map(|&e| e as usize))
+            .chain(std::iter::once(self.j1))
+        {
+            s.b0.push(self.p0[j]);
+            s.b1.push(self.p1[j]);
         }
-        acc
+        // Four accumulators: independent additions (the bound allows any order).
+        let mut acc = [0.0f64; 4];
+        let term = |g: usize| {
+            let x = (k_lo + f64::from(g as i32)) * inv;
+            x * (x * (s.b0[g + 1] - s.b0[g]) - 2.0 * (s.b1[g + 1] - s.b1[g]))
+        };
+        let groups = levels + 1;
+        let mut g = 0;
+        while g + 4 <= groups {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a += term(g + l);
+            }
+            g += 4;
+        }
+        for g in g..groups {
+            acc[0] += term(g);
+        }
+        (self.p2[self.j1] - self.p2[self.j0]) + ((acc[0] + acc[1]) + (acc[2] + acc[3]))
     }
 
     /// Twice an upper bound on |sse_fast − symmetric_sse| over candidates up to `amax_max`
@@ -264,13 +302,15 @@ impl SymContext {
     /// above the fast minimum has an exact error strictly above the exact minimum.
     ///
     /// With ε = 2^-52 (twice the unit roundoff: generous), n bins, T0 = Σw, T1 = Σw·|c|,
-    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 2ε)) and B = T2 + 2X·T1 + X²·T0:
-    /// * prefix sums: each of n + 1 nonnegative-term sums is within (n + 2)·ε·T of its value;
-    ///   the group differences telescope, so those errors enter as δ[end]·(coefficient jump
-    ///   between neighbouring groups): coefficients 1, −2x̂, x̂² with x̂ monotone in [−X, X],
-    ///   total ≤ (n + 2)·ε·(2·T2 + 8X·T1 + 4X²·T0) ≤ (n + 2)·ε·4B;
-    /// * each group's differences and formula round a few times on terms summing to ≤ B per
-    ///   candidate, and the levels+1 group errors are added in sequence: ≤ (levels + 8)·ε·2B;
+    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 4ε)) and B = T2 + 2X·T1 + X²·T0:
+    /// * prefix sums: each of the nonnegative-term sums is within (n + 2)·ε·T of its value;
+    ///   the group differences telescope, so those errors enter as δ[boundary]·(jump of the
+    ///   coefficient between neighbouring groups): coefficients 1, −2x̂, x̂² with x̂ monotone
+    ///   in [−X, X], total ≤ (n + 2)·ε·(2·T2 + 8X·T1 + 4X²·T0) ≤ (n + 2)·ε·4B;
+    /// * each group's differences and formula round a few times on terms summing to ≤ B, and
+    ///   the levels + 1 group terms are added up: ≤ (levels + 8)·ε·2B;
+    /// * x̂ = k·(amax/max_bound) is within 4ε·X of the exact code's k/scale, which moves each
+    ///   group's error by ≤ 4ε·X·2Σw·|x̂ − c| + O(ε²): ≤ 8ε·X·(X·T0 + T1) ≤ 8ε·B in all;
     /// * the exact sum adds nnz ≤ n terms w·(x̂ − c)² ≤ 2w·(x̂² + c²): ≤ (n + 3)·ε·2·2B.
     ///
     /// Plus an absolute term for underflow (each operation off by at most 2^-1074, scaled by at
@@ -278,15 +318,38 @@ impl SymContext {
     /// so the bound is doubled once more for slack.
     fn tolerance(&self, amax_max: f64, levels: usize) -> f64 {
         let [t0, t1, t2] = self.totals;
-        let n = self.pre.len() as f64;
+        let n = self.p0.len() as f64;
         let x = amax_max * (1.0 + 4.0 * f64::EPSILON);
         let b = t2 + 2.0 * x * t1 + x * x * t0;
-        let eps = f64::EPSILON;
+        let (eps, levels) = (f64::EPSILON, levels as f64);
         let bound = (n + 2.0) * eps * 4.0 * b
-            + (levels as f64 + 8.0) * eps * 2.0 * b
+            + (levels + 8.0) * eps * 2.0 * b
+            + 8.0 * eps * b
             + (n + 3.0) * eps * 4.0 * b
-            + 16.0 * (n + levels as f64) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
+            + 16.0 * (n + levels) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
         2.0 * 2.0 * bound
+    }
+
+    /// Fast errors of `amax` (exact ones where x̂ = 0: amax ≤ 2^-24 or NaN, rare).
+    #[inline(always)]
+    fn score(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+        let mut s = Scratch::default();
+        amax.iter()
+            .map(|&a| {
+                if a > MODELOPT_ZERO_AMAX {
+                    self.sse_fast(a, &mut s)
+                } else {
+                    symmetric_sse(cs, ws, a, self.max_bound)
+                }
+            })
+            .collect()
+    }
+
+    /// [`Self::score`] compiled for AVX2 (the guesses and checks vectorise 4 levels at a time).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_avx2(&self, pts: (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+        self.score(pts, amax)
     }
 }
 
@@ -363,19 +426,22 @@ fn fast_scores(
     max_bound: f64,
 ) -> Option<(Vec<f64>, f64)> {
     let ctx = SymContext::new(h, max_bound)?;
-    let ok = |a: f64| a > MODELOPT_ZERO_AMAX && a.is_finite();
+    // NaN fails `>` (x̂ = 0 there, scored exactly).
+    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
     if amax.iter().any(|a| a.is_infinite()) {
         return None;
     }
-    // Levels shrink as amax grows, except that the lowest level moves for negative centres:
-    // both ends bound every candidate's count.
     let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
     let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
     let hi_a = fast_ones().fold(0.0f64, f64::max);
     if lo_a == f64::INFINITY {
         return None;
     }
-    let levels = ctx.levels(lo_a).max(ctx.levels(hi_a));
+    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
+    // and largest candidates bound every candidate's lowest and highest level.
+    let (lo1, hi1) = ctx.level_range(lo_a);
+    let (lo2, hi2) = ctx.level_range(hi_a);
+    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
     if levels * FAST_LEVELS_PER_BIN > cs.len() {
         return None;
     }
@@ -383,21 +449,17 @@ fn fast_scores(
     if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
         return None;
     }
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let fast: Vec<f64> = amax
         .par_chunks(8 * LANES)
         .map(|chunk| {
-            let mut bounds = Vec::with_capacity(levels);
-            chunk
-                .iter()
-                .map(|&a| {
-                    if ok(a) {
-                        ctx.sse_fast(a, &mut bounds)
-                    } else {
-                        // x̂ = 0 (amax ≤ 2^-24 or NaN): exact, rare.
-                        symmetric_sse(cs, ws, a, max_bound)
-                    }
-                })
-                .collect::<Vec<f64>>()
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2, checked above.
+                return unsafe { ctx.score_avx2((cs, ws), chunk) };
+            }
+            ctx.score((cs, ws), chunk)
         })
         .collect::<Vec<_>>()
         .concat();
