@@ -147,12 +147,10 @@ struct SymContext {
     totals: [f64; 3],
 }
 
-/// Per-worker buffers of [`SymContext::sse_fast`]: group boundaries, and p0, p1 at them.
+/// Per-worker buffer of [`SymContext::sse_fast`]: the group boundaries.
 #[derive(Default)]
 struct Scratch {
     bounds: Vec<f64>,
-    b0: Vec<f64>,
-    b1: Vec<f64>,
 }
 
 impl SymContext {
@@ -243,8 +241,11 @@ impl SymContext {
         for (g, e) in s.bounds.iter_mut().enumerate() {
             // g < 2^16 levels: exact through i32.
             let half = k_lo + f64::from(g as i32) + 0.5;
-            // max/min also map a NaN guess to `first` (then checked like any other).
-            let b = (half * per_bin - offset).ceil().max(first).min(last);
+            // floor(t) + 1 for the real threshold index t, as rint(t − ½) + 1 (a ceil would be a
+            // libm call without SSE4.1; an integer t, where this may be off by one, is caught
+            // by the check), clamped to [j0 + 1, j1 − 1].
+            let t = half * per_bin - offset;
+            let b = super::scheme::rint_clamped(t - 0.5, first - 1.0, last - 1.0) + 1.0;
             all_ok &= (self.centre(b - 1.0) * scale < half) & (self.centre(b) * scale > half);
             *e = b;
         }
@@ -267,34 +268,42 @@ impl SymContext {
                 *e = a as f64;
             }
         }
-        // p0, p1 at j0, the boundaries and j1: group g spans [b0 index g, g + 1).
-        s.b0.clear();
-        s.b1.clear();
-        for j in std::iter::once(self.j0)
-            .chain(s.bounds.iter().map(|&e| e as usize))
-            .chain(std::iter::once(self.j1))
-        {
-            s.b0.push(self.p0[j]);
-            s.b1.push(self.p1[j]);
-        }
-        // Four accumulators: independent additions (the bound allows any order).
-        let mut acc = [0.0f64; 4];
-        let term = |g: usize| {
-            let x = (k_lo + f64::from(g as i32)) * inv;
-            x * (x * (s.b0[g + 1] - s.b0[g]) - 2.0 * (s.b1[g + 1] - s.b1[g]))
-        };
-        let groups = levels + 1;
+        // Group g (level k_g = k_lo + g) spans [B(g − 1), B(g)) with B(g) = bounds[g],
+        // B(−1) = j0, B(levels) = j1. With S(g) the group's sums and x̂ = k·inv, the error
+        // S2 − 2x̂·S1 + x̂²·S0 summed over groups is, by parts (k_{g+1} − k_g = 1),
+        //   (p2[j1] − p2[j0]) − 2·inv·Σ1 + inv²·Σ0, where
+        //   Σ1 = Σ k_g·S1(g)  = k_hi·p1[j1] − k_lo·p1[j0] − Σ_{g<levels} p1[B(g)],
+        //   Σ0 = Σ k_g²·S0(g) = k_hi²·p0[j1] − k_lo²·p0[j0] − Σ_{g<levels} (2k_g + 1)·p0[B(g)]:
+        // two loads and two multiply-adds per level. Four accumulators each, so the additions
+        // do not wait on each other (the bound allows any order); plain loops, as iterator
+        // adapters would be compiled outside the AVX2 caller.
+        let (p0, p1) = (&self.p0[..], &self.p1[..]);
+        let top = p0.len() - 1;
+        let (mut a0, mut a1) = ([0.0f64; 4], [0.0f64; 4]);
+        let mut chunks = s.bounds.chunks_exact(4);
         let mut g = 0;
-        while g + 4 <= groups {
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a += term(g + l);
+        for c in &mut chunks {
+            for l in 0..4 {
+                // min: no bounds check, so this may vectorise (the boundaries are ≤ j1 − 1).
+                let i = (c[l] as usize).min(top);
+                let odd = 2.0 * (k_lo + f64::from((g + l) as i32)) + 1.0;
+                a0[l] += odd * p0[i];
+                a1[l] += p1[i];
             }
             g += 4;
         }
-        for g in g..groups {
-            acc[0] += term(g);
+        for &e in chunks.remainder() {
+            let i = (e as usize).min(top);
+            a0[0] += (2.0 * (k_lo + f64::from(g as i32)) + 1.0) * p0[i];
+            a1[0] += p1[i];
+            g += 1;
         }
-        (self.p2[self.j1] - self.p2[self.j0]) + ((acc[0] + acc[1]) + (acc[2] + acc[3]))
+        let k_hi = k_lo + levels as f64;
+        let (j0, j1) = (self.j0, self.j1);
+        let sum0 =
+            (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0]) - ((a0[0] + a0[1]) + (a0[2] + a0[3]));
+        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - ((a1[0] + a1[1]) + (a1[2] + a1[3]));
+        (self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1)
     }
 
     /// Twice an upper bound on |sse_fast − symmetric_sse| over candidates up to `amax_max`
@@ -302,15 +311,17 @@ impl SymContext {
     /// above the fast minimum has an exact error strictly above the exact minimum.
     ///
     /// With ε = 2^-52 (twice the unit roundoff: generous), n bins, T0 = Σw, T1 = Σw·|c|,
-    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 4ε)) and B = T2 + 2X·T1 + X²·T0:
+    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 4ε)), inv = amax/max_bound (|k|·inv ≤ X, and
+    /// levels·inv ≤ 2X + inv) and B = T2 + 2X·T1 + X²·T0:
     /// * prefix sums: each of the nonnegative-term sums is within (n + 2)·ε·T of its value;
-    ///   the group differences telescope, so those errors enter as δ[boundary]·(jump of the
-    ///   coefficient between neighbouring groups): coefficients 1, −2x̂, x̂² with x̂ monotone
-    ///   in [−X, X], total ≤ (n + 2)·ε·(2·T2 + 8X·T1 + 4X²·T0) ≤ (n + 2)·ε·4B;
-    /// * each group's differences and formula round a few times on terms summing to ≤ B, and
-    ///   the levels + 1 group terms are added up: ≤ (levels + 8)·ε·2B;
-    /// * x̂ = k·(amax/max_bound) is within 4ε·X of the exact code's k/scale, which moves each
-    ///   group's error by ≤ 4ε·X·2Σw·|x̂ − c| + O(ε²): ≤ 8ε·X·(X·T0 + T1) ≤ 8ε·B in all;
+    ///   those errors enter with coefficients 1 (p2, twice), 2·inv·(1 per boundary, |k| at the
+    ///   ends) and inv²·(2|k| + 1 per boundary, k² at the ends), which total ≤ 2, ~8X and
+    ///   ~6X²: ≤ (n + 2)·ε·(2T2 + 8X·T1 + 6X²·T0) ≤ (n + 2)·ε·8B;
+    /// * the by-parts sums add levels + 2 terms whose magnitudes total ≤ 2X·T1 (Σ1·2inv)
+    ///   and ≤ 4X²·T0 (Σ0·inv²), each term and the final combination off by a few roundings:
+    ///   ≤ (levels + 8)·ε·8B;
+    /// * the exact code's x̂ = fl(k/scale) is within 4ε·X of k·inv, which moves each group's
+    ///   error by ≤ 4ε·X·2Σw·|x̂ − c| + O(ε²): ≤ 8ε·X·(X·T0 + T1) ≤ 8ε·B in all;
     /// * the exact sum adds nnz ≤ n terms w·(x̂ − c)² ≤ 2w·(x̂² + c²): ≤ (n + 3)·ε·2·2B.
     ///
     /// Plus an absolute term for underflow (each operation off by at most 2^-1074, scaled by at
@@ -322,8 +333,8 @@ impl SymContext {
         let x = amax_max * (1.0 + 4.0 * f64::EPSILON);
         let b = t2 + 2.0 * x * t1 + x * x * t0;
         let (eps, levels) = (f64::EPSILON, levels as f64);
-        let bound = (n + 2.0) * eps * 4.0 * b
-            + (levels + 8.0) * eps * 2.0 * b
+        let bound = (n + 2.0) * eps * 8.0 * b
+            + (levels + 8.0) * eps * 8.0 * b
             + 8.0 * eps * b
             + (n + 3.0) * eps * 4.0 * b
             + 16.0 * (n + levels) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
@@ -334,15 +345,15 @@ impl SymContext {
     #[inline(always)]
     fn score(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
         let mut s = Scratch::default();
-        amax.iter()
-            .map(|&a| {
-                if a > MODELOPT_ZERO_AMAX {
-                    self.sse_fast(a, &mut s)
-                } else {
-                    symmetric_sse(cs, ws, a, self.max_bound)
-                }
-            })
-            .collect()
+        let mut out = Vec::with_capacity(amax.len());
+        for &a in amax {
+            out.push(if a > MODELOPT_ZERO_AMAX {
+                self.sse_fast(a, &mut s)
+            } else {
+                symmetric_sse(cs, ws, a, self.max_bound)
+            });
+        }
+        out
     }
 
     /// [`Self::score`] compiled for AVX2 (the guesses and checks vectorise 4 levels at a time).
