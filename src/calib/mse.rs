@@ -143,6 +143,8 @@ struct SymContext {
     p0: Vec<f64>,
     p1: Vec<f64>,
     p2: Vec<f64>,
+    /// (p0[j], p1[j]) side by side: one load per boundary in the AVX2 loop.
+    p01: Vec<[f64; 2]>,
     /// Σw, Σw·|c|, Σw·c² (for the tolerance).
     totals: [f64; 3],
 }
@@ -179,6 +181,7 @@ impl SymContext {
         p1.push(s1);
         p2.push(s2);
         Some(SymContext {
+            p01: p0.iter().zip(&p1).map(|(&a, &b)| [a, b]).collect(),
             lo: h.lo,
             width: h.width(),
             j0,
@@ -356,11 +359,112 @@ impl SymContext {
         out
     }
 
-    /// [`Self::score`] compiled for AVX2 (the guesses and checks vectorise 4 levels at a time).
+    /// [`Self::score`] with AVX2: [`Self::sse_fast_avx2`] where its checks all pass, else
+    /// [`Self::sse_fast`] (a tie at some k + ½, or a guess off by one: rare).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn score_avx2(&self, pts: (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
-        self.score(pts, amax)
+    fn score_avx2(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+        let mut s = Scratch::default();
+        let mut out = Vec::with_capacity(amax.len());
+        for &a in amax {
+            out.push(if a > MODELOPT_ZERO_AMAX {
+                match self.sse_fast_avx2(a) {
+                    Some(e) => e,
+                    None => self.sse_fast(a, &mut s),
+                }
+            } else {
+                symmetric_sse(cs, ws, a, self.max_bound)
+            });
+        }
+        out
+    }
+
+    /// [`Self::sse_fast`] four levels at a time in AVX2 registers, with the same guesses and
+    /// the same checks (the centres by the same expression, no fused multiply-add), and the
+    /// by-parts sums in four lanes; None if any check fails. Needs fewer than 2^31 bins (i32
+    /// indices).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn sse_fast_avx2(&self, amax: f64) -> Option<f64> {
+        use std::arch::x86_64::*;
+        let scale = self.max_bound / amax;
+        let inv = amax / self.max_bound;
+        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
+        let k_lo = self.level(j0, scale);
+        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
+        let per_bin = 1.0 / (scale * self.width);
+        let offset = self.lo / self.width + 0.5;
+        let (first, last) = (j0 + 1.0, j1 - 1.0);
+        let (p0, p1) = (&self.p0[..], &self.p1[..]);
+        let v = _mm256_set1_pd;
+        let (one, half_v) = (v(1.0), v(0.5));
+        let mut k = _mm256_add_pd(v(k_lo), _mm256_set_pd(3.0, 2.0, 1.0, 0.0));
+        let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut ok = 0b1111;
+        let full = levels / 4 * 4;
+        let mut g = 0;
+        while g < full {
+            let half = _mm256_add_pd(k, half_v);
+            let t = _mm256_sub_pd(_mm256_mul_pd(half, v(per_bin)), v(offset));
+            let b = _mm256_add_pd(_mm256_floor_pd(t), one);
+            // maxpd returns its second operand for a NaN: `first`, a valid index.
+            let b = _mm256_min_pd(_mm256_max_pd(b, v(first)), v(last));
+            let centre = |j| {
+                _mm256_add_pd(
+                    v(self.lo),
+                    _mm256_mul_pd(v(self.width), _mm256_add_pd(j, half_v)),
+                )
+            };
+            let below = _mm256_mul_pd(centre(_mm256_sub_pd(b, one)), v(scale));
+            let above = _mm256_mul_pd(centre(b), v(scale));
+            let pass = _mm256_and_pd(
+                _mm256_cmp_pd::<_CMP_LT_OQ>(below, half),
+                _mm256_cmp_pd::<_CMP_GT_OQ>(above, half),
+            );
+            ok &= _mm256_movemask_pd(pass);
+            // b ∈ [j0 + 1, j1 − 1] ⊂ [0, p0.len()): the gathers stay inside the slices.
+            // Scalar loads, not gathers (microcoded and slower on some x86 cores): the pair
+            // (p0, p1) of each boundary is one 16-byte load.
+            let mut idx = [0i32; 4];
+            // SAFETY: `idx` holds 4 i32; unaligned store.
+            unsafe { _mm_storeu_si128(idx.as_mut_ptr().cast(), _mm256_cvttpd_epi32(b)) };
+            // b ∈ [j0 + 1, j1 − 1] (clamped above): in bounds; the index checks stay cheap.
+            let q = idx.map(|i| self.p01[i as usize]);
+            let g0 = _mm256_set_pd(q[3][0], q[2][0], q[1][0], q[0][0]);
+            let g1 = _mm256_set_pd(q[3][1], q[2][1], q[1][1], q[0][1]);
+            let odd = _mm256_add_pd(_mm256_add_pd(k, k), one);
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(odd, g0));
+            a1 = _mm256_add_pd(a1, g1);
+            k = _mm256_add_pd(k, v(4.0));
+            g += 4;
+        }
+        if ok != 0b1111 {
+            return None;
+        }
+        let (mut l0, mut l1) = ([0.0f64; 4], [0.0f64; 4]);
+        // SAFETY: 4 f64 fit the arrays; unaligned stores.
+        unsafe {
+            _mm256_storeu_pd(l0.as_mut_ptr(), a0);
+            _mm256_storeu_pd(l1.as_mut_ptr(), a1);
+        }
+        let (mut t0, mut t1) = (0.0, 0.0);
+        for g in full..levels {
+            let half = k_lo + g as f64 + 0.5;
+            let b = ((half * per_bin - offset).floor() + 1.0)
+                .max(first)
+                .min(last);
+            if !(self.centre(b - 1.0) * scale < half && self.centre(b) * scale > half) {
+                return None;
+            }
+            t0 += (2.0 * (k_lo + g as f64) + 1.0) * p0[b as usize];
+            t1 += p1[b as usize];
+        }
+        let k_hi = k_lo + levels as f64;
+        let (j0, j1) = (self.j0, self.j1);
+        let sum0 = (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0])
+            - (((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0);
+        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - (((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1);
+        Some((self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1))
     }
 }
 
@@ -461,7 +565,7 @@ fn fast_scores(
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && ctx.p0.len() < i32::MAX as usize;
     let fast: Vec<f64> = amax
         .par_chunks(8 * LANES)
         .map(|chunk| {
