@@ -482,7 +482,7 @@ impl SymContext {
 /// float32 centres and errors, so a near-tie may resolve one bin differently.
 /// `candidates` = N − start (1920 for 2048 bins).
 ///
-/// Speed: where the bins span few levels (up to ~10 bits on 2048 bins), every candidate is
+/// Speed: where the bins are many per level (8 or 9 bits on 2048 busy bins), every candidate is
 /// scored per level ([`SymContext::sse_fast`], O(levels) instead of O(bins)), then the
 /// candidates within [`SymContext::tolerance`] of the fast minimum are re-scored exactly
 /// ([`symmetric_errors`]) and the first exact argmin among them is the answer: any other
