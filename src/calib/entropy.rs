@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use super::Search;
+use super::{Search, near_minimum};
 use crate::analysis::histogram::Histogram;
 
 /// First candidate bin count of Model Optimizer's search (`start_bin=128`).
@@ -375,19 +375,6 @@ impl KlContext {
         per_piece.reverse();
         per_piece.concat()
     }
-}
-
-/// Indices, in order, of the candidates whose fast score lies within `tol` of the fast minimum,
-/// plus any NaN (re-checked rather than dropped): if `tol` bounds |fast − exact|, every other
-/// candidate's exact score is strictly above the exact minimum, so an exact rule over these
-/// picks what it would pick over all. Only the NaNs if every other score is ∞.
-fn near_minimum(fast: &[f64], tol: f64) -> impl Iterator<Item = usize> + '_ {
-    let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
-    let cut = m + tol;
-    fast.iter()
-        .enumerate()
-        .filter(move |&(_, &f)| f.is_nan() || (m < f64::INFINITY && f <= cut))
-        .map(|(k, _)| k)
 }
 
 /// Windows per parallel work item of the affine search.
@@ -926,21 +913,7 @@ impl<'a> AffineContext<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::calib::test_support::{gaussian_counts, hist};
-
-    /// Deterministic xorshift64* so the tests need no crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist};
 
     /// A line-by-line port of modelopt's `_compute_amax_entropy` loop, allocation and all:
     /// `np.linspace`, `np.digitize` (searchsorted right), `Counter`, the −1 mask, scipy's
@@ -1071,44 +1044,6 @@ mod tests {
             c[far] += 1 + rng.below(3);
         }
         c
-    }
-
-    /// How far the fast divergences of a search's candidates stray from the exact ones: the
-    /// premise of the re-check window is that they agree well within its tolerance.
-    #[derive(Default)]
-    struct FastVsExact {
-        finite: usize,
-        worst: f64,
-    }
-
-    impl FastVsExact {
-        /// One candidate: both finite or both ∞, and the gap counted when finite.
-        fn add(&mut self, fast: f64, exact: f64, what: std::fmt::Arguments) {
-            assert_eq!(
-                fast.is_finite(),
-                exact.is_finite(),
-                "{what}: {fast} vs {exact}"
-            );
-            if exact.is_finite() {
-                self.finite += 1;
-                self.worst = self.worst.max((fast - exact).abs());
-            }
-        }
-
-        /// The largest gap so far is well within the tolerance.
-        fn check(&self, tol: f64, what: std::fmt::Arguments) {
-            let worst = self.worst;
-            assert!(worst < tol / 2.0, "{what}: |fast − exact| = {worst:e}");
-        }
-
-        /// Enough finite candidates were compared for the test to mean something.
-        fn report(&self, noun: &str) {
-            eprintln!(
-                "{} finite {noun}, max |fast − exact| = {:e}",
-                self.finite, self.worst
-            );
-            assert!(self.finite > 10_000);
-        }
     }
 
     #[test]

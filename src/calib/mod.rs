@@ -17,7 +17,20 @@ pub struct Search {
     pub candidates: usize,
 }
 
-/// Histograms the calibrator tests share.
+/// Indices, in order, of the candidates whose fast score lies within `tol` of the fast minimum,
+/// plus any NaN (re-checked rather than dropped): if `tol` bounds |fast − exact|, every other
+/// candidate's exact score is strictly above the exact minimum, so an exact rule over these
+/// picks what it would pick over all. Only the NaNs if every other score is ∞.
+pub(crate) fn near_minimum(fast: &[f64], tol: f64) -> impl Iterator<Item = usize> + '_ {
+    let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+    let cut = m + tol;
+    fast.iter()
+        .enumerate()
+        .filter(move |&(_, &f)| f.is_nan() || (m < f64::INFINITY && f <= cut))
+        .map(|(k, _)| k)
+}
+
+/// Histograms and helpers the calibrator tests share.
 #[cfg(test)]
 pub(crate) mod test_support {
     use crate::analysis::histogram::Histogram;
@@ -37,5 +50,76 @@ pub(crate) mod test_support {
             h.counts[i] = (d * w * scale).round() as u64;
         }
         h
+    }
+
+    /// Deterministic xorshift64* so the tests need no crate.
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// How far the fast divergences of a search's candidates stray from the exact ones: the
+    /// premise of the re-check window is that they agree well within its tolerance.
+    #[derive(Default)]
+    pub struct FastVsExact {
+        pub finite: usize,
+        pub worst: f64,
+        /// The largest |fast − exact| / tolerance seen by [`Self::add_within`].
+        pub worst_ratio: f64,
+    }
+
+    impl FastVsExact {
+        /// One candidate: both finite or both ∞, and the gap counted when finite.
+        pub fn add(&mut self, fast: f64, exact: f64, what: std::fmt::Arguments) {
+            assert_eq!(
+                fast.is_finite(),
+                exact.is_finite(),
+                "{what}: {fast} vs {exact}"
+            );
+            if exact.is_finite() {
+                self.finite += 1;
+                self.worst = self.worst.max((fast - exact).abs());
+            }
+        }
+
+        /// One candidate whose tolerance varies from search to search (it scales with the
+        /// histogram): [`Self::add`], plus the gap as a fraction of `tol`, which must stay
+        /// well below 1/2 (the re-check window is 2× the bound on the gap).
+        pub fn add_within(&mut self, fast: f64, exact: f64, tol: f64, what: std::fmt::Arguments) {
+            self.add(fast, exact, what);
+            if exact.is_finite() {
+                // NaN only for 0/0: no gap and a zero tolerance (an empty histogram).
+                let r = (fast - exact).abs() / tol;
+                assert!(
+                    r < 0.5 || r.is_nan(),
+                    "{what}: |fast − exact| = {:e}, tol {tol:e}",
+                    (fast - exact).abs()
+                );
+                self.worst_ratio = self.worst_ratio.max(if r.is_nan() { 0.0 } else { r });
+            }
+        }
+
+        /// The largest gap so far is well within the tolerance.
+        pub fn check(&self, tol: f64, what: std::fmt::Arguments) {
+            let worst = self.worst;
+            assert!(worst < tol / 2.0, "{what}: |fast − exact| = {worst:e}");
+        }
+
+        /// Enough finite candidates were compared for the test to mean something.
+        pub fn report(&self, noun: &str) {
+            eprintln!(
+                "{} finite {noun}, max |fast − exact| = {:e}",
+                self.finite, self.worst
+            );
+            assert!(self.finite > 10_000);
+        }
     }
 }

@@ -124,6 +124,351 @@ fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec
     errs
 }
 
+/// Nonzero bins per level from which the symmetric search scores per level: measured, a
+/// level (a guess, two quantizations to check it, two loads) costs about as much as 8 bins
+/// of the exact 8-lane scoring (2048 dense bins at 8 bits, 16 per level: ~2× faster; the
+/// 4096-value layers of a small model, ~1100 bins: about even). Many bits on few bins (e.g.
+/// 16 bits on 2048 bins) have more levels than bins: exact scoring there.
+const FAST_LEVELS_PER_BIN: usize = 8;
+
+/// What the fast scoring of every symmetric candidate reads: the histogram's bin geometry
+/// (centre(j) = lo + width·(j + ½), as [`Histogram::centre`] computes it), the dense range
+/// [j0, j1) from the first to past the last nonzero bin, and prefix sums over the bins of
+/// w, w·c and w·c·c (`p0[j]` etc. = sums over bins < j; empty bins add exact zeros).
+struct SymContext {
+    lo: f64,
+    width: f64,
+    j0: usize,
+    j1: usize,
+    max_bound: f64,
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
+    /// (p0[j], p1[j]) side by side: one load per boundary in the AVX2 loop.
+    p01: Vec<[f64; 2]>,
+    /// Σw, Σw·|c|, Σw·c² (for the tolerance).
+    totals: [f64; 3],
+}
+
+/// Per-worker buffer of [`SymContext::sse_fast`]: the group boundaries.
+#[derive(Default)]
+struct Scratch {
+    bounds: Vec<f64>,
+}
+
+impl SymContext {
+    /// None for an empty histogram (every error is exactly 0: nothing to speed up).
+    fn new(h: &Histogram, max_bound: f64) -> Option<SymContext> {
+        let j0 = h.counts.iter().position(|&c| c > 0)?;
+        let j1 = h.counts.iter().rposition(|&c| c > 0)? + 1;
+        let n = h.bins() + 1;
+        let (mut p0, mut p1, mut p2) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (j, &count) in h.counts.iter().enumerate() {
+            p0.push(s0);
+            p1.push(s1);
+            p2.push(s2);
+            let (c, w) = (h.centre(j), count as f64);
+            s0 += w;
+            s1 += w * c;
+            s2 += w * c * c;
+            a1 += w * c.abs();
+        }
+        p0.push(s0);
+        p1.push(s1);
+        p2.push(s2);
+        Some(SymContext {
+            p01: p0.iter().zip(&p1).map(|(&a, &b)| [a, b]).collect(),
+            lo: h.lo,
+            width: h.width(),
+            j0,
+            j1,
+            max_bound,
+            p0,
+            p1,
+            p2,
+            totals: [s0, a1, s2],
+        })
+    }
+
+    /// [`Histogram::centre`] of bin `j` (given as a float), the same expression bit for bit.
+    #[inline(always)]
+    fn centre(&self, j: f64) -> f64 {
+        self.lo + self.width * (j + 0.5)
+    }
+
+    /// The level candidate `scale` quantizes centre(j) to: [`modelopt_fake_quant`]'s rounding.
+    #[inline(always)]
+    fn level(&self, j: f64, scale: f64) -> f64 {
+        let m = self.max_bound;
+        super::scheme::rint_clamped(self.centre(j) * scale, -m, m)
+    }
+
+    /// The lowest and highest level of the nonzero bins for candidate `amax` (> 2^-24).
+    fn level_range(&self, amax: f64) -> (f64, f64) {
+        let scale = self.max_bound / amax;
+        let k_lo = self.level(self.j0 as f64, scale);
+        (k_lo, self.level((self.j1 - 1) as f64, scale))
+    }
+
+    /// [`symmetric_sse`] of candidate `amax` (> 2^-24, finite), summed per level instead of
+    /// per bin, within [`Self::tolerance`] of it. The bins quantized to level k are a
+    /// contiguous run (c·scale and the rounding are monotone), found with the exact code's own
+    /// c·scale and rounding, so each run holds exactly the bins the exact sum maps to level k.
+    /// With x̂ = k/scale and the run's sums S0, S1, S2, the run adds Σw·(x̂ − c)² =
+    /// S2 − 2x̂·S1 + x̂²·S0; the S2 parts telescope to one difference. Only the rounding
+    /// differs from the exact sum, and x̂, taken as k·(amax/max_bound) to save a division
+    /// per level (within 4ε of k/scale; in the tolerance).
+    #[inline(always)]
+    fn sse_fast(&self, amax: f64, s: &mut Scratch) -> f64 {
+        let scale = self.max_bound / amax;
+        let inv = amax / self.max_bound;
+        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
+        let k_lo = self.level(j0, scale);
+        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
+        // bounds[g]: the first bin whose level exceeds k = k_lo + g, for g < levels; it lies
+        // in [j0 + 1, j1 − 1] (level(j0) ≤ k < level(j1 − 1)). Guessed from the real-valued
+        // threshold c·scale = k + ½, then checked: c·scale strictly below k + ½ at the bin
+        // before and strictly above at the bin, which implies level ≤ k and > k under the
+        // exact rounding (with the pre-clamp to ±(max_bound + 1) too, as −max_bound ≤ k
+        // < max_bound). No branch, so the loop vectorises; a failed check (a tie at k + ½,
+        // or an off guess) is redone below with the rounding itself.
+        let per_bin = 1.0 / (scale * self.width);
+        let offset = self.lo / self.width + 0.5;
+        let (first, last) = (j0 + 1.0, j1 - 1.0);
+        s.bounds.resize(levels, 0.0);
+        let mut all_ok = true;
+        for (g, e) in s.bounds.iter_mut().enumerate() {
+            // g < 2^16 levels: exact through i32.
+            let half = k_lo + f64::from(g as i32) + 0.5;
+            // floor(t) + 1 for the real threshold index t, as rint(t − ½) + 1 (a ceil would be a
+            // libm call without SSE4.1; an integer t, where this may be off by one, is caught
+            // by the check), clamped to [j0 + 1, j1 − 1].
+            let t = half * per_bin - offset;
+            let b = super::scheme::rint_clamped(t - 0.5, first - 1.0, last - 1.0) + 1.0;
+            all_ok &= (self.centre(b - 1.0) * scale < half) & (self.centre(b) * scale > half);
+            *e = b;
+        }
+        if !all_ok {
+            for (g, e) in s.bounds.iter_mut().enumerate() {
+                let k = k_lo + g as f64;
+                if self.level(*e - 1.0, scale) <= k && self.level(*e, scale) > k {
+                    continue;
+                }
+                // The first bin in [j0 + 1, j1 − 1] above level k.
+                let (mut a, mut b) = (self.j0 + 1, self.j1 - 1);
+                while a < b {
+                    let mid = a + (b - a) / 2;
+                    if self.level(mid as f64, scale) > k {
+                        b = mid;
+                    } else {
+                        a = mid + 1;
+                    }
+                }
+                *e = a as f64;
+            }
+        }
+        // Group g (level k_g = k_lo + g) spans [B(g − 1), B(g)) with B(g) = bounds[g],
+        // B(−1) = j0, B(levels) = j1. With S(g) the group's sums and x̂ = k·inv, the error
+        // S2 − 2x̂·S1 + x̂²·S0 summed over groups is, by parts (k_{g+1} − k_g = 1),
+        //   (p2[j1] − p2[j0]) − 2·inv·Σ1 + inv²·Σ0, where
+        //   Σ1 = Σ k_g·S1(g)  = k_hi·p1[j1] − k_lo·p1[j0] − Σ_{g<levels} p1[B(g)],
+        //   Σ0 = Σ k_g²·S0(g) = k_hi²·p0[j1] − k_lo²·p0[j0] − Σ_{g<levels} (2k_g + 1)·p0[B(g)]:
+        // two loads and two multiply-adds per level. Four accumulators each, so the additions
+        // do not wait on each other (the bound allows any order); plain loops, as iterator
+        // adapters would be compiled outside the AVX2 caller.
+        let (p0, p1) = (&self.p0[..], &self.p1[..]);
+        let top = p0.len() - 1;
+        let (mut a0, mut a1) = ([0.0f64; 4], [0.0f64; 4]);
+        let mut chunks = s.bounds.chunks_exact(4);
+        let mut g = 0;
+        for c in &mut chunks {
+            for l in 0..4 {
+                // min: no bounds check, so this may vectorise (the boundaries are ≤ j1 − 1).
+                let i = (c[l] as usize).min(top);
+                let odd = 2.0 * (k_lo + f64::from((g + l) as i32)) + 1.0;
+                a0[l] += odd * p0[i];
+                a1[l] += p1[i];
+            }
+            g += 4;
+        }
+        for &e in chunks.remainder() {
+            let i = (e as usize).min(top);
+            a0[0] += (2.0 * (k_lo + f64::from(g as i32)) + 1.0) * p0[i];
+            a1[0] += p1[i];
+            g += 1;
+        }
+        let k_hi = k_lo + levels as f64;
+        let (j0, j1) = (self.j0, self.j1);
+        let sum0 =
+            (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0]) - ((a0[0] + a0[1]) + (a0[2] + a0[3]));
+        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - ((a1[0] + a1[1]) + (a1[2] + a1[3]));
+        (self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1)
+    }
+
+    /// Twice an upper bound on |sse_fast − symmetric_sse| over candidates up to `amax_max`
+    /// spanning at most `levels` levels, so that a candidate whose fast error is more than this
+    /// above the fast minimum has an exact error strictly above the exact minimum.
+    ///
+    /// With ε = 2^-52 (twice the unit roundoff: generous), n bins, T0 = Σw, T1 = Σw·|c|,
+    /// T2 = Σw·c², X ≥ |x̂| (≤ amax·(1 + 4ε)), inv = amax/max_bound (|k|·inv ≤ X, and
+    /// levels·inv ≤ 2X + inv) and B = T2 + 2X·T1 + X²·T0:
+    /// * prefix sums: each of the nonnegative-term sums is within (n + 2)·ε·T of its value;
+    ///   those errors enter with coefficients 1 (p2, twice), 2·inv·(1 per boundary, |k| at the
+    ///   ends) and inv²·(2|k| + 1 per boundary, k² at the ends), which total ≤ 2, ~8X and
+    ///   ~6X²: ≤ (n + 2)·ε·(2T2 + 8X·T1 + 6X²·T0) ≤ (n + 2)·ε·8B;
+    /// * the by-parts sums add levels + 2 terms whose magnitudes total ≤ 2X·T1 (Σ1·2inv)
+    ///   and ≤ 4X²·T0 (Σ0·inv²), each term and the final combination off by a few roundings:
+    ///   ≤ (levels + 8)·ε·8B;
+    /// * the exact code's x̂ = fl(k/scale) is within 4ε·X of k·inv, which moves each group's
+    ///   error by ≤ 4ε·X·2Σw·|x̂ − c| + O(ε²): ≤ 8ε·X·(X·T0 + T1) ≤ 8ε·B in all;
+    /// * the exact sum adds nnz ≤ n terms w·(x̂ − c)² ≤ 2w·(x̂² + c²): ≤ (n + 3)·ε·2·2B.
+    ///
+    /// Plus an absolute term for underflow (each operation off by at most 2^-1074, scaled by at
+    /// most T0·(1 + X²)), far below any nonzero error of a real histogram. Re-checks are cheap,
+    /// so the bound is doubled once more for slack.
+    fn tolerance(&self, amax_max: f64, levels: usize) -> f64 {
+        let [t0, t1, t2] = self.totals;
+        let n = self.p0.len() as f64;
+        let x = amax_max * (1.0 + 4.0 * f64::EPSILON);
+        let b = t2 + 2.0 * x * t1 + x * x * t0;
+        let (eps, levels) = (f64::EPSILON, levels as f64);
+        let bound = (n + 2.0) * eps * 8.0 * b
+            + (levels + 8.0) * eps * 8.0 * b
+            + 8.0 * eps * b
+            + (n + 3.0) * eps * 4.0 * b
+            + 16.0 * (n + levels) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
+        2.0 * 2.0 * bound
+    }
+
+    /// Fast errors of `amax` (exact ones where x̂ = 0: amax ≤ 2^-24 or NaN, rare).
+    #[inline(always)]
+    fn score(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+        let mut s = Scratch::default();
+        let mut out = Vec::with_capacity(amax.len());
+        for &a in amax {
+            out.push(if a > MODELOPT_ZERO_AMAX {
+                self.sse_fast(a, &mut s)
+            } else {
+                symmetric_sse(cs, ws, a, self.max_bound)
+            });
+        }
+        out
+    }
+
+    /// [`Self::score`] with AVX2: [`Self::sse_fast_avx2`] where its checks all pass, else
+    /// [`Self::sse_fast`] (a tie at some k + ½, or a guess off by one: rare).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_avx2(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+        let mut s = Scratch::default();
+        let mut out = Vec::with_capacity(amax.len());
+        for &a in amax {
+            out.push(if a > MODELOPT_ZERO_AMAX {
+                match self.sse_fast_avx2(a) {
+                    Some(e) => e,
+                    None => self.sse_fast(a, &mut s),
+                }
+            } else {
+                symmetric_sse(cs, ws, a, self.max_bound)
+            });
+        }
+        out
+    }
+
+    /// [`Self::sse_fast`] four levels at a time in AVX2 registers, with the same guesses and
+    /// the same checks (the centres by the same expression, no fused multiply-add), and the
+    /// by-parts sums in four lanes; None if any check fails. Needs fewer than 2^31 bins (i32
+    /// indices).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn sse_fast_avx2(&self, amax: f64) -> Option<f64> {
+        use std::arch::x86_64::*;
+        let scale = self.max_bound / amax;
+        let inv = amax / self.max_bound;
+        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
+        let k_lo = self.level(j0, scale);
+        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
+        let per_bin = 1.0 / (scale * self.width);
+        let offset = self.lo / self.width + 0.5;
+        let (first, last) = (j0 + 1.0, j1 - 1.0);
+        let (p0, p1) = (&self.p0[..], &self.p1[..]);
+        let v = _mm256_set1_pd;
+        let (one, half_v) = (v(1.0), v(0.5));
+        let mut k = _mm256_add_pd(v(k_lo), _mm256_set_pd(3.0, 2.0, 1.0, 0.0));
+        let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut ok = 0b1111;
+        let full = levels / 4 * 4;
+        let mut g = 0;
+        while g < full {
+            let half = _mm256_add_pd(k, half_v);
+            let t = _mm256_sub_pd(_mm256_mul_pd(half, v(per_bin)), v(offset));
+            let b = _mm256_add_pd(_mm256_floor_pd(t), one);
+            // maxpd returns its second operand for a NaN: `first`, a valid index.
+            let b = _mm256_min_pd(_mm256_max_pd(b, v(first)), v(last));
+            let centre = |j| {
+                _mm256_add_pd(
+                    v(self.lo),
+                    _mm256_mul_pd(v(self.width), _mm256_add_pd(j, half_v)),
+                )
+            };
+            let below = _mm256_mul_pd(centre(_mm256_sub_pd(b, one)), v(scale));
+            let above = _mm256_mul_pd(centre(b), v(scale));
+            let pass = _mm256_and_pd(
+                _mm256_cmp_pd::<_CMP_LT_OQ>(below, half),
+                _mm256_cmp_pd::<_CMP_GT_OQ>(above, half),
+            );
+            ok &= _mm256_movemask_pd(pass);
+            // b ∈ [j0 + 1, j1 − 1] ⊂ [0, p0.len()): the gathers stay inside the slices.
+            // Scalar loads, not gathers (microcoded and slower on some x86 cores): the pair
+            // (p0, p1) of each boundary is one 16-byte load.
+            let mut idx = [0i32; 4];
+            // SAFETY: `idx` holds 4 i32; unaligned store.
+            unsafe { _mm_storeu_si128(idx.as_mut_ptr().cast(), _mm256_cvttpd_epi32(b)) };
+            // b ∈ [j0 + 1, j1 − 1] (clamped above): in bounds; the index checks stay cheap.
+            let q = idx.map(|i| self.p01[i as usize]);
+            let g0 = _mm256_set_pd(q[3][0], q[2][0], q[1][0], q[0][0]);
+            let g1 = _mm256_set_pd(q[3][1], q[2][1], q[1][1], q[0][1]);
+            let odd = _mm256_add_pd(_mm256_add_pd(k, k), one);
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(odd, g0));
+            a1 = _mm256_add_pd(a1, g1);
+            k = _mm256_add_pd(k, v(4.0));
+            g += 4;
+        }
+        if ok != 0b1111 {
+            return None;
+        }
+        let (mut l0, mut l1) = ([0.0f64; 4], [0.0f64; 4]);
+        // SAFETY: 4 f64 fit the arrays; unaligned stores.
+        unsafe {
+            _mm256_storeu_pd(l0.as_mut_ptr(), a0);
+            _mm256_storeu_pd(l1.as_mut_ptr(), a1);
+        }
+        let (mut t0, mut t1) = (0.0, 0.0);
+        for g in full..levels {
+            let half = k_lo + g as f64 + 0.5;
+            let b = ((half * per_bin - offset).floor() + 1.0)
+                .max(first)
+                .min(last);
+            if !(self.centre(b - 1.0) * scale < half && self.centre(b) * scale > half) {
+                return None;
+            }
+            t0 += (2.0 * (k_lo + g as f64) + 1.0) * p0[b as usize];
+            t1 += p1[b as usize];
+        }
+        let k_hi = k_lo + levels as f64;
+        let (j0, j1) = (self.j0, self.j1);
+        let sum0 = (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0])
+            - (((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0);
+        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - (((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1);
+        Some((self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1))
+    }
+}
+
 /// Symmetric MSE calibration on the |x| histogram over `[0, max|x|]`: returns `[-a, a]`.
 ///
 /// Model Optimizer's `_compute_amax_mse` with the call fixed to
@@ -137,10 +482,16 @@ fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec
 /// float32 centres and errors, so a near-tie may resolve one bin differently.
 /// `candidates` = N − start (1920 for 2048 bins).
 ///
-/// Speed: candidates are scored 8 at a time, one per SIMD lane ([`sse_lanes`]), each lane
-/// summing in bin order exactly as a plain loop, so every error, and hence the choice, is
-/// bit-identical to the one-candidate-at-a-time loop; chunks of 64 candidates run in
-/// parallel and the argmin is taken in order afterwards, so threads change nothing.
+/// Speed: where the bins are many per level (8 or 9 bits on 2048 busy bins), every candidate is
+/// scored per level ([`SymContext::sse_fast`], O(levels) instead of O(bins)), then the
+/// candidates within [`SymContext::tolerance`] of the fast minimum are re-scored exactly
+/// ([`symmetric_errors`]) and the first exact argmin among them is the answer: any other
+/// candidate's exact error is strictly above the exact minimum, so the choice is the one
+/// the exhaustive exact search makes. Otherwise (more levels than bins to gain from, or an
+/// empty histogram) every candidate is scored exactly, 8 at a time, one per SIMD lane
+/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop. Either way chunks
+/// of candidates run in parallel and the argmin is taken in order afterwards, so threads
+/// change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let nbins = abs_hist.bins();
     let max_bound = ((1u64 << (u32::from(bits.clamp(2, 16)) - 1)) - 1) as f64;
@@ -148,19 +499,29 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let start = START_BIN.min(nbins.saturating_sub(1));
     // abs: an |x| histogram's centres are ≥ 0; this keeps lo ≤ hi on any other input.
     let amax: Vec<f64> = (start..nbins).map(|i| abs_hist.centre(i).abs()).collect();
-    let errs: Vec<f64> = amax
-        .par_chunks(8 * LANES)
-        .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
-        .collect::<Vec<_>>()
-        .concat();
+    let (errs, order) = match fast_scores(abs_hist, (&cs, &ws), &amax, max_bound) {
+        Some((fast, tol)) => {
+            let window: Vec<usize> = super::near_minimum(&fast, tol).collect();
+            let wa: Vec<f64> = window.iter().map(|&k| amax[k]).collect();
+            (symmetric_errors(&cs, &ws, &wa, max_bound), window)
+        }
+        None => {
+            let errs: Vec<f64> = amax
+                .par_chunks(8 * LANES)
+                .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
+                .collect::<Vec<_>>()
+                .concat();
+            (errs, (0..amax.len()).collect())
+        }
+    };
     let mut best = f64::INFINITY;
     let mut best_a = abs_hist.hi.abs();
-    for (k, (&err, &a)) in errs.iter().zip(&amax).enumerate() {
+    for (n, (&err, &k)) in errs.iter().zip(&order).enumerate() {
         // Strict `<`: the first argmin (`np.argmin`). The first candidate always sets it
         // (errors are finite), even for an empty histogram (all errors 0).
-        if err < best || k == 0 {
+        if err < best || n == 0 {
             best = err;
-            best_a = a;
+            best_a = amax[k];
         }
     }
     Search {
@@ -168,6 +529,57 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
         hi: best_a,
         candidates: nbins - start,
     }
+}
+
+/// The fast error of every candidate and the re-check tolerance, or None where the exact
+/// scoring of every candidate is cheaper or the bound would not hold: an empty histogram,
+/// more levels than [`FAST_LEVELS_PER_BIN`] allows, non-finite candidates, or sums so large
+/// that the bound (or an exact error) could overflow.
+fn fast_scores(
+    h: &Histogram,
+    (cs, ws): (&[f64], &[f64]),
+    amax: &[f64],
+    max_bound: f64,
+) -> Option<(Vec<f64>, f64)> {
+    let ctx = SymContext::new(h, max_bound)?;
+    // NaN fails `>` (x̂ = 0 there, scored exactly).
+    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
+    if amax.iter().any(|a| a.is_infinite()) {
+        return None;
+    }
+    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
+    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
+    let hi_a = fast_ones().fold(0.0f64, f64::max);
+    if lo_a == f64::INFINITY {
+        return None;
+    }
+    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
+    // and largest candidates bound every candidate's lowest and highest level.
+    let (lo1, hi1) = ctx.level_range(lo_a);
+    let (lo2, hi2) = ctx.level_range(hi_a);
+    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
+    if levels * FAST_LEVELS_PER_BIN > cs.len() {
+        return None;
+    }
+    let tol = ctx.tolerance(hi_a, levels);
+    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && ctx.p0.len() < i32::MAX as usize;
+    let fast: Vec<f64> = amax
+        .par_chunks(8 * LANES)
+        .map(|chunk| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2, checked above.
+                return unsafe { ctx.score_avx2((cs, ws), chunk) };
+            }
+            ctx.score((cs, ws), chunk)
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    Some((fast, tol))
 }
 
 /// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
@@ -349,7 +761,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::calib::test_support::{gaussian_counts, hist};
+    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist};
 
     #[test]
     fn fake_quant_is_modelopts() {
@@ -442,6 +854,105 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Random |x|-histogram counts of one of several shapes: spikes, sparse, Gaussian-like,
+    /// heavy tail, tiny counts, huge counts near 2^60, all equal; sometimes a far outlier.
+    fn random_counts(rng: &mut Rng, len: usize) -> Vec<u64> {
+        let shape = rng.below(7);
+        let scale = 10f64.powi(rng.below(13) as i32);
+        let spread = 1.0 + rng.below(len as u64 + 1) as f64;
+        let mut c: Vec<u64> = (0..len)
+            .map(|k| {
+                let x = k as f64 / spread;
+                match shape {
+                    0 => {
+                        if rng.below(50) == 0 {
+                            1 + rng.below(1 + scale as u64)
+                        } else {
+                            rng.below(3)
+                        }
+                    }
+                    1 => {
+                        if rng.below(30) == 0 {
+                            1 + rng.below(1000)
+                        } else {
+                            0
+                        }
+                    }
+                    2 => (scale * (-0.5 * x * x).exp()) as u64 + rng.below(3),
+                    3 => (scale / (1.0 + x * x)) as u64,
+                    4 => rng.below(3),
+                    5 => (1u64 << 60) - rng.below(1 << 40),
+                    _ => 7,
+                }
+            })
+            .collect();
+        if rng.below(3) == 0 && len > 1 {
+            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
+            c[far] += 1 + rng.below(3);
+        }
+        c
+    }
+
+    #[test]
+    fn fast_search_picks_the_exact_searchs_range() {
+        let mut rng = Rng(0x3a5e_f00d_5eed_0003);
+        let mut gap = FastVsExact::default();
+        let (mut fast_searches, mut widest) = (0usize, 0usize);
+        for case in 0..300 {
+            let len = match case % 10 {
+                0..=2 => 2048,
+                3 => 100,
+                4 => 129,
+                5 => 130,
+                _ => 1 + rng.below(900) as usize,
+            };
+            // Mostly the bits where the fast path applies; all of 2..=16 appear.
+            let bits = if case % 3 == 0 {
+                2 + rng.below(15) as u8
+            } else {
+                2 + rng.below(8) as u8
+            };
+            let (lo, hi) = match rng.below(8) {
+                // amax ≤ 2^-24 for the lower candidates (x̂ = 0 there).
+                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+                // Negative centres (not an |x| histogram).
+                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+                _ => (
+                    0.0,
+                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+                ),
+            };
+            let h = hist(lo, hi, random_counts(&mut rng, len));
+            let got = symmetric(&h, bits);
+            let want = symmetric_plain(&h, bits);
+            assert_eq!(
+                got, want,
+                "case {case}: len {len}, bits {bits}, [{lo}, {hi}]"
+            );
+            // The window's premise: every candidate's fast error is well within tol/2.
+            let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            let start = START_BIN.min(len.saturating_sub(1));
+            let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
+            let Some((fast, tol)) = fast_scores(&h, (&cs, &ws), &amax, max_bound) else {
+                continue;
+            };
+            fast_searches += 1;
+            widest = widest.max(crate::calib::near_minimum(&fast, tol).count());
+            for (&f, &a) in fast.iter().zip(&amax) {
+                let e = symmetric_sse(&cs, &ws, a, max_bound);
+                gap.add_within(f, e, tol, format_args!("case {case}, amax {a}"));
+            }
+        }
+        eprintln!(
+            "{fast_searches} fast searches, widest re-check window {widest}, \
+             max |fast − exact| / tol = {:e}",
+            gap.worst_ratio
+        );
+        gap.report("candidates");
+        assert!(fast_searches > 100, "{fast_searches}");
     }
 
     #[test]
