@@ -1,6 +1,8 @@
 """Driver of scripts/bench (run through it: it sets up the virtualenv).
 
-Times, on the same files, each a median of several runs with the page cache warm:
+Inputs (target/bench/): a 1 GiB float32 file, a folder of 200 layers of 4 MiB, and the
+folder's values joined into one file. Times, on the same files, each a median of several runs
+with the page cache warm:
   read      a plain sequential read of the file (the floor: what reading costs)
   3 passes  examples/read_floor: our reader making the analysis' three passes with no analysis
             (the floor of this design: the histograms need pass 1's range, the metrics need
@@ -35,7 +37,8 @@ SMALL = 50 if QUICK else 200
 
 
 def make_data():
-    os.makedirs(f"{OUT}/many", exist_ok=True)
+    many = f"{OUT}/many_{SMALL}"
+    os.makedirs(many, exist_ok=True)
     big = f"{OUT}/big_{BIG_ROWS}.npy"
     if not os.path.exists(big):
         rng = np.random.default_rng(0)
@@ -47,11 +50,21 @@ def make_data():
         a.flush()
         del a
     for i in range(SMALL):
-        p = f"{OUT}/many/layer{i:03d}.npy"
+        p = f"{many}/layer{i:03d}.npy"
         if not os.path.exists(p):
             rng = np.random.default_rng(i + 1)
             np.save(p, rng.laplace(size=(16, 1 << 16)).astype(np.float32))
-    return big, f"{OUT}/many"
+    # The same values as the folder in one file: the folder's time over this one's is the
+    # per-file overhead alone (the 1 GiB file holds other values, which cost a little less).
+    joined = f"{OUT}/many_joined_{SMALL}.npy"
+    if not os.path.exists(joined):
+        a = np.lib.format.open_memmap(joined, mode="w+", dtype=np.float32,
+                                      shape=(16 * SMALL, 1 << 16))
+        for i in range(SMALL):
+            a[16 * i:16 * (i + 1)] = np.load(f"{many}/layer{i:03d}.npy")
+        a.flush()
+        del a
+    return big, many, joined
 
 
 def timed(cmd):
@@ -133,11 +146,13 @@ def ort_time(paths):
 
 
 def main():
-    big, many = make_data()
+    big, many, joined = make_data()
     size_big = os.path.getsize(big) / 2**20
     size_many = sum(os.path.getsize(os.path.join(many, f)) for f in os.listdir(many)) / 2**20
+    size_joined = os.path.getsize(joined) / 2**20
     rows = []
-    for label, path, size in (("1 file", big, size_big), (f"{SMALL} files", many, size_many)):
+    for label, path, size in (("1 file", big, size_big), (f"{SMALL} files", many, size_many),
+                              ("joined", joined, size_joined)):
         t_read, _ = median_of(plain_read(path))
         t_floor, _ = median_of([FLOOR, path])
         t_ours, rss = median_of([BIN, "report", "-q", "--format", "json", path])
@@ -154,6 +169,10 @@ def main():
     for label, size, tr, tf, to, t1, rss in rows:
         print(f"{label:<10} {size:>7.0f} {tr:>8.3f} {tf:>10.3f} {to:>8.3f} {to / tr:>9.2f} "
               f"{to / tf:>13.2f} {size / to:>7.0f} {t1:>10.3f} {t1 / to:>10.2f} {rss:>12.0f}")
+    mbs = [size / to for _, size, _, _, to, _, _ in rows]
+    print(f"\n{SMALL} files run at {mbs[1] / mbs[0]:.2f} of the 1-file MB/s and at "
+          f"{mbs[1] / mbs[2]:.2f} of the MB/s of the same values joined into one file "
+          f"(\"joined\": the per-file overhead alone)")
     parts, rss, total = ort_time([big])
     if parts is None:
         print("ONNX Runtime run failed:", total)
