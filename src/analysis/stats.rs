@@ -83,50 +83,63 @@ impl Pass1 {
     }
 
     /// `step` over groups of four with AVX: the same operations per lane, so the same sums.
+    /// Eight values per iteration: the four counts are compares subtracted from 32-bit integer
+    /// lanes (a true compare is −1), where one f64 lane per count cost three operations per
+    /// value; the sum, min and max take the two halves in order, exactly as two groups of four.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn body_avx2(&mut self, body: &[f32]) {
         use std::arch::x86_64::*;
+        // Counts per block stay far below 2^31 per lane.
+        const BLOCK: usize = 1 << 24;
         let ld = |a: &[f64; 4]| unsafe { _mm256_loadu_pd(a.as_ptr()) };
         let st = |a: &mut [f64; 4], v: __m256d| unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
-        let (mut c0, mut c1, mut c2, mut c3) = (
-            ld(&self.c[0]),
-            ld(&self.c[1]),
-            ld(&self.c[2]),
-            ld(&self.c[3]),
-        );
         let mut sum = ld(&self.sum);
-        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 elements.
+        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 (or 8) elements.
         let mut lo = unsafe { _mm_loadu_ps(self.lo.as_ptr()) };
         let mut hi = unsafe { _mm_loadu_ps(self.hi.as_ptr()) };
         let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
         let inf = _mm_set1_ps(f32::INFINITY);
-        let zero = _mm_setzero_ps();
-        let one = _mm256_set1_pd(1.0);
-        let count = |m: __m128| {
-            _mm256_and_pd(
-                _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(m))),
-                one,
-            )
-        };
-        for ch in body.chunks_exact(4) {
-            let v = unsafe { _mm_loadu_ps(ch.as_ptr()) };
-            let fin = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
-            c0 = _mm256_add_pd(c0, count(fin));
-            c1 = _mm256_add_pd(c1, count(_mm_cmpeq_ps(v, zero)));
-            c2 = _mm256_add_pd(c2, count(_mm_cmpunord_ps(v, v)));
-            c3 = _mm256_add_pd(c3, count(_mm_cmpeq_ps(v, inf)));
-            sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_and_ps(v, fin)));
-            lo = _mm_min_ps(_mm_blendv_ps(lo, v, fin), lo);
-            hi = _mm_max_ps(_mm_blendv_ps(hi, v, fin), hi);
+        let abs8 = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let inf8 = _mm256_set1_ps(f32::INFINITY);
+        let zero8 = _mm256_setzero_ps();
+        let eights = body.len() / 8 * 8;
+        for block in body[..eights].chunks(BLOCK) {
+            let z = _mm256_setzero_si256();
+            let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
+            for ch in block.chunks_exact(8) {
+                let v8 = unsafe { _mm256_loadu_ps(ch.as_ptr()) };
+                let fin8 = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v8, abs8), inf8);
+                let count = |c: __m256i, m: __m256| _mm256_sub_epi32(c, _mm256_castps_si256(m));
+                c0 = count(c0, fin8);
+                c1 = count(c1, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, zero8));
+                c2 = count(c2, _mm256_cmp_ps::<_CMP_UNORD_Q>(v8, v8));
+                c3 = count(c3, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, inf8));
+                for v in [_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8)] {
+                    let fin = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
+                    sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_and_ps(v, fin)));
+                    lo = _mm_min_ps(_mm_blendv_ps(lo, v, fin), lo);
+                    hi = _mm_max_ps(_mm_blendv_ps(hi, v, fin), hi);
+                }
+            }
+            // Lanes j and j + 4 both hold positions ≡ j (mod 4): lane j of the 4-lane sums.
+            for (acc, c) in self.c.iter_mut().zip([c0, c1, c2, c3]) {
+                let mut a = [0i32; 8];
+                unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), c) };
+                for (k, t) in acc.iter_mut().enumerate() {
+                    *t += f64::from(a[k]) + f64::from(a[k + 4]);
+                }
+            }
         }
-        st(&mut self.c[0], c0);
-        st(&mut self.c[1], c1);
-        st(&mut self.c[2], c2);
-        st(&mut self.c[3], c3);
         st(&mut self.sum, sum);
         unsafe { _mm_storeu_ps(self.lo.as_mut_ptr(), lo) };
         unsafe { _mm_storeu_ps(self.hi.as_mut_ptr(), hi) };
+        // A last group of four (the body is a multiple of 4, not always of 8).
+        for ch in body[eights..].chunks_exact(4) {
+            for (k, &v) in ch.iter().enumerate() {
+                self.step(k, v);
+            }
+        }
     }
 }
 
@@ -421,9 +434,14 @@ mod tests {
             .map(|i| ((i as f32 * 0.37).cos() * 300.0).powi(3) / 1e4)
             .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 256.0])
             .collect();
-        for len in [0, 1, 4, 7, v.len()] {
-            let portable = Moments::of_chunk_with(&v[..len], false);
-            assert_eq!(portable, Moments::of_chunk(&v[..len]), "len {len}");
+        // Lengths with and without a last group of four after the groups of eight; reversed,
+        // the special values come first.
+        let r: Vec<f32> = v.iter().rev().copied().collect();
+        for v in [&v, &r] {
+            for len in [0, 1, 4, 7, 8, 12, 13, 4101, v.len()] {
+                let portable = Moments::of_chunk_with(&v[..len], false);
+                assert_eq!(portable, Moments::of_chunk(&v[..len]), "len {len}");
+            }
         }
     }
 
