@@ -5,6 +5,8 @@
 //!   call fixed (reference README §5 item 8; the `modelopt.hist.mse_argfix` results).
 //! * [`affine`]: our own coarse-to-fine search over pairs of bin edges.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use super::{QParams, Scheme, Search};
@@ -345,39 +347,83 @@ impl SymContext {
         2.0 * 2.0 * bound
     }
 
-    /// Fast errors of `amax` (exact ones where x̂ = 0: amax ≤ 2^-24 or NaN, rare).
+    /// Σ w·(x̂ − c)² over the bins candidate `amax` (> 2^-24, finite) quantizes to its top
+    /// level max_bound (the clipped tail and the bins rounding up to the end): some of the
+    /// nonnegative terms of its error, from prefix sums in O(1), so a lower bound on it. Below
+    /// the optimum it is most of the error. The bins are found with the exact code's own
+    /// c·scale and rounding ([`Self::level`]), so they are exactly those it maps to
+    /// max_bound; with x̂ = max_bound·inv as in [`Self::sse_fast`]. Its rounding error is
+    /// below that of one fast sum (two prefix-sum differences and a few operations, plus the
+    /// same ≤ 4ε·X gap in x̂), well within [`Self::tolerance`]/4.
     #[inline(always)]
-    fn score(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
-        let mut s = Scratch::default();
-        let mut out = Vec::with_capacity(amax.len());
-        for &a in amax {
-            out.push(if a > MODELOPT_ZERO_AMAX {
-                self.sse_fast(a, &mut s)
+    fn tail_floor(&self, amax: f64) -> f64 {
+        let m = self.max_bound;
+        let scale = m / amax;
+        let (j0, j1) = (self.j0, self.j1);
+        // Guess the first bin with c·scale ≥ m − ½ from the real-valued threshold, then fix
+        // it with the rounding itself (levels are monotone in the bin): usually no step.
+        let t = ((m - 0.5) / scale - self.lo) / self.width - 0.5;
+        // `as` saturates (NaN → 0): a bad guess only costs steps.
+        let mut j = (t.max(0.0) as usize).clamp(j0, j1);
+        while j < j1 && self.level(j as f64, scale) < m {
+            j += 1;
+        }
+        while j > j0 && self.level((j - 1) as f64, scale) >= m {
+            j -= 1;
+        }
+        let x = m * (amax / m);
+        let (s0, s1, s2) = (
+            self.p0[j1] - self.p0[j],
+            self.p1[j1] - self.p1[j],
+            self.p2[j1] - self.p2[j],
+        );
+        s2 - x * (2.0 * s1 - x * s0)
+    }
+
+    /// Fast errors of `amax` (exact ones where x̂ = 0: amax ≤ 2^-24 or NaN, rare), scored from
+    /// the last down, except ∞ where [`Found::skips`] rules a candidate out by its
+    /// [`Self::tail_floor`]. `fast` scores one candidate (> 2^-24).
+    #[inline(always)]
+    fn score(
+        &self,
+        (cs, ws): (&[f64], &[f64]),
+        amax: &[f64],
+        found: &Found,
+        mut fast: impl FnMut(f64) -> f64,
+    ) -> Vec<f64> {
+        let mut out = vec![f64::INFINITY; amax.len()];
+        for (k, &a) in amax.iter().enumerate().rev() {
+            let f = if a > MODELOPT_ZERO_AMAX {
+                if found.skips(self.tail_floor(a)) {
+                    continue;
+                }
+                fast(a)
             } else {
                 symmetric_sse(cs, ws, a, self.max_bound)
-            });
+            };
+            found.lower(f);
+            out[k] = f;
         }
         out
+    }
+
+    /// [`Self::score`] with [`Self::sse_fast`].
+    fn score_plain(&self, cw: (&[f64], &[f64]), amax: &[f64], found: &Found) -> Vec<f64> {
+        let mut s = Scratch::default();
+        self.score(cw, amax, found, |a| self.sse_fast(a, &mut s))
     }
 
     /// [`Self::score`] with AVX2: [`Self::sse_fast_avx2`] where its checks all pass, else
     /// [`Self::sse_fast`] (a tie at some k + ½, or a guess off by one: rare).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn score_avx2(&self, (cs, ws): (&[f64], &[f64]), amax: &[f64]) -> Vec<f64> {
+    fn score_avx2(&self, cw: (&[f64], &[f64]), amax: &[f64], found: &Found) -> Vec<f64> {
         let mut s = Scratch::default();
-        let mut out = Vec::with_capacity(amax.len());
-        for &a in amax {
-            out.push(if a > MODELOPT_ZERO_AMAX {
-                match self.sse_fast_avx2(a) {
-                    Some(e) => e,
-                    None => self.sse_fast(a, &mut s),
-                }
-            } else {
-                symmetric_sse(cs, ws, a, self.max_bound)
-            });
-        }
-        out
+        // The closure inherits AVX2, so the call needs no `unsafe`.
+        self.score(cw, amax, found, |a| match self.sse_fast_avx2(a) {
+            Some(e) => e,
+            None => self.sse_fast(a, &mut s),
+        })
     }
 
     /// [`Self::sse_fast`] four levels at a time in AVX2 registers, with the same guesses and
@@ -485,7 +531,8 @@ impl SymContext {
 /// Speed: where the bins are many per level (8 or 9 bits on 2048 busy bins), every candidate is
 /// scored per level ([`SymContext::sse_fast`], O(levels) instead of O(bins)), then the
 /// candidates within [`SymContext::tolerance`] of the fast minimum are re-scored exactly
-/// ([`symmetric_errors`]) and the first exact argmin among them is the answer: any other
+/// ([`symmetric_errors`]) and the first exact argmin among them is the answer (candidates a
+/// cheap lower bound already places outside that window are skipped: [`fast_scores`]): any other
 /// candidate's exact error is strictly above the exact minimum, so the choice is the one
 /// the exhaustive exact search makes. Otherwise (more levels than bins to gain from, or an
 /// empty histogram) every candidate is scored exactly, 8 at a time, one per SIMD lane
@@ -531,15 +578,75 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     }
 }
 
+/// The least fast error found so far, shared by the parallel pieces of the symmetric search
+/// (bits of a finite f64 or ∞; `fetch_min` on the bits would misorder negatives, which
+/// rounding can produce), and how far above it a lower bound must lie to skip a candidate.
+struct Found {
+    bits: AtomicU64,
+    margin: f64,
+}
+
+impl Found {
+    fn new(margin: f64) -> Found {
+        Found {
+            bits: AtomicU64::new(f64::INFINITY.to_bits()),
+            margin,
+        }
+    }
+
+    /// Whether a candidate with lower bound `floor` may be skipped. NaN never skips (the
+    /// comparison is false), nor does anything before a first finite value.
+    #[inline(always)]
+    fn skips(&self, floor: f64) -> bool {
+        floor > f64::from_bits(self.bits.load(Ordering::Relaxed)) + self.margin
+    }
+
+    #[inline(always)]
+    fn lower(&self, f: f64) {
+        let mut cur = self.bits.load(Ordering::Relaxed);
+        while f < f64::from_bits(cur) {
+            match self.bits.compare_exchange_weak(
+                cur,
+                f.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
 /// The fast error of every candidate and the re-check tolerance, or None where the exact
 /// scoring of every candidate is cheaper or the bound would not hold: an empty histogram,
 /// more levels than [`FAST_LEVELS_PER_BIN`] allows, non-finite candidates, or sums so large
 /// that the bound (or an exact error) could overflow.
+///
+/// Candidates whose [`SymContext::tail_floor`] exceeds a fast error already found by more
+/// than 2·tol get ∞ instead: the floor and every fast error are within tol/4 of the same real
+/// error sums ([`SymContext::tolerance`] is 4× the bound on |fast − real|, which covers the
+/// floor's rounding too), so their fast error would exceed the fast minimum by more than
+/// tol. They lie outside the re-check window ([`super::near_minimum`]) either way, and the
+/// minimum is one that was scored, so the window, hence the choice, is the same as without
+/// skipping, whatever order the threads find values in.
 fn fast_scores(
+    h: &Histogram,
+    cw: (&[f64], &[f64]),
+    amax: &[f64],
+    max_bound: f64,
+) -> Option<(Vec<f64>, f64)> {
+    fast_scores_pruned(h, cw, amax, max_bound, true)
+}
+
+/// [`fast_scores`], skipping candidates by their lower bound only if `prune` (the tests
+/// compare both).
+fn fast_scores_pruned(
     h: &Histogram,
     (cs, ws): (&[f64], &[f64]),
     amax: &[f64],
     max_bound: f64,
+    prune: bool,
 ) -> Option<(Vec<f64>, f64)> {
     let ctx = SymContext::new(h, max_bound)?;
     // NaN fails `>` (x̂ = 0 there, scored exactly).
@@ -567,19 +674,25 @@ fn fast_scores(
     }
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && ctx.p0.len() < i32::MAX as usize;
-    let fast: Vec<f64> = amax
-        .par_chunks(8 * LANES)
-        .map(|chunk| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU supports AVX2, checked above.
-                return unsafe { ctx.score_avx2((cs, ws), chunk) };
-            }
-            ctx.score((cs, ws), chunk)
-        })
-        .collect::<Vec<_>>()
-        .concat();
-    Some((fast, tol))
+    let found = Found::new(if prune { 2.0 * tol } else { f64::INFINITY });
+    let run = |chunk: &[f64]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2, checked above.
+            return unsafe { ctx.score_avx2((cs, ws), chunk, &found) };
+        }
+        ctx.score_plain((cs, ws), chunk, &found)
+    };
+    // The full range first (it clips nothing, so it is often near the minimum), so that every
+    // piece starts with a finite value to prune by; then pieces from the top down, each from
+    // its top: the large candidates are the ones whose floor says little, and the small ones,
+    // which clip much, are pruned by what they find.
+    if prune {
+        run(&amax[amax.len() - 1..]);
+    }
+    let mut pieces: Vec<Vec<f64>> = amax.par_chunks(8 * LANES).rev().map(run).collect();
+    pieces.reverse();
+    Some((pieces.concat(), tol))
 }
 
 /// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
@@ -936,7 +1049,8 @@ mod tests {
             let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
             let start = START_BIN.min(len.saturating_sub(1));
             let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
-            let Some((fast, tol)) = fast_scores(&h, (&cs, &ws), &amax, max_bound) else {
+            let Some((fast, tol)) = fast_scores_pruned(&h, (&cs, &ws), &amax, max_bound, false)
+            else {
                 continue;
             };
             fast_searches += 1;
@@ -953,6 +1067,99 @@ mod tests {
         );
         gap.report("candidates");
         assert!(fast_searches > 100, "{fast_searches}");
+    }
+
+    /// Skipping candidates by their tail floor leaves the re-check window exactly as scoring
+    /// every candidate does: each keeps its fast error bit for bit, or is ∞ with a fast error
+    /// beyond the window. Logs how many are skipped.
+    #[test]
+    fn pruned_fast_pass_keeps_the_recheck_window() {
+        let mut rng = Rng(0x0b5e_55ed_1ce5_0004);
+        let (mut searches, mut cands, mut skipped, mut rechecked) = (0usize, 0, 0, 0);
+        // Typical shapes alone (Gaussian-like, heavy tail; 8 bits, 2048 bins).
+        let (mut typical, mut typical_skipped) = (0usize, 0usize);
+        for case in 0..400 {
+            let len = match case % 4 {
+                0 | 1 => 2048,
+                2 => 129 + rng.below(1900) as usize,
+                _ => 1 + rng.below(900) as usize,
+            };
+            let bits = if case % 4 == 0 {
+                8
+            } else {
+                2 + rng.below(8) as u8
+            };
+            let (lo, hi) = match rng.below(8) {
+                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+                _ => (
+                    0.0,
+                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+                ),
+            };
+            let h = hist(lo, hi, random_counts(&mut rng, len));
+            let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            let start = START_BIN.min(len.saturating_sub(1));
+            let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
+            let Some((all, tol)) = fast_scores_pruned(&h, (&cs, &ws), &amax, max_bound, false)
+            else {
+                continue;
+            };
+            let (pruned, tol2) = fast_scores(&h, (&cs, &ws), &amax, max_bound).unwrap();
+            assert_eq!(tol.to_bits(), tol2.to_bits());
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            let mut here = 0;
+            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m + tol,
+                        "case {case}: len {len}, bits {bits}, k {k}: {a} vs {p}, min {m}, tol {tol}"
+                    );
+                    here += 1;
+                }
+            }
+            let want: Vec<usize> = crate::calib::near_minimum(&all, tol).collect();
+            let got: Vec<usize> = crate::calib::near_minimum(&pruned, tol).collect();
+            assert_eq!(got, want, "case {case}: len {len}, bits {bits}");
+            searches += 1;
+            cands += all.len();
+            skipped += here;
+            rechecked += want.len();
+        }
+        // A Gaussian and a heavy tail, the shapes of real activations.
+        for (k, h) in [
+            gaussian_counts(0.0, 6.0, 2048, 1e9, true),
+            gaussian_counts(0.0, 8.0, 2048, 1e6, true),
+            hist(
+                0.0,
+                20.0,
+                (0..2048)
+                    .map(|j| (1e6 / (1.0 + (j as f64 / 40.0).powi(2))) as u64)
+                    .collect(),
+            ),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(h).into_iter().unzip();
+            let amax: Vec<f64> = (START_BIN..2048).map(|i| h.centre(i)).collect();
+            let (pruned, _) = fast_scores(h, (&cs, &ws), &amax, 127.0).expect("fast path");
+            let n = pruned.iter().filter(|f| **f == f64::INFINITY).count();
+            eprintln!("typical shape {k}: {n} of {} skipped", amax.len());
+            typical += amax.len();
+            typical_skipped += n;
+        }
+        eprintln!(
+            "{searches} fast searches, {cands} candidates: {skipped} skipped by the tail floor, \
+             {rechecked} re-checked exactly; typical shapes: {typical_skipped} of {typical} skipped"
+        );
+        assert!(searches > 100, "{searches}");
+        assert!(skipped > cands / 10, "{skipped} of {cands}");
+        assert!(
+            typical_skipped > typical / 3,
+            "{typical_skipped} of {typical}"
+        );
     }
 
     #[test]
