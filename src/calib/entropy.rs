@@ -1001,7 +1001,7 @@ impl<'a> AffineContext<'a> {
         let v_last = self.chunk_value(l, r, last_start);
         let q_first = v_first.max(ORT_EPS);
         // Bin r−1 is a remainder bin (q = 0) unless the chunks fill the window.
-        let q_last = if len % nq == 0 { v_last } else { 0.0 }.max(ORT_EPS);
+        let q_last = if len.is_multiple_of(nq) { v_last } else { 0.0 }.max(ORT_EPS);
         let mid = (mass[last_start] - mass[l + w]) as f64;
         let spread = ((nq - 2) * (w - 1)) as f64;
         let q_lo = (w as f64 * (v_first + v_last) + (mid - spread).max(0.0)) * (1.0 - 1e-12);
