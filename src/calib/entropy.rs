@@ -622,6 +622,23 @@ fn affine_windows(signed_hist: &Histogram, nq: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// `x as f64`, bit for bit, by the signed conversion where it is exact (x < 2^63: one
+/// instruction on x86-64, where the unsigned one takes a branchy sequence).
+#[inline]
+fn u64_f64(x: u64) -> f64 {
+    match i64::try_from(x) {
+        Ok(i) => i as f64,
+        Err(_) => x as f64,
+    }
+}
+
+/// `x as f64` for a bin count or index (at most isize::MAX, so the signed conversion is the
+/// same value): see [`u64_f64`].
+#[inline]
+fn usize_f64(x: usize) -> f64 {
+    x as i64 as f64
+}
+
 /// Largest Taylor remainder (on the KL scale) the fast pass accepts on each side (p and q);
 /// windows whose bound is larger use one logarithm per bin (p) or chunk (q) there instead.
 const TAYLOR_MAX: f64 = 1e-11;
@@ -760,7 +777,7 @@ impl<'a> AffineContext<'a> {
         // ln(v − e1q) = ln v − x − x²/2 − x³/3 − R, 0 ≤ R ≤ x⁴/(4(1−x)).
         let chunk = |m: u64, norm: usize| {
             let v = if norm != 0 {
-                (m as f64 / norm as f64).trunc()
+                (u64_f64(m) / usize_f64(norm)).trunc()
             } else {
                 0.0
             };
@@ -777,28 +794,35 @@ impl<'a> AffineContext<'a> {
         for c in 0..nq {
             let s = l + c * w;
             let e = s + w;
-            let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
-            let mut norm = nz[e] - nz[s];
-            let mut pm = mass[e] - mass[s];
-            if c == 0 {
-                norm += first_extra;
-                pm += below;
-            }
-            if e == r {
-                norm += last_extra;
-                pm += above;
-            }
-            // Middle chunks depend only on (start, width): memoised where a memo is given.
-            let [v, ln_v, inv_v] = match memo.as_deref_mut() {
-                Some(memo) if c > 0 && c < nq - 1 => memo.get(s, w, || chunk(m, norm)),
-                _ => chunk(m, norm),
+            let (norm, pm, [v, ln_v, inv_v]) = if c > 0 && c < nq - 1 {
+                // Middle chunks (no outliers, no remainder, e < r) depend only on (start,
+                // width): memoised where a memo is given; one branch for the common case.
+                let (m, norm) = (mass[e] - mass[s], nz[e] - nz[s]);
+                let vals = match memo.as_deref_mut() {
+                    Some(memo) => memo.get(s, w, || chunk(m, norm)),
+                    None => chunk(m, norm),
+                };
+                (norm, m, vals)
+            } else {
+                let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
+                let mut norm = nz[e] - nz[s];
+                let mut pm = mass[e] - mass[s];
+                if c == 0 {
+                    norm += first_extra;
+                    pm += below;
+                }
+                if e == r {
+                    norm += last_extra;
+                    pm += above;
+                }
+                (norm, pm, chunk(m, norm))
             };
             if v == 0.0 {
                 zq += w;
                 continue;
             }
             vsum += v;
-            let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+            let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
             s_pos += sc;
             a0 += sc * ln_v;
             let mut t = sc * inv_v;
@@ -840,7 +864,7 @@ impl<'a> AffineContext<'a> {
                 }
                 let [v, _, _] = chunk(m, norm);
                 if v != 0.0 {
-                    let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+                    let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
                     acc += sc * (v - e1q).ln();
                 }
             }
