@@ -586,17 +586,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
     }
     let ctx = AffineContext::new(h, nq);
     // Fast pass in parallel chunks; the choice below does not depend on the threads.
-    let fast: Vec<f64> = windows
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut memo = ChunkMemo::for_windows(chunk, nq, nbins);
-            chunk
-                .iter()
-                .map(|&(l, r)| ctx.fast_kl(l, r, memo.as_mut()))
-                .collect::<Vec<f64>>()
-        })
-        .collect::<Vec<_>>()
-        .concat();
+    let fast = ctx.fast_pass(&windows);
     // All windows ∞ (fast is ∞ exactly where exact is): the exact rule keeps its initial value.
     let mut best = (f64::INFINITY, (0, nbins));
     let mut p = vec![0.0f64; nbins];
@@ -630,6 +620,23 @@ fn affine_windows(signed_hist: &Histogram, nq: usize) -> Vec<(usize, usize)> {
         .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
         .filter(|&(l, r)| r - l >= nq)
         .collect()
+}
+
+/// `x as f64`, bit for bit, by the signed conversion where it is exact (x < 2^63: one
+/// instruction on x86-64, where the unsigned one takes a branchy sequence).
+#[inline]
+fn u64_f64(x: u64) -> f64 {
+    match i64::try_from(x) {
+        Ok(i) => i as f64,
+        Err(_) => x as f64,
+    }
+}
+
+/// `x as f64` for a bin count or index (at most isize::MAX, so the signed conversion is the
+/// same value): see [`u64_f64`].
+#[inline]
+fn usize_f64(x: usize) -> f64 {
+    x as i64 as f64
 }
 
 /// Largest Taylor remainder (on the KL scale) the fast pass accepts on each side (p and q);
@@ -770,7 +777,7 @@ impl<'a> AffineContext<'a> {
         // ln(v − e1q) = ln v − x − x²/2 − x³/3 − R, 0 ≤ R ≤ x⁴/(4(1−x)).
         let chunk = |m: u64, norm: usize| {
             let v = if norm != 0 {
-                (m as f64 / norm as f64).trunc()
+                (u64_f64(m) / usize_f64(norm)).trunc()
             } else {
                 0.0
             };
@@ -787,28 +794,35 @@ impl<'a> AffineContext<'a> {
         for c in 0..nq {
             let s = l + c * w;
             let e = s + w;
-            let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
-            let mut norm = nz[e] - nz[s];
-            let mut pm = mass[e] - mass[s];
-            if c == 0 {
-                norm += first_extra;
-                pm += below;
-            }
-            if e == r {
-                norm += last_extra;
-                pm += above;
-            }
-            // Middle chunks depend only on (start, width): memoised where a memo is given.
-            let [v, ln_v, inv_v] = match memo.as_deref_mut() {
-                Some(memo) if c > 0 && c < nq - 1 => memo.get(s, w, || chunk(m, norm)),
-                _ => chunk(m, norm),
+            let (norm, pm, [v, ln_v, inv_v]) = if c > 0 && c < nq - 1 {
+                // Middle chunks (no outliers, no remainder, e < r) depend only on (start,
+                // width): memoised where a memo is given; one branch for the common case.
+                let (m, norm) = (mass[e] - mass[s], nz[e] - nz[s]);
+                let vals = match memo.as_deref_mut() {
+                    Some(memo) => memo.get(s, w, || chunk(m, norm)),
+                    None => chunk(m, norm),
+                };
+                (norm, m, vals)
+            } else {
+                let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
+                let mut norm = nz[e] - nz[s];
+                let mut pm = mass[e] - mass[s];
+                if c == 0 {
+                    norm += first_extra;
+                    pm += below;
+                }
+                if e == r {
+                    norm += last_extra;
+                    pm += above;
+                }
+                (norm, pm, chunk(m, norm))
             };
             if v == 0.0 {
                 zq += w;
                 continue;
             }
             vsum += v;
-            let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+            let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
             s_pos += sc;
             a0 += sc * ln_v;
             let mut t = sc * inv_v;
@@ -850,7 +864,7 @@ impl<'a> AffineContext<'a> {
                 }
                 let [v, _, _] = chunk(m, norm);
                 if v != 0.0 {
-                    let sc = pm as f64 - e1p * norm as f64 + ORT_EPS * (w - norm) as f64;
+                    let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
                     acc += sc * (v - e1q).ln();
                 }
             }
@@ -887,6 +901,153 @@ impl<'a> AffineContext<'a> {
                 .sum::<f64>();
         }
         (pp - pq) / total_f - total_f.ln() + (w as f64 * vsum).ln()
+    }
+
+    /// [`Self::fast_kl`] of every window, except ∞ for windows skipped because their
+    /// [`Self::kl_floor`] exceeds a fast value already found by more than 2·tol: their fast
+    /// value would exceed it (so the fast minimum) by more than tol (the floor errs by far less
+    /// than tol/2 below the exact divergence, the fast value by < tol/2 above or below), so
+    /// they lie outside the re-check window and skipping them leaves the choice unchanged.
+    /// Chunks and windows run from the widest down: the whole histogram clips nothing and is
+    /// often near the minimum, and narrow windows clip the tails their floor charges for.
+    fn fast_pass(&self, windows: &[(usize, usize)]) -> Vec<f64> {
+        let (nq, nbins) = (self.nq, self.h.len());
+        let margin = 2.0 * self.tolerance();
+        // The least fast value found so far, shared (bits of a finite f64 or ∞; fetch_min on
+        // the bits would misorder negatives, which rounding can produce).
+        let found = AtomicU64::new(f64::INFINITY.to_bits());
+        let lower = |f: f64| {
+            let mut cur = found.load(Ordering::Relaxed);
+            while f < f64::from_bits(cur) {
+                match found.compare_exchange_weak(
+                    cur,
+                    f.to_bits(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(c) => cur = c,
+                }
+            }
+        };
+        if let Some(&(l, r)) = windows.last() {
+            lower(self.fast_kl(l, r, None));
+        }
+        let mut per_chunk: Vec<Vec<f64>> = windows
+            .par_chunks(CHUNK)
+            .rev()
+            .map(|chunk| {
+                let mut memo: Option<Option<ChunkMemo>> = None;
+                let mut out = vec![f64::INFINITY; chunk.len()];
+                for (k, &(l, r)) in chunk.iter().enumerate().rev() {
+                    let give_up = f64::from_bits(found.load(Ordering::Relaxed)) + margin;
+                    // NaN never prunes (the comparison is false).
+                    if self.kl_floor(l, r) > give_up {
+                        continue;
+                    }
+                    // The memo is allocated only once a window of the chunk is scored.
+                    let memo = memo.get_or_insert_with(|| ChunkMemo::for_windows(chunk, nq, nbins));
+                    let f = self.fast_kl(l, r, memo.as_mut());
+                    lower(f);
+                    out[k] = f;
+                }
+                out
+            })
+            .collect();
+        per_chunk.reverse();
+        per_chunk.concat()
+    }
+
+    /// The chunk value v = ⌊m/norm⌋ of the q chunk of window [l, r) starting at bin s, as
+    /// [`Self::fast_kl`] computes it (0 where its p bins are all 0).
+    fn chunk_value(&self, l: usize, r: usize, s: usize) -> f64 {
+        let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
+        let w = (r - l) / nq;
+        let e = s + w;
+        let last = s + w > l + (nq - 1) * w;
+        let m = mass[if last { r } else { e }] - mass[s];
+        let mut norm = nz[e] - nz[s];
+        if s == l && h[l] == 0 && mass[l] > 0 {
+            norm += 1;
+        }
+        if e == r && h[r - 1] == 0 && self.total > mass[r] {
+            norm += 1;
+        }
+        if norm == 0 {
+            0.0
+        } else {
+            (m as f64 / norm as f64).trunc()
+        }
+    }
+
+    /// A lower bound on the divergence of window [l, r) in O(1): the cost of folding the
+    /// outliers into the end bins while q's end chunks hold only the window's own mass.
+    ///
+    /// Merging bins into groups never raises a KL (log-sum inequality), so KL(p'‖q') ≥ the
+    /// two-outcome KL d(a‖b) = a·ln(a/b) + (1−a)·ln((1−a)/(1−b)) of a group G of end bins vs
+    /// the rest, a = Σ_G p'/T, b = Σ_G q'/Q (p', q' > 0 once smoothed, which every window
+    /// with a finite divergence is; elsewhere the fast value is ∞ and skipping changes
+    /// nothing). a is exact from the end bins and e1p. b is bounded above, and d(a‖·) falls
+    /// on (0, a]: q' ≤ max(v, eps) for a bin of a chunk with value v (q' = v − e1q or eps;
+    /// remainder bins have v = 0), and Q = w·Σ_c v_c ≥ w·(v_first + v_last) + (M_mid −
+    /// (nq−2)(w−1)) as a middle chunk's v = ⌊m/norm⌋ ≥ ⌊m/w⌋ ≥ (m − w + 1)/w (norm ≤ w,
+    /// m = 0 where norm = 0). G is {l}, {r−1} or both, whichever bounds highest.
+    /// Rounding: Q's bound is shrunk and b's grown by 1e-12 (covering u64→f64 and the
+    /// division), and the few logarithms err by ~1e-14 on the KL scale, far below tol/2.
+    fn kl_floor(&self, l: usize, r: usize) -> f64 {
+        let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
+        if self.total == u64::MAX {
+            return f64::NAN;
+        }
+        let len = r - l;
+        let w = len / nq;
+        let below = mass[l];
+        let above = self.total - mass[r];
+        let first_extra = usize::from(h[l] == 0 && below > 0);
+        let last_extra = usize::from(h[r - 1] == 0 && above > 0);
+        let nzp = nz[r] - nz[l] + first_extra + last_extra;
+        let zp = len - nzp;
+        if nzp == 0 {
+            return f64::INFINITY;
+        }
+        let e1p = ORT_EPS * zp as f64 / nzp as f64;
+        if e1p >= 1.0 {
+            return f64::INFINITY;
+        }
+        let smoothed = |p: u64| {
+            if p > 0 { p as f64 - e1p } else { ORT_EPS }
+        };
+        let total_f = self.total as f64;
+        let p_first = smoothed(h[l].saturating_add(below));
+        let p_last = smoothed(h[r - 1].saturating_add(above));
+        let last_start = l + (nq - 1) * w;
+        let v_first = self.chunk_value(l, r, l);
+        let v_last = self.chunk_value(l, r, last_start);
+        let q_first = v_first.max(ORT_EPS);
+        // Bin r−1 is a remainder bin (q = 0) unless the chunks fill the window.
+        let q_last = if len.is_multiple_of(nq) { v_last } else { 0.0 }.max(ORT_EPS);
+        let mid = (mass[last_start] - mass[l + w]) as f64;
+        let spread = ((nq - 2) * (w - 1)) as f64;
+        let q_lo = (w as f64 * (v_first + v_last) + (mid - spread).max(0.0)) * (1.0 - 1e-12);
+        if q_lo <= 0.0 {
+            return 0.0;
+        }
+        let d = |pg: f64, qg: f64| {
+            let a = pg / total_f;
+            let b = qg / q_lo * (1.0 + 1e-12);
+            if b >= a || a > 1.0 {
+                return 0.0;
+            }
+            let rest = if a < 1.0 {
+                (1.0 - a) * ((1.0 - a) / (1.0 - b)).ln()
+            } else {
+                0.0
+            };
+            a * (a / b).ln() + rest
+        };
+        d(p_first, q_first)
+            .max(d(p_last, q_last))
+            .max(d(p_first + p_last, q_first + q_last))
     }
 
     /// An upper bound on 2·(|fast_kl − exact| + |ort_window_kl − exact|) for every window, so
@@ -1229,6 +1390,125 @@ mod tests {
             gap.check(tol, format_args!("case {case}"));
         }
         gap.report("windows");
+    }
+
+    /// The affine fast pass's pruning leaves the re-check window exactly as scoring every
+    /// window does: each window keeps its fast value bit for bit or was skipped (∞) with a
+    /// fast value beyond the window. Logs how many windows are skipped and re-checked.
+    #[test]
+    fn affine_pruned_fast_pass_keeps_the_recheck_window() {
+        let mut rng = Rng(0xaff1_9e5e_a4c4_0004);
+        let (mut cands, mut skipped, mut rechecked, mut most) = (0usize, 0usize, 0usize, 0usize);
+        for case in 0..500 {
+            // Bits 2..=16, wherever the histogram has at least nq bins.
+            let bits = 2 + rng.below(15) as u8;
+            let nq = 1usize << bits;
+            let len = if case % 3 == 0 {
+                2048
+            } else {
+                nq + rng.below(700) as usize
+            };
+            // Our histograms have 2048 bins (`SEARCH_BINS`): affine applies up to 11 bits.
+            if nq > 2048 {
+                continue;
+            }
+            let mut counts = random_counts(&mut rng, len);
+            if rng.below(4) == 0 {
+                for _ in 0..1 + rng.below(4) {
+                    let k = rng.below(len as u64) as usize;
+                    counts[k] += 1 + rng.below(1 << 40);
+                }
+            }
+            if rng.below(3) == 0 {
+                // A gaussian bulk with tails, as activations look.
+                let g = gaussian_counts(-4.0, 4.0, len, 10f64.powi(2 + rng.below(6) as i32), false);
+                counts = g.counts;
+            }
+            if count_sum(&counts) == 0 {
+                continue;
+            }
+            let lo = -(rng.below(100) as f64) / 10.0;
+            let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
+            let h = hist(lo, hi, counts);
+            let windows = affine_windows(&h, nq);
+            if windows.is_empty() {
+                continue;
+            }
+            let ctx = AffineContext::new(&h.counts, nq);
+            let tol = ctx.tolerance();
+            let all: Vec<f64> = windows
+                .iter()
+                .map(|&(l, r)| ctx.fast_kl(l, r, None))
+                .collect();
+            let pruned = ctx.fast_pass(&windows);
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m + tol,
+                        "case {case}: len {len}, bits {bits}, window {:?}: {a} vs {p}, min {m}",
+                        windows[k]
+                    );
+                    skipped += 1;
+                }
+            }
+            let want: Vec<usize> = near_minimum(&all, tol).collect();
+            let got: Vec<usize> = near_minimum(&pruned, tol).collect();
+            assert_eq!(got, want, "case {case}: len {len}, bits {bits}");
+            cands += all.len();
+            rechecked += want.len();
+            most = most.max(want.len());
+        }
+        eprintln!(
+            "{cands} windows: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
+             (at most {most} per search)"
+        );
+        assert!(skipped > cands / 10);
+    }
+
+    /// The floor is below the exact divergence of every window (it is what lets the fast pass
+    /// skip windows).
+    #[test]
+    fn affine_floor_is_below_the_exact_divergence() {
+        let mut rng = Rng(0xaff1_9e5e_a4c4_0005);
+        let (mut n, mut positive) = (0usize, 0usize);
+        for case in 0..200 {
+            let bits = 2 + rng.below(8) as u8;
+            let nq = 1usize << bits;
+            let len = nq + rng.below(600) as usize;
+            let mut counts = random_counts(&mut rng, len);
+            if rng.below(2) == 0 {
+                counts =
+                    gaussian_counts(-4.0, 4.0, len, 10f64.powi(2 + rng.below(6) as i32), false)
+                        .counts;
+            }
+            if count_sum(&counts) == 0 {
+                continue;
+            }
+            let h = hist(-1.0, 1.0, counts);
+            let ctx = AffineContext::new(&h.counts, nq);
+            let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
+            for (l, r) in affine_windows(&h, nq) {
+                let fl = ctx.kl_floor(l, r);
+                let e = ort_window_kl(
+                    &h.counts[l..r],
+                    ctx.mass[l],
+                    ctx.total - ctx.mass[r],
+                    nq,
+                    &mut p,
+                    &mut q,
+                );
+                if fl.is_finite() && e.is_finite() {
+                    assert!(fl <= e + 1e-10, "case {case}: [{l}, {r}): floor {fl} > {e}");
+                    n += 1;
+                    positive += usize::from(fl > 0.0);
+                } else if fl == f64::INFINITY {
+                    assert_eq!(e, f64::INFINITY, "case {case}: [{l}, {r})");
+                }
+            }
+        }
+        eprintln!("{n} finite windows, {positive} with a positive floor");
+        assert!(positive > n / 10);
     }
 
     #[test]
