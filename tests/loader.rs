@@ -827,3 +827,32 @@ fn a_resident_array_serves_the_same_chunks_without_the_file() -> R {
     assert_eq!(want[2], f32::INFINITY);
     Ok(())
 }
+
+#[test]
+fn recycled_buffers_never_leak_into_the_next_array() -> R {
+    // Each array is made resident, checked, and its buffer handed back for the next read on
+    // this thread: a longer one, a shorter one, a float16 one, an empty one.
+    let dir = TempDir::new()?;
+    let f16: Vec<u8> = [1.0f32, -2.0, 0.5]
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let cases: Vec<(Vec<u8>, Vec<f32>)> = vec![
+        (f32_npy(&[1.0, 2.0, 3.0]), vec![1.0, 2.0, 3.0]),
+        (
+            f32_npy(&(0..50).map(|i| i as f32).collect::<Vec<_>>()),
+            (0..50).map(|i| i as f32).collect(),
+        ),
+        (f32_npy(&[-7.0, 8.0]), vec![-7.0, 8.0]),
+        (npy("<f2", "(3,)", &f16), vec![1.0, -2.0, 0.5]),
+        (f32_npy(&[]), vec![]),
+        (f32_npy(&[9.0; 40]), vec![9.0; 40]),
+    ];
+    for (k, (bytes, want)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("{k}.npy"), bytes)?;
+        let a = open(&path)?.into_resident(&AtomicBool::new(false))?;
+        assert_eq!(read_all(&a, 1000)?, *want, "case {k}");
+        a.recycle();
+    }
+    Ok(())
+}

@@ -311,7 +311,11 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
         }
     });
     match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
-        Ok((parts, profile)) => finish_with(spec, Arc::new(profile), Some(&parts), opts, progress),
+        Ok((parts, profile)) => {
+            let layer = finish_with(spec, Arc::new(profile), Some(&parts), opts, progress);
+            parts.into_iter().for_each(OpenArray::recycle);
+            layer
+        }
         Err(e) => LayerAnalysis::failed(spec, &e),
     }
 }

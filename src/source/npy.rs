@@ -191,18 +191,53 @@ impl OpenArray {
     /// Reads and decodes the whole array once and keeps the values, so that later passes read
     /// memory instead of the file. Only for small arrays: the caller bounds the size.
     pub fn into_resident(self, cancel: &AtomicBool) -> Result<OpenArray, LoadError> {
-        // One chunk of the whole length: a single piece (none if empty), kept without a
-        // second copy.
-        let values = self
-            .map_chunks(self.info.len(), cancel, |_, v| v.to_vec())?
-            .pop()
-            .unwrap_or_default();
+        let n = self.info.len();
+        let values = match &self.source {
+            DataSource::Positional { path, offset } => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(LoadError::new(&self.location, "cancelled"));
+                }
+                let err = |m: String| LoadError::new(&self.location, m);
+                let file = File::open(path).map_err(|e| err(io_message(&e)))?;
+                with_scratch(|s| {
+                    self.decode(s, n, |buf| read_at(&file, path, buf, *offset).map_err(err))?;
+                    // The decoded buffer itself is kept: copying it out cost as much as the
+                    // read. Not when it is much larger than the array (its capacity would stay
+                    // allocated with it); the thread's next chunk regrows it.
+                    Ok::<_, LoadError>(if s.out.capacity() > 2 * n {
+                        s.out[..n].to_vec()
+                    } else {
+                        std::mem::take(&mut s.out)
+                    })
+                })?
+            }
+            // One chunk of the whole length: a single piece (none if empty).
+            _ => self
+                .map_chunks(n, cancel, |_, v| v.to_vec())?
+                .pop()
+                .unwrap_or_default(),
+        };
         let overflows = self.f64_overflows();
         Ok(OpenArray {
             source: DataSource::Resident(values),
             overflows: AtomicU64::new(overflows),
             ..self
         })
+    }
+
+    /// Hands a resident array's buffer to this thread's read scratch when that holds less, so
+    /// that the next array read here reuses it instead of zero-filling a new one (a fill per
+    /// small layer cost a quarter of its read). Other arrays are just dropped.
+    pub fn recycle(self) {
+        if let DataSource::Resident(v) = self.source {
+            SCRATCH.with(|cell| {
+                if let Ok(mut s) = cell.try_borrow_mut()
+                    && s.out.capacity() < v.capacity()
+                {
+                    s.out = v;
+                }
+            });
+        }
     }
 
     /// Finite float64 values that overflowed float32 during the last `map_chunks` pass.
