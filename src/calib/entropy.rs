@@ -639,6 +639,31 @@ fn usize_f64(x: usize) -> f64 {
     x as i64 as f64
 }
 
+/// A q chunk's value v = ⌊m/norm⌋ (ORT's int64 q), 0 where its p bins are all 0.
+#[inline]
+fn chunk_value(m: u64, norm: usize) -> f64 {
+    if norm != 0 {
+        (u64_f64(m) / usize_f64(norm)).trunc()
+    } else {
+        0.0
+    }
+}
+
+/// The p side of an affine window ([`AffineContext::window_p`]): its length, chunk width,
+/// the outlier counts below and above it, whether they make an empty end bin nonzero, its
+/// zero bins and p's smoothing step e1p.
+#[derive(Clone, Copy)]
+struct WindowP {
+    len: usize,
+    w: usize,
+    below: u64,
+    above: u64,
+    first_extra: usize,
+    last_extra: usize,
+    zp: usize,
+    e1p: f64,
+}
+
 /// Largest Taylor remainder (on the KL scale) the fast pass accepts on each side (p and q);
 /// windows whose bound is larger use one logarithm per bin (p) or chunk (q) there instead.
 const TAYLOR_MAX: f64 = 1e-11;
@@ -751,36 +776,24 @@ impl<'a> AffineContext<'a> {
     /// R is e^k/(k(k−1)p^(k−1)) > 0, so 0 ≤ R ≤ e⁴/(12·p²·(1−e)) for p ≥ 1 (integer counts).
     fn fast_kl(&self, l: usize, r: usize, memo: Option<&mut ChunkMemo>) -> f64 {
         let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
-        if self.total == u64::MAX {
-            // Saturated prefix sums: leave it to the exact re-check.
-            return f64::NAN;
-        }
-        let len = r - l;
-        let w = len / nq;
-        let below = mass[l];
-        let above = self.total - mass[r];
-        // Outliers make an empty end bin nonzero in p.
-        let first_extra = usize::from(h[l] == 0 && below > 0);
-        let last_extra = usize::from(h[r - 1] == 0 && above > 0);
-        let nzp = nz[r] - nz[l] + first_extra + last_extra;
-        let zp = len - nzp;
-        if nzp == 0 {
-            return f64::INFINITY;
-        }
-        // The same expressions as `smooth`, so the give-up cases match exactly.
-        let e1p = ORT_EPS * zp as f64 / nzp as f64;
-        if e1p >= 1.0 {
-            return f64::INFINITY;
-        }
+        let wp = match self.window_p(l, r) {
+            Ok(wp) => wp,
+            Err(kl) => return kl,
+        };
+        let WindowP {
+            len,
+            w,
+            below,
+            above,
+            zp,
+            e1p,
+            ..
+        } = wp;
         // q: per chunk its value v (0 where its p bins are all 0), its p' mass S_c, and the
         // sums that give Σ_{v>0} S_c·ln(v − e1q) by Taylor in x = e1q/v once e1q is known:
         // ln(v − e1q) = ln v − x − x²/2 − x³/3 − R, 0 ≤ R ≤ x⁴/(4(1−x)).
         let chunk = |m: u64, norm: usize| {
-            let v = if norm != 0 {
-                (u64_f64(m) / usize_f64(norm)).trunc()
-            } else {
-                0.0
-            };
+            let v = chunk_value(m, norm);
             if v == 0.0 {
                 [0.0; 3]
             } else {
@@ -804,17 +817,7 @@ impl<'a> AffineContext<'a> {
                 };
                 (norm, m, vals)
             } else {
-                let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
-                let mut norm = nz[e] - nz[s];
-                let mut pm = mass[e] - mass[s];
-                if c == 0 {
-                    norm += first_extra;
-                    pm += below;
-                }
-                if e == r {
-                    norm += last_extra;
-                    pm += above;
-                }
+                let (m, norm, pm) = self.chunk_sums(&wp, l, r, c);
                 (norm, pm, chunk(m, norm))
             };
             if v == 0.0 {
@@ -849,20 +852,8 @@ impl<'a> AffineContext<'a> {
             // Many empty chunks: one ln per chunk instead.
             let mut acc = 0.0f64;
             for c in 0..nq {
-                let s = l + c * w;
-                let e = s + w;
-                let m = mass[if c == nq - 1 { r } else { e }] - mass[s];
-                let mut norm = nz[e] - nz[s];
-                let mut pm = mass[e] - mass[s];
-                if c == 0 {
-                    norm += first_extra;
-                    pm += below;
-                }
-                if e == r {
-                    norm += last_extra;
-                    pm += above;
-                }
-                let [v, _, _] = chunk(m, norm);
+                let (m, norm, pm) = self.chunk_sums(&wp, l, r, c);
+                let v = chunk_value(m, norm);
                 if v != 0.0 {
                     let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
                     acc += sc * (v - e1q).ln();
@@ -958,26 +949,61 @@ impl<'a> AffineContext<'a> {
         per_chunk.concat()
     }
 
-    /// The chunk value v = ⌊m/norm⌋ of the q chunk of window [l, r) starting at bin s, as
-    /// [`Self::fast_kl`] computes it (0 where its p bins are all 0).
-    fn chunk_value(&self, l: usize, r: usize, s: usize) -> f64 {
+    /// The p side of window [l, r) that [`Self::fast_kl`] and [`Self::kl_floor`] share, with
+    /// the same expressions as `smooth`, so the give-up cases match exactly: Err(NaN) where
+    /// the prefix sums saturate (left to the exact re-check), Err(∞) where p is all zero or
+    /// its smoothing gives up.
+    fn window_p(&self, l: usize, r: usize) -> Result<WindowP, f64> {
         let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
-        let w = (r - l) / nq;
-        let e = s + w;
-        let last = s + w > l + (nq - 1) * w;
-        let m = mass[if last { r } else { e }] - mass[s];
+        if self.total == u64::MAX {
+            return Err(f64::NAN);
+        }
+        let len = r - l;
+        let below = mass[l];
+        let above = self.total - mass[r];
+        // Outliers make an empty end bin nonzero in p.
+        let first_extra = usize::from(h[l] == 0 && below > 0);
+        let last_extra = usize::from(h[r - 1] == 0 && above > 0);
+        let nzp = nz[r] - nz[l] + first_extra + last_extra;
+        let zp = len - nzp;
+        if nzp == 0 {
+            return Err(f64::INFINITY);
+        }
+        let e1p = ORT_EPS * zp as f64 / nzp as f64;
+        if e1p >= 1.0 {
+            return Err(f64::INFINITY);
+        }
+        Ok(WindowP {
+            len,
+            w: len / nq,
+            below,
+            above,
+            first_extra,
+            last_extra,
+            zp,
+            e1p,
+        })
+    }
+
+    /// Chunk c of window [l, r): its q mass m (the last chunk takes the remainder bins' mass),
+    /// its nonzero p bins (with an end bin the outliers make nonzero) and its p mass (with the
+    /// outliers).
+    fn chunk_sums(&self, wp: &WindowP, l: usize, r: usize, c: usize) -> (u64, usize, u64) {
+        let (mass, nz) = (&self.mass, &self.nonzero);
+        let s = l + c * wp.w;
+        let e = s + wp.w;
+        let m = mass[if c == self.nq - 1 { r } else { e }] - mass[s];
         let mut norm = nz[e] - nz[s];
-        if s == l && h[l] == 0 && mass[l] > 0 {
-            norm += 1;
+        let mut pm = mass[e] - mass[s];
+        if c == 0 {
+            norm += wp.first_extra;
+            pm += wp.below;
         }
-        if e == r && h[r - 1] == 0 && self.total > mass[r] {
-            norm += 1;
+        if e == r {
+            norm += wp.last_extra;
+            pm += wp.above;
         }
-        if norm == 0 {
-            0.0
-        } else {
-            (m as f64 / norm as f64).trunc()
-        }
+        (m, norm, pm)
     }
 
     /// A lower bound on the divergence of window [l, r) in O(1): the cost of folding the
@@ -995,25 +1021,19 @@ impl<'a> AffineContext<'a> {
     /// Rounding: Q's bound is shrunk and b's grown by 1e-12 (covering u64→f64 and the
     /// division), and the few logarithms err by ~1e-14 on the KL scale, far below tol/2.
     fn kl_floor(&self, l: usize, r: usize) -> f64 {
-        let (h, mass, nz, nq) = (self.h, &self.mass, &self.nonzero, self.nq);
-        if self.total == u64::MAX {
-            return f64::NAN;
-        }
-        let len = r - l;
-        let w = len / nq;
-        let below = mass[l];
-        let above = self.total - mass[r];
-        let first_extra = usize::from(h[l] == 0 && below > 0);
-        let last_extra = usize::from(h[r - 1] == 0 && above > 0);
-        let nzp = nz[r] - nz[l] + first_extra + last_extra;
-        let zp = len - nzp;
-        if nzp == 0 {
-            return f64::INFINITY;
-        }
-        let e1p = ORT_EPS * zp as f64 / nzp as f64;
-        if e1p >= 1.0 {
-            return f64::INFINITY;
-        }
+        let (h, mass, nq) = (self.h, &self.mass, self.nq);
+        let wp = match self.window_p(l, r) {
+            Ok(wp) => wp,
+            Err(kl) => return kl,
+        };
+        let WindowP {
+            len,
+            w,
+            below,
+            above,
+            e1p,
+            ..
+        } = wp;
         let smoothed = |p: u64| {
             if p > 0 { p as f64 - e1p } else { ORT_EPS }
         };
@@ -1021,8 +1041,11 @@ impl<'a> AffineContext<'a> {
         let p_first = smoothed(h[l].saturating_add(below));
         let p_last = smoothed(h[r - 1].saturating_add(above));
         let last_start = l + (nq - 1) * w;
-        let v_first = self.chunk_value(l, r, l);
-        let v_last = self.chunk_value(l, r, last_start);
+        let value = |c: usize| {
+            let (m, norm, _) = self.chunk_sums(&wp, l, r, c);
+            chunk_value(m, norm)
+        };
+        let (v_first, v_last) = (value(0), value(nq - 1));
         let q_first = v_first.max(ORT_EPS);
         // Bin r−1 is a remainder bin (q = 0) unless the chunks fill the window.
         let q_last = if len.is_multiple_of(nq) { v_last } else { 0.0 }.max(ORT_EPS);
