@@ -152,6 +152,19 @@ struct SymContext {
     totals: [f64; 3],
 }
 
+/// [`SymContext::plan`]: one candidate's scale and levels.
+#[derive(Clone, Copy)]
+struct LevelPlan {
+    scale: f64,
+    inv: f64,
+    k_lo: f64,
+    levels: usize,
+    per_bin: f64,
+    offset: f64,
+    first: f64,
+    last: f64,
+}
+
 /// Per-worker buffer of [`SymContext::sse_fast`]: the group boundaries.
 #[derive(Default)]
 struct Scratch {
@@ -227,11 +240,17 @@ impl SymContext {
     /// per level (within 4ε of k/scale; in the tolerance).
     #[inline(always)]
     fn sse_fast(&self, amax: f64, s: &mut Scratch) -> f64 {
-        let scale = self.max_bound / amax;
-        let inv = amax / self.max_bound;
-        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
-        let k_lo = self.level(j0, scale);
-        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
+        let plan = self.plan(amax);
+        let LevelPlan {
+            scale,
+            k_lo,
+            levels,
+            per_bin,
+            offset,
+            first,
+            last,
+            ..
+        } = plan;
         // bounds[g]: the first bin whose level exceeds k = k_lo + g, for g < levels; it lies
         // in [j0 + 1, j1 − 1] (level(j0) ≤ k < level(j1 − 1)). Guessed from the real-valued
         // threshold c·scale = k + ½, then checked: c·scale strictly below k + ½ at the bin
@@ -239,9 +258,6 @@ impl SymContext {
         // exact rounding (with the pre-clamp to ±(max_bound + 1) too, as −max_bound ≤ k
         // < max_bound). No branch, so the loop vectorises; a failed check (a tie at k + ½,
         // or an off guess) is redone below with the rounding itself.
-        let per_bin = 1.0 / (scale * self.width);
-        let offset = self.lo / self.width + 0.5;
-        let (first, last) = (j0 + 1.0, j1 - 1.0);
         s.bounds.resize(levels, 0.0);
         let mut all_ok = true;
         for (g, e) in s.bounds.iter_mut().enumerate() {
@@ -304,11 +320,42 @@ impl SymContext {
             a1[0] += p1[i];
             g += 1;
         }
-        let k_hi = k_lo + levels as f64;
-        let (j0, j1) = (self.j0, self.j1);
-        let sum0 =
-            (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0]) - ((a0[0] + a0[1]) + (a0[2] + a0[3]));
-        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - ((a1[0] + a1[1]) + (a1[2] + a1[3]));
+        self.by_parts(
+            &plan,
+            (a0[0] + a0[1]) + (a0[2] + a0[3]),
+            (a1[0] + a1[1]) + (a1[2] + a1[3]),
+        )
+    }
+
+    /// What both forms of the per-level sum need of candidate `amax`: its scale and x̂ step
+    /// inv, the levels spanned by the dense bins [j0, j1) (the first one, k_lo, and how many
+    /// boundaries), and the arithmetic that guesses a boundary bin from k + ½.
+    #[inline(always)]
+    fn plan(&self, amax: f64) -> LevelPlan {
+        let scale = self.max_bound / amax;
+        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
+        let k_lo = self.level(j0, scale);
+        LevelPlan {
+            scale,
+            inv: amax / self.max_bound,
+            k_lo,
+            levels: (self.level(j1 - 1.0, scale) - k_lo) as usize,
+            per_bin: 1.0 / (scale * self.width),
+            offset: self.lo / self.width + 0.5,
+            first: j0 + 1.0,
+            last: j1 - 1.0,
+        }
+    }
+
+    /// The error from the boundary sums b0 = Σ_g (2k_g + 1)·p0[B(g)] and b1 = Σ_g p1[B(g)]
+    /// (see [`Self::sse_fast`]).
+    #[inline(always)]
+    fn by_parts(&self, plan: &LevelPlan, b0: f64, b1: f64) -> f64 {
+        let (p0, p1, j0, j1) = (&self.p0, &self.p1, self.j0, self.j1);
+        let (k_lo, inv) = (plan.k_lo, plan.inv);
+        let k_hi = k_lo + plan.levels as f64;
+        let sum0 = (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0]) - b0;
+        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - b1;
         (self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1)
     }
 
@@ -434,15 +481,18 @@ impl SymContext {
     #[target_feature(enable = "avx2")]
     fn sse_fast_avx2(&self, amax: f64) -> Option<f64> {
         use std::arch::x86_64::*;
-        let scale = self.max_bound / amax;
-        let inv = amax / self.max_bound;
-        let (j0, j1) = (self.j0 as f64, self.j1 as f64);
-        let k_lo = self.level(j0, scale);
-        let levels = (self.level(j1 - 1.0, scale) - k_lo) as usize;
-        let per_bin = 1.0 / (scale * self.width);
-        let offset = self.lo / self.width + 0.5;
-        let (first, last) = (j0 + 1.0, j1 - 1.0);
-        let (p0, p1) = (&self.p0[..], &self.p1[..]);
+        let plan = self.plan(amax);
+        let LevelPlan {
+            scale,
+            k_lo,
+            levels,
+            per_bin,
+            offset,
+            first,
+            last,
+            ..
+        } = plan;
+        let p0 = &self.p0[..];
         let v = _mm256_set1_pd;
         let (one, half_v) = (v(1.0), v(0.5));
         let mut k = _mm256_add_pd(v(k_lo), _mm256_set_pd(3.0, 2.0, 1.0, 0.0));
@@ -504,14 +554,13 @@ impl SymContext {
                 return None;
             }
             t0 += (2.0 * (k_lo + g as f64) + 1.0) * p0[b as usize];
-            t1 += p1[b as usize];
+            t1 += self.p1[b as usize];
         }
-        let k_hi = k_lo + levels as f64;
-        let (j0, j1) = (self.j0, self.j1);
-        let sum0 = (k_hi * k_hi * p0[j1] - k_lo * k_lo * p0[j0])
-            - (((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0);
-        let sum1 = (k_hi * p1[j1] - k_lo * p1[j0]) - (((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1);
-        Some((self.p2[j1] - self.p2[j0]) + inv * (inv * sum0 - 2.0 * sum1))
+        Some(self.by_parts(
+            &plan,
+            ((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0,
+            ((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1,
+        ))
     }
 }
 
