@@ -1097,7 +1097,7 @@ impl<'a> AffineContext<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist};
+    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist, maybe_far_outlier};
 
     /// A line-by-line port of modelopt's `_compute_amax_entropy` loop, allocation and all:
     /// `np.linspace`, `np.digitize` (searchsorted right), `Counter`, the −1 mask, scipy's
@@ -1223,10 +1223,7 @@ mod tests {
                 _ => 7,
             })
             .collect();
-        if rng.below(3) == 0 && len > 1 {
-            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
-            c[far] += 1 + rng.below(3);
-        }
+        maybe_far_outlier(rng, &mut c);
         c
     }
 

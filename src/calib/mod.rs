@@ -52,6 +52,16 @@ pub(crate) mod test_support {
         h
     }
 
+    /// One time in three, a few counts in one of the last 10 bins: a far outlier, the case
+    /// where clipping pays.
+    pub fn maybe_far_outlier(rng: &mut Rng, c: &mut [u64]) {
+        let len = c.len();
+        if rng.below(3) == 0 && len > 1 {
+            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
+            c[far] += 1 + rng.below(3);
+        }
+    }
+
     /// Deterministic xorshift64* so the tests need no crate.
     pub struct Rng(pub u64);
     impl Rng {

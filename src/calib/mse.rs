@@ -923,7 +923,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist};
+    use crate::calib::test_support::{FastVsExact, Rng, gaussian_counts, hist, maybe_far_outlier};
 
     #[test]
     fn fake_quant_is_modelopts() {
@@ -1050,10 +1050,7 @@ mod tests {
                 }
             })
             .collect();
-        if rng.below(3) == 0 && len > 1 {
-            let far = len - 1 - rng.below(len.min(10) as u64) as usize;
-            c[far] += 1 + rng.below(3);
-        }
+        maybe_far_outlier(rng, &mut c);
         c
     }
 
