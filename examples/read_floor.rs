@@ -11,7 +11,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use calibscope::analysis::Options;
+use calibscope::analysis::{Options, open_layer};
 use calibscope::source::{BatchLayout, Limits, OpenArray, discover};
 use rayon::prelude::*;
 
@@ -34,18 +34,7 @@ fn main() {
         .layers
         .par_iter()
         .map(|spec| {
-            let mut parts: Vec<OpenArray> = spec
-                .parts
-                .iter()
-                .map(|loc| OpenArray::open(loc, &opts.limits).unwrap())
-                .collect();
-            let total: usize = parts.iter().map(|p| p.info.len()).sum();
-            if total <= opts.chunk_elems {
-                parts = parts
-                    .into_iter()
-                    .map(|p| p.into_resident(&cancel).unwrap())
-                    .collect();
-            }
+            let parts = open_layer(spec, &opts, &cancel).unwrap();
             let mut sum = 0.0f64;
             for _pass in 0..3 {
                 for p in &parts {
@@ -58,6 +47,7 @@ fn main() {
                     sum += sums.iter().sum::<f64>();
                 }
             }
+            parts.into_iter().for_each(OpenArray::recycle);
             sum
         })
         .sum();

@@ -236,25 +236,25 @@ impl PairCounter {
     /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]), last time:
     /// nothing is reset.
     pub fn add_into(self, x: &mut Histogram, abs: &mut Histogram) {
+        self.add_counts(x, abs);
+    }
+
+    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]) and resets
+    /// (rare: before a count could wrap).
+    pub fn fold_into(&mut self, x: &mut Histogram, abs: &mut Histogram) {
+        self.add_counts(x, abs);
+        // The trash slots too.
+        self.x.fill(0);
+        self.abs.fill(0);
+        self.pending = 0;
+    }
+
+    fn add_counts(&self, x: &mut Histogram, abs: &mut Histogram) {
         for (h, c) in [(x, &self.x), (abs, &self.abs)] {
             for (t, &v) in h.counts.iter_mut().zip(c) {
                 *t += u64::from(v);
             }
         }
-    }
-
-    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]) and resets.
-    pub fn fold_into(&mut self, x: &mut Histogram, abs: &mut Histogram) {
-        for (h, c) in [(x, &mut self.x), (abs, &mut self.abs)] {
-            for (t, v) in h.counts.iter_mut().zip(c.iter_mut()) {
-                *t += u64::from(*v);
-                *v = 0;
-            }
-            if let Some(trash) = c.last_mut() {
-                *trash = 0;
-            }
-        }
-        self.pending = 0;
     }
 
     /// Counts finite values of `values` in both histograms (non-finite ones are skipped).

@@ -295,21 +295,9 @@ pub fn analyze(
     }
 }
 
-/// Analyses one layer; a failure is recorded in the result, never raised. A layer that fits in
-/// one chunk is read once and kept for its three passes (a folder of small layers otherwise
-/// pays three opens and reads per file); larger ones are streamed on every pass.
+/// Analyses one layer; a failure is recorded in the result, never raised.
 pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> LayerAnalysis {
-    let parts = open_parts(spec, opts).and_then(|parts| {
-        let total: usize = parts.iter().map(|p| p.info.len()).sum();
-        if total <= opts.chunk_elems {
-            parts
-                .into_iter()
-                .map(|p| p.into_resident(&progress.cancel))
-                .collect()
-        } else {
-            Ok(parts)
-        }
-    });
+    let parts = open_layer(spec, opts, &progress.cancel);
     match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
         Ok((parts, profile)) => {
             let layer = finish_with(spec, Arc::new(profile), Some(&parts), opts, progress);
@@ -317,6 +305,23 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
             layer
         }
         Err(e) => LayerAnalysis::failed(spec, &e),
+    }
+}
+
+/// Opens a layer's parts for its three passes. A layer that fits in one chunk is read once and
+/// kept (a folder of small layers otherwise pays three opens and reads per file); larger ones
+/// are streamed on every pass. Give the parts back with [`OpenArray::recycle`] when done.
+pub fn open_layer(
+    spec: &LayerSpec,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> Result<Vec<OpenArray>, LoadError> {
+    let parts = open_parts(spec, opts)?;
+    let total: usize = parts.iter().map(|p| p.info.len()).sum();
+    if total <= opts.chunk_elems {
+        parts.into_iter().map(|p| p.into_resident(cancel)).collect()
+    } else {
+        Ok(parts)
     }
 }
 
