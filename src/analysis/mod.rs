@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use crate::calib::{self, QParams, Scheme, Search};
 use crate::source::{ArrayInfo, DType, LayerSpec, Limits, LoadError, OpenArray};
 use cast::{CastAccum, CastAudit, CastType};
-use histogram::{Histogram, PairCounter, PairEdges};
+use histogram::{Histogram, PackedHistogram, PairCounter, PairEdges};
 use metrics::{ErrorAccum, Metrics};
 use stats::{Moments, Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use warnings::{Thresholds, Warning, WarningKind, fmt_count};
@@ -186,9 +186,10 @@ pub struct LayerAnalysis {
     /// Facts about how the numbers were made (float64 narrowed, layout, ...).
     pub notes: Vec<String>,
     pub error: Option<String>,
-    /// The data behind the numbers (histograms) for front ends that draw them.
+    /// The data behind the numbers (histograms, packed) for front ends that draw them or
+    /// re-run with other options; only with [`Options::keep_profiles`].
     #[serde(skip)]
-    pub profile: Option<Arc<Profile>>,
+    pub profile: Option<Arc<KeptProfile>>,
 }
 
 impl LayerAnalysis {
@@ -228,9 +229,10 @@ impl LayerAnalysis {
 }
 
 /// Options-independent facts about a layer from passes 1 and 2: kept so a change of scheme,
-/// bits or percentiles recalibrates without re-reading for them.
-#[derive(Debug)]
-pub struct Profile {
+/// bits or percentiles recalibrates without re-reading for them. `H` is how the two fine
+/// histograms are held: dense while a layer is analysed, packed in a [`KeptProfile`].
+#[derive(Clone, Debug)]
+pub struct Profile<H = Histogram> {
     pub info: ArrayInfo,
     pub parts: usize,
     pub moments: Moments,
@@ -240,15 +242,46 @@ pub struct Profile {
     /// Rows along the last axis and how many have Σx² ≥ 65520 (None: not measured).
     pub rows: Option<(u64, u64, f64)>,
     /// x over `[min, max]` and |x| over `[0, max|x|]`, FINE_BINS each.
-    pub hist: Histogram,
-    pub abs_hist: Histogram,
+    pub hist: H,
+    pub abs_hist: H,
     pub f64_overflows: u64,
     pub trailing_bytes: u64,
 }
 
-impl Profile {
+/// A profile as front ends keep it between runs: ≈70 KiB a layer instead of 1 MiB.
+pub type KeptProfile = Profile<PackedHistogram>;
+
+impl<H> Profile<H> {
     pub fn absmax(&self) -> f64 {
         f64::from(self.moments.min.abs().max(self.moments.max.abs()))
+    }
+
+    /// The same facts with the histograms converted by `f`.
+    fn map_hists<G>(&self, f: impl Fn(&H) -> G) -> Profile<G> {
+        Profile {
+            info: self.info.clone(),
+            parts: self.parts,
+            moments: self.moments.clone(),
+            casts: self.casts.clone(),
+            batches: self.batches.clone(),
+            rows: self.rows,
+            hist: f(&self.hist),
+            abs_hist: f(&self.abs_hist),
+            f64_overflows: self.f64_overflows,
+            trailing_bytes: self.trailing_bytes,
+        }
+    }
+}
+
+impl Profile {
+    pub fn pack(&self) -> KeptProfile {
+        self.map_hists(PackedHistogram::pack)
+    }
+}
+
+impl KeptProfile {
+    pub fn unpack(&self) -> Profile {
+        self.map_hists(PackedHistogram::unpack)
     }
 }
 
@@ -300,8 +333,9 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
     let parts = open_layer(spec, opts, &progress.cancel);
     match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
         Ok((parts, profile)) => {
-            let layer = finish_with(spec, Arc::new(profile), Some(&parts), opts, progress);
+            let mut layer = finish_with(spec, &profile, Some(&parts), opts, progress);
             parts.into_iter().for_each(OpenArray::recycle);
+            layer.profile = opts.keep_profiles.then(|| Arc::new(profile.pack()));
             layer
         }
         Err(e) => LayerAnalysis::failed(spec, &e),
@@ -325,34 +359,39 @@ pub fn open_layer(
     }
 }
 
-/// Recalibrates and re-measures a layer with new options, reusing its profile.
+/// Calibrates and measures a layer from its profile (the metrics pass reads the file again).
+/// `kept` is the packed profile to attach to the result (with [`Options::keep_profiles`]):
+/// a re-run passes the one it unpacked, so nothing is packed twice.
 pub fn finish_layer(
     spec: &LayerSpec,
-    profile: Arc<Profile>,
+    profile: &Profile,
+    kept: Arc<KeptProfile>,
     opts: &Options,
     progress: &Progress,
 ) -> LayerAnalysis {
-    finish_with(spec, profile, None, opts, progress)
+    let mut layer = finish_with(spec, profile, None, opts, progress);
+    layer.profile = opts.keep_profiles.then_some(kept);
+    layer
 }
 
-/// [`finish_layer`] with the layer's data already open (or opened here if `None`).
+/// [`finish_layer`] with the layer's data already open (or opened here if `None`), without
+/// the profile attached.
 fn finish_with(
     spec: &LayerSpec,
-    profile: Arc<Profile>,
+    profile: &Profile,
     parts: Option<&[OpenArray]>,
     opts: &Options,
     progress: &Progress,
 ) -> LayerAnalysis {
-    let mut layer = describe(spec, &profile, opts);
+    let mut layer = describe(spec, profile, opts);
     if profile.moments.n == 0 {
         // An empty array or one of only NaN/Inf: there is no range to calibrate.
         layer
             .notes
             .push("no finite values: nothing to calibrate".into());
-        layer.profile = opts.keep_profiles.then_some(profile);
         return layer;
     }
-    let chosen = calibrate(&profile, opts);
+    let chosen = calibrate(profile, opts);
     let accums = match parts {
         Some(parts) => measure_parts(parts, &chosen, opts, progress),
         None => measure(spec, &chosen, opts, progress),
@@ -375,11 +414,10 @@ fn finish_with(
                 })
                 .collect();
             recommend(&mut layer);
-            method_warnings(&mut layer, &profile, opts);
+            method_warnings(&mut layer, profile, opts);
         }
         Err(e) => layer.error = Some(e.to_string()),
     }
-    layer.profile = opts.keep_profiles.then_some(profile);
     layer
 }
 

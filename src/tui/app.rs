@@ -9,7 +9,7 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
-use crate::analysis::{Analysis, JSON_VERSION, LayerAnalysis, Options, Profile, Settings};
+use crate::analysis::{Analysis, JSON_VERSION, KeptProfile, LayerAnalysis, Options, Settings};
 use crate::calib::Scheme;
 use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
@@ -95,7 +95,7 @@ pub struct Slot {
     /// A re-run with new options is under way; `result` still holds the old numbers.
     pub stale: bool,
     /// Histograms and stats, as soon as passes 1–2 are done (kept across re-runs).
-    pub profile: Option<Arc<Profile>>,
+    pub profile: Option<Arc<KeptProfile>>,
 }
 
 impl Slot {
@@ -153,7 +153,7 @@ pub enum Command {
 pub struct Work {
     pub slot: usize,
     pub spec: LayerSpec,
-    pub profile: Option<Arc<Profile>>,
+    pub profile: Option<Arc<KeptProfile>>,
 }
 
 /// Everything the screen shows.
@@ -282,7 +282,7 @@ impl App {
     }
 
     /// A layer's histograms are ready (its methods are still being measured).
-    pub fn on_profile(&mut self, generation: u64, slot: usize, profile: Arc<Profile>) {
+    pub fn on_profile(&mut self, generation: u64, slot: usize, profile: Arc<KeptProfile>) {
         if generation != self.generation {
             return;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ratatui::crossterm::event as ct;
 
-use crate::analysis::{LayerAnalysis, Profile};
+use crate::analysis::{KeptProfile, LayerAnalysis};
 
 /// What the main loop receives.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub enum Event {
     Profiled {
         generation: u64,
         slot: usize,
-        profile: Arc<Profile>,
+        profile: Arc<KeptProfile>,
     },
     /// Job `generation` finished (or was cancelled).
     JobDone {

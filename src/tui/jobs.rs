@@ -51,18 +51,18 @@ pub fn run(
         }
         let layer = match w.profile {
             // Histograms and stats are kept: only calibration and the metrics pass run again.
-            Some(p) => finish_layer(&w.spec, p, opts, progress),
+            Some(kept) => finish_layer(&w.spec, &kept.unpack(), kept, opts, progress),
             None => match profile_layer(&w.spec, opts, progress) {
                 Ok(p) => {
                     // Hand the profile over before the metrics pass: the histogram can be shown
                     // now, and a re-run started meanwhile need not read the file twice more.
-                    let p = Arc::new(p);
+                    let kept = Arc::new(p.pack());
                     let _ = tx.send(Event::Profiled {
                         generation,
                         slot: w.slot,
-                        profile: p.clone(),
+                        profile: kept.clone(),
                     });
-                    finish_layer(&w.spec, p, opts, progress)
+                    finish_layer(&w.spec, &p, kept, opts, progress)
                 }
                 Err(e) => {
                     let mut l = LayerAnalysis::from_error(&e);

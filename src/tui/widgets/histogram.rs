@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::Widget;
 
-use crate::analysis::histogram::Histogram;
+use crate::analysis::histogram::PackedHistogram;
 
 /// Largest finite float16.
 pub const FP16_MAX: f64 = 65504.0;
@@ -23,7 +23,7 @@ pub struct Marker {
 
 /// The plot of `hist` over the view `[lo, hi]`.
 pub struct HistogramPlot<'a> {
-    pub hist: &'a Histogram,
+    pub hist: &'a PackedHistogram,
     pub lo: f64,
     pub hi: f64,
     pub log: bool,
@@ -37,7 +37,7 @@ const EIGHTHS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇'
 /// Counts of `hist` resampled to `cols` equal columns over `[lo, hi]`: each fine bin adds its
 /// count in proportion to its overlap with a column (exact sums when the columns are whole
 /// groups of fine bins, i.e. the same as `Histogram::coarsen`).
-pub fn resample(hist: &Histogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
+pub fn resample(hist: &PackedHistogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
     let mut out = vec![0.0; cols];
     let bins = hist.bins();
     let fw = hist.width();
@@ -54,10 +54,9 @@ pub fn resample(hist: &Histogram, lo: f64, hi: f64, cols: usize) -> Vec<f64> {
     // Only the fine bins that overlap the view.
     let first = (((lo - hist.lo) / fw).floor().max(0.0) as usize).min(bins);
     let last = ((((hi - hist.lo) / fw).ceil().max(0.0)) as usize).min(bins);
-    for b in first..last {
-        let c = hist.counts[b];
-        if c == 0 {
-            continue;
+    for (b, c) in hist.nonzero().skip_while(|&(b, _)| b < first) {
+        if b >= last {
+            break;
         }
         let b0 = hist.lo + fw * b as f64;
         let b1 = b0 + fw;
@@ -202,12 +201,17 @@ impl Widget for HistogramPlot<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::analysis::histogram::Histogram;
 
-    fn hist() -> Histogram {
+    fn dense() -> Histogram {
         let mut h = Histogram::new(-1.0, 1.0, 65536);
         let v: Vec<f32> = (0..1000).map(|i| (i as f32 / 500.0) - 1.0).collect();
         h.add_values(&v);
         h
+    }
+
+    fn hist() -> PackedHistogram {
+        PackedHistogram::pack(&dense())
     }
 
     #[test]
@@ -221,10 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn a_zoomed_view_counts_only_the_bins_inside_it() {
+        // [-0.5, 0.5) is fine bins 16384..49152 exactly, so the columns hold their sum.
+        let d = dense();
+        let inside: u64 = d.counts[16384..49152].iter().sum();
+        for cols in [1, 13, 64, 300] {
+            let s: f64 = resample(&hist(), -0.5, 0.5, cols).iter().sum();
+            assert!((s - inside as f64).abs() < 1e-6, "{cols}: {s} vs {inside}");
+        }
+    }
+
+    #[test]
     fn resample_matches_coarsen_when_it_divides() {
         let h = hist();
         let r = resample(&h, h.lo, h.hi, 64);
-        let c = h.coarsen(1024);
+        let c = dense().coarsen(1024);
         for (a, b) in r.iter().zip(&c.counts) {
             assert!((a - *b as f64).abs() < 1e-6);
         }
@@ -278,6 +293,7 @@ mod tests {
         let mut h = Histogram::new(0.0, 1.0, 16);
         h.counts[3] = u64::MAX;
         h.counts[4] = 1;
+        let h = PackedHistogram::pack(&h);
         let mut buf = Buffer::empty(Rect::new(0, 0, 16, 3));
         HistogramPlot {
             hist: &h,
