@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use calibscope::source::{
@@ -235,8 +234,8 @@ fn element_count_overflow() -> R {
 
 #[test]
 fn terabyte_claim_in_a_small_file_allocates_nothing() -> R {
-    let started = Instant::now();
-    // 2^40 float32 = 4 TiB, claimed by a 144-byte file.
+    // 2^40 float32 = 4 TiB, claimed by a 144-byte file. Sizing anything from the header would
+    // abort the test process (no such allocation succeeds), so reaching the asserts is the check.
     assert_eq!(
         npy_error(&npy("<f4", "(1048576, 1048576)", &[0; 16]))?,
         "truncated: header says 4398046511104 bytes of data, file has 16"
@@ -258,8 +257,6 @@ fn terabyte_claim_in_a_small_file_allocates_nothing() -> R {
             "truncated: header says 8796093022208 bytes of data, file has 8"
         );
     }
-    // Had anything been sized from the header, this would have taken minutes or aborted.
-    assert!(started.elapsed() < Duration::from_secs(2));
     Ok(())
 }
 
@@ -591,7 +588,6 @@ fn npz_zip_bombs() -> R {
     let mut huge = honest.clone();
     patch_declared_size(&mut huge, 4_000_000_000);
     std::fs::write(&arch, &huge)?;
-    let started = Instant::now();
     let e = load(&member(&arch, "zeros.npy")).err().ok_or("no error")?;
     assert_eq!(
         e.message,
@@ -601,7 +597,6 @@ fn npz_zip_bombs() -> R {
              (raise the limit with --max-inflate-ratio)"
         )
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
 
     // Lies the other way: declares a small size (a 16-element array) but inflates to 1 MiB.
     // Reading stops one byte past the declared size.
@@ -648,9 +643,7 @@ fn folder_with_symlink_loops() -> R {
     std::os::unix::fs::symlink(d.join("a"), d.join("b/back"))?;
     // A self-referencing symlink (ELOOP) named like a dump.
     std::os::unix::fs::symlink(d.join("self.npy"), d.join("self.npy"))?;
-    let started = Instant::now();
     let found = discover(&[d.to_path_buf()], BatchLayout::Files, &Limits::default());
-    assert!(started.elapsed() < Duration::from_secs(5));
     // Every directory is entered once: `b` was already reached through `a/side`.
     assert_eq!(names(&found.layers), ["a/side/y", "a/x"]);
     assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
@@ -739,9 +732,7 @@ fn folder_with_thousands_of_files() -> R {
         std::fs::write(d.join(format!("layer{i}.npy")), &bytes)?;
     }
     std::fs::write(d.join("notes.txt"), b"x")?;
-    let started = Instant::now();
     let found = discover(&[d.to_path_buf()], BatchLayout::Auto, &Limits::default());
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(found.errors.is_empty());
     let expected: Vec<String> = (0..3000).map(|i| format!("layer{i}")).collect();
     assert_eq!(names(&found.layers), expected);
