@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use calibscope::analysis::{Options, open_layer};
-use calibscope::source::{BatchLayout, Limits, OpenArray, discover};
+use calibscope::source::{BatchLayout, Limits, discover};
 use rayon::prelude::*;
 
 fn main() {
@@ -47,7 +47,6 @@ fn main() {
                     sum += sums.iter().sum::<f64>();
                 }
             }
-            parts.into_iter().for_each(OpenArray::recycle);
             sum
         })
         .sum();

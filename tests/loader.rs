@@ -830,8 +830,8 @@ fn a_resident_array_serves_the_same_chunks_without_the_file() -> R {
 
 #[test]
 fn recycled_buffers_never_leak_into_the_next_array() -> R {
-    // Each array is made resident, checked, and its buffer handed back for the next read on
-    // this thread: a longer one, a shorter one, a float16 one, an empty one.
+    // Each array is made resident, checked, and dropped, which hands its buffer to the next
+    // read on this thread: a longer one, a shorter one, a float16 one, an empty one.
     let dir = TempDir::new()?;
     let f16: Vec<u8> = [1.0f32, -2.0, 0.5]
         .iter()
@@ -852,7 +852,7 @@ fn recycled_buffers_never_leak_into_the_next_array() -> R {
         let path = write(dir.path(), &format!("{k}.npy"), bytes)?;
         let a = open(&path)?.into_resident(&AtomicBool::new(false))?;
         assert_eq!(read_all(&a, 1000)?, *want, "case {k}");
-        a.recycle();
+        drop(a);
     }
     Ok(())
 }

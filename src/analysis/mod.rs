@@ -334,7 +334,6 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
     match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
         Ok((parts, profile)) => {
             let mut layer = finish_with(spec, &profile, Some(&parts), opts, progress);
-            parts.into_iter().for_each(OpenArray::recycle);
             layer.profile = opts.keep_profiles.then(|| Arc::new(profile.pack()));
             layer
         }
@@ -344,7 +343,8 @@ pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> L
 
 /// Opens a layer's parts for its three passes. A layer that fits in one chunk is read once and
 /// kept (a folder of small layers otherwise pays three opens and reads per file); larger ones
-/// are streamed on every pass. Give the parts back with [`OpenArray::recycle`] when done.
+/// are streamed on every pass. Dropping a resident part hands its buffer to the thread's next
+/// read.
 pub fn open_layer(
     spec: &LayerSpec,
     opts: &Options,

@@ -40,7 +40,27 @@ pub(crate) enum DataSource {
     /// A deflated `.npz` member: only readable as a stream, from its start.
     Deflated(npz::DeflatedMember),
     /// Values already decoded and kept in memory ([`OpenArray::into_resident`]).
-    Resident(Vec<f32>),
+    Resident(Resident),
+}
+
+/// A resident array's values. When the array is dropped the buffer goes to this thread's read
+/// scratch if that holds less, so the next array read here reuses it instead of zero-filling a
+/// new one (a fill per small layer cost a quarter of its read).
+#[derive(Debug)]
+pub(crate) struct Resident(Vec<f32>);
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        // Not during thread teardown or while the scratch is borrowed: then it is just freed.
+        let _ = SCRATCH.try_with(|cell| {
+            if let Ok(mut s) = cell.try_borrow_mut()
+                && s.out.capacity() < v.capacity()
+            {
+                s.out = v;
+            }
+        });
+    }
 }
 
 /// A parsed and size-checked header.
@@ -137,7 +157,7 @@ impl OpenArray {
                     })
                     .collect()
             }
-            DataSource::Resident(values) => values
+            DataSource::Resident(Resident(values)) => values
                 .par_chunks(chunk)
                 .enumerate()
                 .map(|(i, c)| {
@@ -219,25 +239,10 @@ impl OpenArray {
         };
         let overflows = self.f64_overflows();
         Ok(OpenArray {
-            source: DataSource::Resident(values),
+            source: DataSource::Resident(Resident(values)),
             overflows: AtomicU64::new(overflows),
             ..self
         })
-    }
-
-    /// Hands a resident array's buffer to this thread's read scratch when that holds less, so
-    /// that the next array read here reuses it instead of zero-filling a new one (a fill per
-    /// small layer cost a quarter of its read). Other arrays are just dropped.
-    pub fn recycle(self) {
-        if let DataSource::Resident(v) = self.source {
-            SCRATCH.with(|cell| {
-                if let Ok(mut s) = cell.try_borrow_mut()
-                    && s.out.capacity() < v.capacity()
-                {
-                    s.out = v;
-                }
-            });
-        }
     }
 
     /// Finite float64 values that overflowed float32 during the last `map_chunks` pass.
