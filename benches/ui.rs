@@ -5,12 +5,13 @@
 
 use std::sync::mpsc;
 
+use calibscope::analysis::histogram::{Histogram, PackedHistogram};
 use calibscope::analysis::{Options, Progress};
 use calibscope::source::{BatchLayout, Limits, discover};
 use calibscope::tui::app::{App, Command};
 use calibscope::tui::event::Event;
 use calibscope::tui::{jobs, ui};
-use divan::Bencher;
+use divan::{Bencher, black_box};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
@@ -61,4 +62,42 @@ fn frame_160x48(b: Bencher, zoom: bool) {
     b.bench_local(|| {
         t.draw(|f| ui::draw(f, &app)).unwrap();
     });
+}
+
+/// A fine histogram of 1 Mi Laplace-like values (the 4 MiB layers of `scripts/bench`).
+fn fine_histogram() -> Histogram {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let v: Vec<f32> = (0..1 << 20)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            (if u < 0.5 {
+                (2.0 * u).ln()
+            } else {
+                -(2.0 - 2.0 * u).ln()
+            }) as f32
+        })
+        .collect();
+    let (lo, hi) = v
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let mut h = Histogram::new(f64::from(lo), f64::from(hi), 65536);
+    h.add_values(&v);
+    h
+}
+
+/// What keeping a layer's histogram costs the UI: packing it once per layer...
+#[divan::bench]
+fn pack_fine_histogram(b: Bencher) {
+    let h = fine_histogram();
+    b.bench(|| PackedHistogram::pack(black_box(&h)));
+}
+
+/// ...and unpacking it once per re-run.
+#[divan::bench]
+fn unpack_fine_histogram(b: Bencher) {
+    let p = PackedHistogram::pack(&fine_histogram());
+    b.bench(|| black_box(&p).unpack());
 }
