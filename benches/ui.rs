@@ -3,13 +3,10 @@
 //! pure function of the app state, so this is the whole cost of a frame but the terminal's.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::mpsc;
-
+use calibscope::analysis::Options;
 use calibscope::analysis::histogram::{Histogram, PackedHistogram};
-use calibscope::analysis::{Options, Progress};
 use calibscope::source::{BatchLayout, Limits, discover};
-use calibscope::tui::app::{App, Command};
-use calibscope::tui::event::Event;
+use calibscope::tui::app::App;
 use calibscope::tui::{jobs, ui};
 use divan::{Bencher, black_box};
 use ratatui::Terminal;
@@ -25,27 +22,8 @@ fn sample_app() -> App {
     let dir = calibscope::samples::extract().unwrap();
     let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
     let mut app = App::new(found.layers, found.errors, Options::default());
-    if let Some(Command::Analyze {
-        generation,
-        opts,
-        work,
-    }) = app.start()
-    {
-        let (tx, rx) = mpsc::channel();
-        jobs::run(generation, &opts, work, &Progress::default(), &tx);
-        drop(tx);
-        for ev in rx {
-            match ev {
-                Event::Layer {
-                    generation,
-                    slot,
-                    layer,
-                } => app.on_layer(generation, slot, *layer),
-                Event::JobDone { generation } => app.on_job_done(generation),
-                _ => {}
-            }
-        }
-    }
+    let cmd = app.start();
+    jobs::run_to_end(&mut app, cmd);
     app.selected = app
         .slots
         .iter()

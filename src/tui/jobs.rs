@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
 
 use rayon::prelude::*;
 
 use crate::analysis::{LayerAnalysis, Options, Progress, finish_layer, profile_layer};
 
-use super::app::Work;
+use super::app::{App, Command, Work};
 use super::event::Event;
 
 /// Runs `work` in the background. Set `progress.cancel` to stop it; results of a cancelled job
@@ -29,7 +29,39 @@ pub fn spawn(
         .map(|_| ())
 }
 
-/// The job body (also used synchronously by tests).
+/// Runs an analysis command to the end on this thread and applies its results to `app` as the
+/// event loop would: for tests and benchmarks, which have no terminal.
+pub fn run_to_end(app: &mut App, cmd: Option<Command>) {
+    let Some(Command::Analyze {
+        generation,
+        opts,
+        work,
+    }) = cmd
+    else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    run(generation, &opts, work, &Progress::default(), &tx);
+    drop(tx);
+    for ev in rx {
+        match ev {
+            Event::Layer {
+                generation,
+                slot,
+                layer,
+            } => app.on_layer(generation, slot, *layer),
+            Event::Profiled {
+                generation,
+                slot,
+                profile,
+            } => app.on_profile(generation, slot, profile),
+            Event::JobDone { generation } => app.on_job_done(generation),
+            _ => {}
+        }
+    }
+}
+
+/// The job body (also used synchronously by [`run_to_end`]).
 pub fn run(
     generation: u64,
     opts: &Options,

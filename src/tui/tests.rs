@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, OnceLock};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -12,7 +12,6 @@ use ratatui::crossterm::event::{
 use ratatui::layout::Rect;
 
 use super::app::{App, Command, Focus, Input, Sort, View, parse_percentiles};
-use super::event::Event;
 use super::{jobs, ui};
 use crate::analysis::histogram::{Histogram, PackedHistogram};
 use crate::analysis::{LayerAnalysis, Options, Progress};
@@ -28,36 +27,6 @@ fn ch(c: char) -> KeyEvent {
     key(KeyCode::Char(c))
 }
 
-/// Runs a command the way the runner would, synchronously.
-fn run_cmd(app: &mut App, cmd: Option<Command>) {
-    if let Some(Command::Analyze {
-        generation,
-        opts,
-        work,
-    }) = cmd
-    {
-        let (tx, rx) = mpsc::channel();
-        jobs::run(generation, &opts, work, &Progress::default(), &tx);
-        drop(tx);
-        for ev in rx {
-            match ev {
-                Event::Layer {
-                    generation,
-                    slot,
-                    layer,
-                } => app.on_layer(generation, slot, *layer),
-                Event::Profiled {
-                    generation,
-                    slot,
-                    profile,
-                } => app.on_profile(generation, slot, profile),
-                Event::JobDone { generation } => app.on_job_done(generation),
-                _ => {}
-            }
-        }
-    }
-}
-
 /// The samples, discovered and analysed once per test binary.
 fn sample_app() -> App {
     static DONE: OnceLock<App> = OnceLock::new();
@@ -66,7 +35,7 @@ fn sample_app() -> App {
         let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
         let mut app = App::new(found.layers, found.errors, Options::default());
         let cmd = app.start();
-        run_cmd(&mut app, cmd);
+        jobs::run_to_end(&mut app, cmd);
         app
     });
     clone_app(app)
@@ -501,7 +470,7 @@ fn snapshot_errored_layer() {
     let found = discover(&[bad], BatchLayout::Auto, &Limits::default());
     let mut app = App::new(found.layers, found.errors, Options::default());
     let cmd = app.start();
-    run_cmd(&mut app, cmd);
+    jobs::run_to_end(&mut app, cmd);
     assert!(app.slots.iter().all(|s| s.errored()));
     let tmp = dir.path().display().to_string();
     for (w, h) in [(80, 24), (160, 48)] {
@@ -557,7 +526,7 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
         }
         _ => panic!("s must re-run"),
     };
-    run_cmd(&mut app, cmd);
+    jobs::run_to_end(&mut app, cmd);
     assert_eq!((app.opts.scheme, app.opts.bits), (Scheme::Affine, 7));
     for s in &app.slots {
         let Some(spec) = &s.spec else { continue };
