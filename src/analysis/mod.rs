@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use crate::calib::{self, QParams, Scheme, Search};
 use crate::source::{ArrayInfo, DType, LayerSpec, Limits, LoadError, OpenArray};
 use cast::{CastAccum, CastAudit, CastType};
-use histogram::{Histogram, PairCounter, PairEdges};
+use histogram::{Histogram, PairCounter, PairTotals};
 use metrics::{ErrorAccum, Metrics};
 use stats::{Moments, Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use warnings::{Thresholds, Warning, WarningKind, fmt_count};
@@ -610,16 +610,13 @@ fn profile_parts(
         (0.0, 0.0)
     };
     let absmax = lo.abs().max(hi.abs());
-    let (mut hist, mut abs_hist) = (
-        Histogram::new(lo, hi, FINE_BINS),
-        Histogram::new(0.0, absmax, FINE_BINS),
-    );
     let pool: Pool<PairCounter> = Pool::new();
-    let edges = PairEdges::of(&hist, &abs_hist);
+    let totals = PairTotals::new(lo, hi, absmax, FINE_BINS);
+    let edges = totals.edges();
     let make = || PairCounter::with_edges(edges);
     // Counters that would overflow are folded into the totals under the lock (rarely: after
     // 2^32 values in one worker).
-    let totals = Mutex::new((&mut hist, &mut abs_hist));
+    let totals = Mutex::new(totals);
     for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |_, values| {
@@ -627,8 +624,7 @@ fn profile_parts(
                 if c.needs_fold(values.len())
                     && let Ok(mut t) = totals.lock()
                 {
-                    let (h, a) = &mut *t;
-                    c.fold_into(h, a);
+                    t.fold(c);
                 }
                 c.add(values);
             });
@@ -637,10 +633,11 @@ fn profile_parts(
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
         })?;
     }
-    let (h, a) = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut totals = totals.into_inner().unwrap_or_else(|e| e.into_inner());
     for c in pool.into_items() {
-        c.add_into(h, a);
+        totals.take(c);
     }
+    let (hist, abs_hist) = totals.finish();
 
     Ok(Profile {
         info,
