@@ -799,8 +799,6 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
     let absmax = min.abs().max(max.abs());
     let sym = opts.scheme == Scheme::Symmetric;
     let factor = FINE_BINS / SEARCH_BINS;
-    let hist = p.hist.coarsen(factor);
-    let abs_hist = p.abs_hist.coarsen(factor);
     let mut out = Vec::new();
     let mut push = |method, percentile, search: Search| {
         let q = QParams::new(opts.scheme, opts.bits, search.lo, search.hi);
@@ -834,24 +832,27 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
         }
     });
     push(MethodKind::Ema, None, ema);
+    // A scheme's searches read one of the two histograms: coarsen only that one (each is a
+    // sweep of 65536 bins).
+    let h = if sym {
+        p.abs_hist.coarsen(factor)
+    } else {
+        p.hist.coarsen(factor)
+    };
     if sym {
         push(
             MethodKind::Entropy,
             None,
-            calib::entropy::symmetric(&abs_hist, opts.bits),
+            calib::entropy::symmetric(&h, opts.bits),
         );
-        push(
-            MethodKind::Mse,
-            None,
-            calib::mse::symmetric(&abs_hist, opts.bits),
-        );
+        push(MethodKind::Mse, None, calib::mse::symmetric(&h, opts.bits));
     } else {
         push(
             MethodKind::Entropy,
             None,
-            calib::entropy::affine(&hist, opts.bits),
+            calib::entropy::affine(&h, opts.bits),
         );
-        push(MethodKind::Mse, None, calib::mse::affine(&hist, opts.bits));
+        push(MethodKind::Mse, None, calib::mse::affine(&h, opts.bits));
     }
     let pcts = if sym {
         calib::percentile::symmetric(&p.abs_hist, &opts.percentiles)
