@@ -585,7 +585,8 @@ impl SymContext {
 /// candidate's exact error is strictly above the exact minimum, so the choice is the one
 /// the exhaustive exact search makes. Otherwise (more levels than bins to gain from, or an
 /// empty histogram) every candidate is scored exactly, 8 at a time, one per SIMD lane
-/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop. Either way chunks
+/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop, except those
+/// their tail floor already rules out ([`exact_scores`]). Either way chunks
 /// of candidates run in parallel and the argmin is taken in order afterwards, so threads
 /// change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
@@ -602,11 +603,9 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
             (symmetric_errors(&cs, &ws, &wa, max_bound), window)
         }
         None => {
-            let errs: Vec<f64> = amax
-                .par_chunks(8 * LANES)
-                .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
-                .collect::<Vec<_>>()
-                .concat();
+            let bounds = sym_bounds(abs_hist, &amax, max_bound);
+            let floor = bounds.as_ref().map(|(ctx, tol, _)| (ctx, *tol));
+            let errs = exact_scores((&cs, &ws), &amax, max_bound, floor);
             (errs, (0..amax.len()).collect())
         }
     };
@@ -667,6 +666,83 @@ impl Found {
     }
 }
 
+/// The context of the symmetric search's bounds, the re-check tolerance
+/// ([`SymContext::tolerance`]) and the most levels a candidate spans, or None where the bound
+/// would not hold: an empty histogram, non-finite candidates, none above 2^-24, or sums so
+/// large that the bound (or an exact error) could overflow.
+fn sym_bounds(h: &Histogram, amax: &[f64], max_bound: f64) -> Option<(SymContext, f64, usize)> {
+    let ctx = SymContext::new(h, max_bound)?;
+    // NaN fails `>` (x̂ = 0 there, scored exactly).
+    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
+    if amax.iter().any(|a| a.is_infinite()) {
+        return None;
+    }
+    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
+    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
+    let hi_a = fast_ones().fold(0.0f64, f64::max);
+    if lo_a == f64::INFINITY {
+        return None;
+    }
+    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
+    // and largest candidates bound every candidate's lowest and highest level.
+    let (lo1, hi1) = ctx.level_range(lo_a);
+    let (lo2, hi2) = ctx.level_range(hi_a);
+    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
+    let tol = ctx.tolerance(hi_a, levels);
+    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
+        return None;
+    }
+    Some((ctx, tol, levels))
+}
+
+/// The exact error ([`symmetric_errors`]) of every candidate, except ∞ where `floor` (the
+/// context and tolerance of [`sym_bounds`]) rules one out: its [`SymContext::tail_floor`]
+/// exceeds an exact error already found by more than tol. The floor and every exact error are
+/// within tol/4 of the same real error sums (the tolerance is 4× the bound on both roundings),
+/// so its exact error exceeds that one by more than tol/2: it is not the least, nor, ties
+/// included, the first least, whatever order the threads find values in. Pieces run from the
+/// top down, each from its top, as [`fast_scores`] does; the lanes hold the next candidates
+/// not skipped, and a lane's sum does not depend on its neighbours.
+fn exact_scores(
+    (cs, ws): (&[f64], &[f64]),
+    amax: &[f64],
+    max_bound: f64,
+    floor: Option<(&SymContext, f64)>,
+) -> Vec<f64> {
+    let found = Found::new(floor.map_or(f64::INFINITY, |(_, tol)| tol));
+    let run = |chunk: &[f64]| {
+        let mut out = vec![f64::INFINITY; chunk.len()];
+        let (mut lanes, mut slot, mut n) = ([0.0f64; LANES], [0usize; LANES], 0);
+        let flush = |lanes: &[f64], slot: &[usize], out: &mut [f64]| {
+            let e = symmetric_errors(cs, ws, lanes, max_bound);
+            for (&k, &e) in slot.iter().zip(&e) {
+                out[k] = e;
+                found.lower(e);
+            }
+        };
+        for (k, &a) in chunk.iter().enumerate().rev() {
+            // tail_floor needs amax > 2^-24 (NaN fails; the floor's NaN never skips).
+            if let Some((ctx, _)) = floor
+                && a > MODELOPT_ZERO_AMAX
+                && found.skips(ctx.tail_floor(a))
+            {
+                continue;
+            }
+            (lanes[n], slot[n]) = (a, k);
+            n += 1;
+            if n == LANES {
+                flush(&lanes, &slot, &mut out);
+                n = 0;
+            }
+        }
+        flush(&lanes[..n], &slot[..n], &mut out);
+        out
+    };
+    let mut pieces: Vec<Vec<f64>> = amax.par_chunks(8 * LANES).rev().map(run).collect();
+    pieces.reverse();
+    pieces.concat()
+}
+
 /// The fast error of every candidate and the re-check tolerance, or None where the exact
 /// scoring of every candidate is cheaper or the bound would not hold: an empty histogram,
 /// more levels than [`FAST_LEVELS_PER_BIN`] allows, non-finite candidates, or sums so large
@@ -697,28 +773,8 @@ fn fast_scores_pruned(
     max_bound: f64,
     prune: bool,
 ) -> Option<(Vec<f64>, f64)> {
-    let ctx = SymContext::new(h, max_bound)?;
-    // NaN fails `>` (x̂ = 0 there, scored exactly).
-    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
-    if amax.iter().any(|a| a.is_infinite()) {
-        return None;
-    }
-    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
-    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
-    let hi_a = fast_ones().fold(0.0f64, f64::max);
-    if lo_a == f64::INFINITY {
-        return None;
-    }
-    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
-    // and largest candidates bound every candidate's lowest and highest level.
-    let (lo1, hi1) = ctx.level_range(lo_a);
-    let (lo2, hi2) = ctx.level_range(hi_a);
-    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
+    let (ctx, tol, levels) = sym_bounds(h, amax, max_bound)?;
     if levels * FAST_LEVELS_PER_BIN > cs.len() {
-        return None;
-    }
-    let tol = ctx.tolerance(hi_a, levels);
-    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -1341,6 +1397,59 @@ mod tests {
             typical_skipped > typical / 3,
             "{typical_skipped} of {typical}"
         );
+    }
+
+    /// The exact scoring (where the fast one does not apply) with candidates skipped by their
+    /// tail floor: every other error is the same bit for bit, a skipped one is above the least
+    /// (so never the first least), and the search picks what scoring every candidate picks.
+    /// Logs how many are skipped.
+    #[test]
+    fn pruned_exact_pass_keeps_the_choice() {
+        let mut rng = Rng(0x5eed_e8ac_7000_0006);
+        let (mut searches, mut cands, mut skipped) = (0usize, 0usize, 0usize);
+        for case in 0..300 {
+            let len = match case % 3 {
+                0 => 2048,
+                _ => 1 + rng.below(1200) as usize,
+            };
+            // Many bits on few bins: where the exact scoring runs.
+            let bits = 6 + rng.below(11) as u8;
+            let (lo, hi) = match rng.below(8) {
+                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+                _ => (
+                    0.0,
+                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+                ),
+            };
+            let h = hist(lo, hi, random_counts(&mut rng, len));
+            let what = format!("case {case}: len {len}, bits {bits}, [{lo}, {hi}]");
+            assert_eq!(symmetric(&h, bits), symmetric_plain(&h, bits), "{what}");
+            let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            let start = START_BIN.min(len.saturating_sub(1));
+            let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
+            let Some((ctx, tol, _)) = sym_bounds(&h, &amax, max_bound) else {
+                continue;
+            };
+            let all = exact_scores((&cs, &ws), &amax, max_bound, None);
+            let pruned = exact_scores((&cs, &ws), &amax, max_bound, Some((&ctx, tol)));
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m,
+                        "{what}, k {k}: {a} vs {p}, least {m}"
+                    );
+                    skipped += 1;
+                }
+            }
+            searches += 1;
+            cands += all.len();
+        }
+        eprintln!("{searches} exact searches, {cands} candidates: {skipped} skipped");
+        assert!(searches > 100, "{searches}");
+        assert!(skipped > cands / 10, "{skipped} of {cands}");
     }
 
     #[test]
