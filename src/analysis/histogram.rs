@@ -292,8 +292,8 @@ fn position(x: f64, lo: f64, scale: f64, last: f64) -> f64 {
 /// `[0, max|x|]` — counted by one worker in a single sweep, with the bin arithmetic of
 /// [`Histogram::add_values`] / [`Histogram::add_abs_values`]. Counts are u32 (half the cache
 /// footprint of u64, so both fit in L2) with one extra slot that swallows non-finite values,
-/// so the increments need no branch; [`PairCounter::fold_into`] moves them into u64
-/// histograms, and [`PairCounter::needs_fold`] says when it must, before a count could wrap.
+/// so the increments need no branch; [`PairTotals`] moves them into u64 histograms, and
+/// [`PairCounter::needs_fold`] says when it must, before a count could wrap.
 #[derive(Clone, Debug)]
 pub struct PairCounter {
     x: Vec<u32>,
@@ -327,16 +327,37 @@ impl PairEdges {
     }
 }
 
+/// Most zeroed counter arrays a thread keeps for its next pass.
+const SPARES: usize = 2;
+
+thread_local! {
+    /// Count arrays (x, abs) of counters this thread has emptied, all zero: the next pass
+    /// here takes them instead of zero-filling new ones (a fill per small layer was most of
+    /// its fixed cost). Few, so memory stays a few MiB per thread.
+    static SPARE: std::cell::RefCell<Vec<(Vec<u32>, Vec<u32>)>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
 impl PairCounter {
     /// Counters with the edges of `x` (signed) and `abs` (|x|, from 0); same bin count.
     pub fn new(x: &Histogram, abs: &Histogram) -> Self {
         Self::with_edges(PairEdges::of(x, abs))
     }
 
+    /// Zeroed counters with edges `e`: a spare pair of this thread's if it has one of the
+    /// size, else new ones.
     pub fn with_edges(e: PairEdges) -> Self {
+        let len = e.bins + 1;
+        let spare = SPARE.with(|cell| {
+            let mut s = cell.try_borrow_mut().ok()?;
+            let i = s.iter().position(|(x, _)| x.len() == len)?;
+            Some(s.swap_remove(i))
+        });
+        let (x, abs) = spare.unwrap_or_else(|| (vec![0; len], vec![0; len]));
         PairCounter {
-            x: vec![0; e.bins + 1],
-            abs: vec![0; e.bins + 1],
+            x,
+            abs,
             lo: e.lo,
             scale: e.scale,
             abs_scale: e.abs_scale,
@@ -349,28 +370,17 @@ impl PairCounter {
         self.pending + more as u64 > u64::from(u32::MAX)
     }
 
-    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]), last time:
-    /// nothing is reset.
-    pub fn add_into(self, x: &mut Histogram, abs: &mut Histogram) {
-        self.add_counts(x, abs);
-    }
-
-    /// Adds the counts to `x` and `abs` (the histograms given to [`Self::new`]) and resets
-    /// (rare: before a count could wrap).
-    pub fn fold_into(&mut self, x: &mut Histogram, abs: &mut Histogram) {
-        self.add_counts(x, abs);
-        // The trash slots too.
-        self.x.fill(0);
-        self.abs.fill(0);
-        self.pending = 0;
-    }
-
-    fn add_counts(&self, x: &mut Histogram, abs: &mut Histogram) {
-        for (h, c) in [(x, &self.x), (abs, &self.abs)] {
-            for (t, &v) in h.counts.iter_mut().zip(c) {
-                *t += u64::from(v);
+    /// Gives an emptied counter's arrays to this thread's spares (if it keeps fewer than
+    /// [`SPARES`]).
+    fn recycle(self) {
+        debug_assert!(self.pending == 0);
+        SPARE.with(|cell| {
+            if let Ok(mut s) = cell.try_borrow_mut()
+                && s.len() < SPARES
+            {
+                s.push((self.x, self.abs));
             }
-        }
+        });
     }
 
     /// Counts finite values of `values` in both histograms (non-finite ones are skipped).
@@ -457,6 +467,85 @@ impl PairCounter {
             }
         }
         values.len() - chunks.remainder().len()
+    }
+}
+
+/// The u64 totals of a pass's [`PairCounter`]s: x over `[lo, hi]` and |x| over
+/// `[0, absmax]`, with the edges of [`Histogram::new`]. The counts are made by the first
+/// counter taken in (converted as it is emptied: one write per bin) rather than zero-filled
+/// up front and added to, and every counter is emptied in the same sweep that adds it.
+#[derive(Clone, Debug)]
+pub struct PairTotals {
+    x: Histogram,
+    abs: Histogram,
+    bins: usize,
+    filled: bool,
+}
+
+impl PairTotals {
+    pub fn new(lo: f64, hi: f64, absmax: f64, bins: usize) -> Self {
+        let bins = bins.max(1);
+        // `Histogram::new`'s edges (it widens a zero-width range); the counts come later.
+        let edges = |lo, hi| Histogram {
+            counts: Vec::new(),
+            ..Histogram::new(lo, hi, 1)
+        };
+        PairTotals {
+            x: edges(lo, hi),
+            abs: edges(0.0, absmax),
+            bins,
+            filled: false,
+        }
+    }
+
+    /// The edges for this pass's counters: [`PairEdges::of`] the finished histograms.
+    pub fn edges(&self) -> PairEdges {
+        // `Histogram::scale`'s expression with the final bin count.
+        let scale = |h: &Histogram| self.bins as f64 / (h.hi - h.lo);
+        PairEdges {
+            bins: self.bins,
+            lo: self.x.lo,
+            scale: scale(&self.x),
+            abs_scale: scale(&self.abs),
+        }
+    }
+
+    /// Adds a counter's counts and zeroes them in one sweep (before a count could wrap).
+    pub fn fold(&mut self, c: &mut PairCounter) {
+        debug_assert!(c.x.len() == self.bins + 1);
+        for (h, src) in [(&mut self.x, &mut c.x), (&mut self.abs, &mut c.abs)] {
+            // The trash slot (last) holds the skipped values: zeroed, never added.
+            let (bins, trash) = src.split_at_mut(self.bins);
+            trash.fill(0);
+            if self.filled {
+                for (t, s) in h.counts.iter_mut().zip(bins) {
+                    *t += u64::from(std::mem::take(s));
+                }
+            } else {
+                h.counts = bins
+                    .iter_mut()
+                    .map(|s| u64::from(std::mem::take(s)))
+                    .collect();
+            }
+        }
+        self.filled = true;
+        c.pending = 0;
+    }
+
+    /// [`Self::fold`] of a counter's last counts; its emptied arrays go to this thread's
+    /// spares for the next pass.
+    pub fn take(&mut self, mut c: PairCounter) {
+        self.fold(&mut c);
+        c.recycle();
+    }
+
+    /// The histograms (x, |x|); all zero if no counter was taken in.
+    pub fn finish(mut self) -> (Histogram, Histogram) {
+        if !self.filled {
+            self.x.counts = vec![0; self.bins];
+            self.abs.counts = vec![0; self.bins];
+        }
+        (self.x, self.abs)
     }
 }
 
@@ -571,30 +660,63 @@ mod tests {
         h.add_values(&v);
         a.add_abs_values(&v);
         for start in [0, 1, 2, 3] {
-            let (mut h2, mut a2) = (
-                Histogram::new(-27.0, 27.0, 4096),
-                Histogram::new(0.0, 27.0, 4096),
-            );
-            let mut c = PairCounter::new(&h2, &a2);
+            let mut t = PairTotals::new(-27.0, 27.0, 27.0, 4096);
+            let mut c = PairCounter::with_edges(t.edges());
             // Split into pieces so the vector path and the scalar tail both run.
             c.add(&v[..start]);
             c.add(&v[start..]);
             assert_eq!(c.pending, v.len() as u64);
-            c.fold_into(&mut h2, &mut a2);
+            t.fold(&mut c);
+            // A folded counter is empty, trash slot included.
+            assert_eq!(c.pending, 0);
+            assert!(c.x.iter().chain(&c.abs).all(|&n| n == 0));
+            let (h2, a2) = t.clone().finish();
             assert_eq!(h2, h, "start {start}");
             assert_eq!(a2, a, "start {start}");
             assert_eq!(h2.total(), v.len() as u64 - 3);
-            // A folded counter is empty: counting again and adding it in doubles every bin.
+            // Counting again and taking it in doubles every bin.
             c.add(&v);
-            c.add_into(&mut h2, &mut a2);
+            t.take(c);
+            let (h2, a2) = t.finish();
             assert!(h2.counts.iter().zip(&h.counts).all(|(&d, &c)| d == 2 * c));
             assert!(a2.counts.iter().zip(&a.counts).all(|(&d, &c)| d == 2 * c));
+            // The recycled arrays come back zeroed for the next counter of that size.
+            let again = PairCounter::with_edges(PairEdges::of(&h2, &a2));
+            assert!(again.x.iter().chain(&again.abs).all(|&n| n == 0));
             let mut portable = PairCounter::new(&h2, &a2);
             portable.add_portable(&v[start..]);
             let mut fast = PairCounter::new(&h2, &a2);
             fast.add(&v[start..]);
             assert_eq!(portable.x, fast.x);
             assert_eq!(portable.abs, fast.abs);
+        }
+    }
+
+    #[test]
+    fn pair_totals_have_the_histograms_edges_and_start_at_zero() {
+        for (lo, hi, bins) in [(-3.0, 5.0, 65536), (2.0, 2.0, 8), (0.0, 0.0, 1)] {
+            let absmax = f64::max(-lo, hi);
+            let (h, a) = (
+                Histogram::new(lo, hi, bins),
+                Histogram::new(0.0, absmax, bins),
+            );
+            let t = PairTotals::new(lo, hi, absmax, bins);
+            let (e, want) = (t.edges(), PairEdges::of(&h, &a));
+            assert_eq!(
+                (
+                    e.bins,
+                    e.lo.to_bits(),
+                    e.scale.to_bits(),
+                    e.abs_scale.to_bits()
+                ),
+                (
+                    want.bins,
+                    want.lo.to_bits(),
+                    want.scale.to_bits(),
+                    want.abs_scale.to_bits()
+                )
+            );
+            assert_eq!(t.finish(), (h, a));
         }
     }
 

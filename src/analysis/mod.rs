@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use crate::calib::{self, QParams, Scheme, Search};
 use crate::source::{ArrayInfo, DType, LayerSpec, Limits, LoadError, OpenArray};
 use cast::{CastAccum, CastAudit, CastType};
-use histogram::{Histogram, PackedHistogram, PairCounter, PairEdges};
+use histogram::{Histogram, PackedHistogram, PairCounter, PairTotals};
 use metrics::{ErrorAccum, Metrics};
 use stats::{Moments, Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use warnings::{Thresholds, Warning, WarningKind, fmt_count};
@@ -648,16 +648,13 @@ fn profile_parts(
         (0.0, 0.0)
     };
     let absmax = lo.abs().max(hi.abs());
-    let (mut hist, mut abs_hist) = (
-        Histogram::new(lo, hi, FINE_BINS),
-        Histogram::new(0.0, absmax, FINE_BINS),
-    );
     let pool: Pool<PairCounter> = Pool::new();
-    let edges = PairEdges::of(&hist, &abs_hist);
+    let totals = PairTotals::new(lo, hi, absmax, FINE_BINS);
+    let edges = totals.edges();
     let make = || PairCounter::with_edges(edges);
     // Counters that would overflow are folded into the totals under the lock (rarely: after
     // 2^32 values in one worker).
-    let totals = Mutex::new((&mut hist, &mut abs_hist));
+    let totals = Mutex::new(totals);
     for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |_, values| {
@@ -665,8 +662,7 @@ fn profile_parts(
                 if c.needs_fold(values.len())
                     && let Ok(mut t) = totals.lock()
                 {
-                    let (h, a) = &mut *t;
-                    c.fold_into(h, a);
+                    t.fold(c);
                 }
                 c.add(values);
             });
@@ -675,10 +671,11 @@ fn profile_parts(
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
         })?;
     }
-    let (h, a) = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut totals = totals.into_inner().unwrap_or_else(|e| e.into_inner());
     for c in pool.into_items() {
-        c.add_into(h, a);
+        totals.take(c);
     }
+    let (hist, abs_hist) = totals.finish();
 
     Ok(Profile {
         info,
@@ -840,8 +837,6 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
     let absmax = min.abs().max(max.abs());
     let sym = opts.scheme == Scheme::Symmetric;
     let factor = FINE_BINS / SEARCH_BINS;
-    let hist = p.hist.coarsen(factor);
-    let abs_hist = p.abs_hist.coarsen(factor);
     let mut out = Vec::new();
     let mut push = |method, percentile, search: Search| {
         let q = QParams::new(opts.scheme, opts.bits, search.lo, search.hi);
@@ -875,24 +870,27 @@ pub fn calibrate(p: &Profile, opts: &Options) -> Vec<Chosen> {
         }
     });
     push(MethodKind::Ema, None, ema);
+    // A scheme's searches read one of the two histograms: coarsen only that one (each is a
+    // sweep of 65536 bins).
+    let h = if sym {
+        p.abs_hist.coarsen(factor)
+    } else {
+        p.hist.coarsen(factor)
+    };
     if sym {
         push(
             MethodKind::Entropy,
             None,
-            calib::entropy::symmetric(&abs_hist, opts.bits),
+            calib::entropy::symmetric(&h, opts.bits),
         );
-        push(
-            MethodKind::Mse,
-            None,
-            calib::mse::symmetric(&abs_hist, opts.bits),
-        );
+        push(MethodKind::Mse, None, calib::mse::symmetric(&h, opts.bits));
     } else {
         push(
             MethodKind::Entropy,
             None,
-            calib::entropy::affine(&hist, opts.bits),
+            calib::entropy::affine(&h, opts.bits),
         );
-        push(MethodKind::Mse, None, calib::mse::affine(&hist, opts.bits));
+        push(MethodKind::Mse, None, calib::mse::affine(&h, opts.bits));
     }
     let pcts = if sym {
         calib::percentile::symmetric(&p.abs_hist, &opts.percentiles)

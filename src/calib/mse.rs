@@ -585,7 +585,8 @@ impl SymContext {
 /// candidate's exact error is strictly above the exact minimum, so the choice is the one
 /// the exhaustive exact search makes. Otherwise (more levels than bins to gain from, or an
 /// empty histogram) every candidate is scored exactly, 8 at a time, one per SIMD lane
-/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop. Either way chunks
+/// ([`sse_lanes`]), each lane summing in bin order exactly as a plain loop, except those
+/// their tail floor already rules out ([`exact_scores`]). Either way chunks
 /// of candidates run in parallel and the argmin is taken in order afterwards, so threads
 /// change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
@@ -602,11 +603,9 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
             (symmetric_errors(&cs, &ws, &wa, max_bound), window)
         }
         None => {
-            let errs: Vec<f64> = amax
-                .par_chunks(8 * LANES)
-                .map(|c| symmetric_errors(&cs, &ws, c, max_bound))
-                .collect::<Vec<_>>()
-                .concat();
+            let bounds = sym_bounds(abs_hist, &amax, max_bound);
+            let floor = bounds.as_ref().map(|(ctx, tol, _)| (ctx, *tol));
+            let errs = exact_scores((&cs, &ws), &amax, max_bound, floor);
             (errs, (0..amax.len()).collect())
         }
     };
@@ -667,6 +666,83 @@ impl Found {
     }
 }
 
+/// The context of the symmetric search's bounds, the re-check tolerance
+/// ([`SymContext::tolerance`]) and the most levels a candidate spans, or None where the bound
+/// would not hold: an empty histogram, non-finite candidates, none above 2^-24, or sums so
+/// large that the bound (or an exact error) could overflow.
+fn sym_bounds(h: &Histogram, amax: &[f64], max_bound: f64) -> Option<(SymContext, f64, usize)> {
+    let ctx = SymContext::new(h, max_bound)?;
+    // NaN fails `>` (x̂ = 0 there, scored exactly).
+    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
+    if amax.iter().any(|a| a.is_infinite()) {
+        return None;
+    }
+    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
+    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
+    let hi_a = fast_ones().fold(0.0f64, f64::max);
+    if lo_a == f64::INFINITY {
+        return None;
+    }
+    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
+    // and largest candidates bound every candidate's lowest and highest level.
+    let (lo1, hi1) = ctx.level_range(lo_a);
+    let (lo2, hi2) = ctx.level_range(hi_a);
+    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
+    let tol = ctx.tolerance(hi_a, levels);
+    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
+        return None;
+    }
+    Some((ctx, tol, levels))
+}
+
+/// The exact error ([`symmetric_errors`]) of every candidate, except ∞ where `floor` (the
+/// context and tolerance of [`sym_bounds`]) rules one out: its [`SymContext::tail_floor`]
+/// exceeds an exact error already found by more than tol. The floor and every exact error are
+/// within tol/4 of the same real error sums (the tolerance is 4× the bound on both roundings),
+/// so its exact error exceeds that one by more than tol/2: it is not the least, nor, ties
+/// included, the first least, whatever order the threads find values in. Pieces run from the
+/// top down, each from its top, as [`fast_scores`] does; the lanes hold the next candidates
+/// not skipped, and a lane's sum does not depend on its neighbours.
+fn exact_scores(
+    (cs, ws): (&[f64], &[f64]),
+    amax: &[f64],
+    max_bound: f64,
+    floor: Option<(&SymContext, f64)>,
+) -> Vec<f64> {
+    let found = Found::new(floor.map_or(f64::INFINITY, |(_, tol)| tol));
+    let run = |chunk: &[f64]| {
+        let mut out = vec![f64::INFINITY; chunk.len()];
+        let (mut lanes, mut slot, mut n) = ([0.0f64; LANES], [0usize; LANES], 0);
+        let flush = |lanes: &[f64], slot: &[usize], out: &mut [f64]| {
+            let e = symmetric_errors(cs, ws, lanes, max_bound);
+            for (&k, &e) in slot.iter().zip(&e) {
+                out[k] = e;
+                found.lower(e);
+            }
+        };
+        for (k, &a) in chunk.iter().enumerate().rev() {
+            // tail_floor needs amax > 2^-24 (NaN fails; the floor's NaN never skips).
+            if let Some((ctx, _)) = floor
+                && a > MODELOPT_ZERO_AMAX
+                && found.skips(ctx.tail_floor(a))
+            {
+                continue;
+            }
+            (lanes[n], slot[n]) = (a, k);
+            n += 1;
+            if n == LANES {
+                flush(&lanes, &slot, &mut out);
+                n = 0;
+            }
+        }
+        flush(&lanes[..n], &slot[..n], &mut out);
+        out
+    };
+    let mut pieces: Vec<Vec<f64>> = amax.par_chunks(8 * LANES).rev().map(run).collect();
+    pieces.reverse();
+    pieces.concat()
+}
+
 /// The fast error of every candidate and the re-check tolerance, or None where the exact
 /// scoring of every candidate is cheaper or the bound would not hold: an empty histogram,
 /// more levels than [`FAST_LEVELS_PER_BIN`] allows, non-finite candidates, or sums so large
@@ -697,28 +773,8 @@ fn fast_scores_pruned(
     max_bound: f64,
     prune: bool,
 ) -> Option<(Vec<f64>, f64)> {
-    let ctx = SymContext::new(h, max_bound)?;
-    // NaN fails `>` (x̂ = 0 there, scored exactly).
-    let ok = |a: f64| a > MODELOPT_ZERO_AMAX;
-    if amax.iter().any(|a| a.is_infinite()) {
-        return None;
-    }
-    let fast_ones = || amax.iter().copied().filter(|&a| ok(a));
-    let lo_a = fast_ones().fold(f64::INFINITY, f64::min);
-    let hi_a = fast_ones().fold(0.0f64, f64::max);
-    if lo_a == f64::INFINITY {
-        return None;
-    }
-    // A centre's level is monotone in the scale (either way, by its sign), so the smallest
-    // and largest candidates bound every candidate's lowest and highest level.
-    let (lo1, hi1) = ctx.level_range(lo_a);
-    let (lo2, hi2) = ctx.level_range(hi_a);
-    let levels = (hi1.max(hi2) - lo1.min(lo2)) as usize + 1;
+    let (ctx, tol, levels) = sym_bounds(h, amax, max_bound)?;
     if levels * FAST_LEVELS_PER_BIN > cs.len() {
-        return None;
-    }
-    let tol = ctx.tolerance(hi_a, levels);
-    if !(tol.is_finite() && ctx.totals.iter().all(|t| *t < 1e300) && hi_a * hi_a < 1e300) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -817,41 +873,105 @@ fn affine_sse_lanes_avx2(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64
     affine_sse_lanes(cs, ws, qps)
 }
 
+/// Prefix sums of w, w·c and w·c² over the nonzero bins' centres (in order), for the lower
+/// bound [`ClipFloor::floor`] on an affine range's error, and the totals of w, w·|c| and w·c²
+/// for its margin.
+struct ClipFloor {
+    p0: Vec<f64>,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
+    totals: [f64; 3],
+}
+
+impl ClipFloor {
+    fn new(cs: &[f64], ws: &[f64]) -> ClipFloor {
+        let n = cs.len() + 1;
+        let (mut p0, mut p1, mut p2) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&c, &w) in cs.iter().zip(ws) {
+            p0.push(s0);
+            p1.push(s1);
+            p2.push(s2);
+            s0 += w;
+            s1 += w * c;
+            s2 += w * c * c;
+            a1 += w * c.abs();
+        }
+        p0.push(s0);
+        p1.push(s1);
+        p2.push(s2);
+        ClipFloor {
+            p0,
+            p1,
+            p2,
+            totals: [s0, a1, s2],
+        }
+    }
+
+    /// Σ w·(qp.lo − c)² over the centres c ≤ qp.lo plus Σ w·(qp.hi − c)² over the rest with
+    /// c ≥ qp.hi: the terms of the range's error (as [`affine_sse`] and [`affine_sse_lanes`]
+    /// compute it, bit for bit) whose centres it maps to exactly qp.lo / qp.hi, found by the
+    /// same partition; every other term is ≥ 0, so a lower bound on the error. From prefix
+    /// sums in O(log n), less `margin` for the rounding of both: if the result exceeds an error
+    /// already computed, the range's computed error exceeds it too.
+    ///
+    /// The margin, with ε = 2^-52, n centres, X = max(|qp.lo|, |qp.hi|) ≥ |x̂| and B = T2 +
+    /// 2X·T1 + X²·T0 (T0 = Σw, T1 = Σw·|c|, T2 = Σw·c²), which bounds the error and every
+    /// term of the floor: the error adds n nonnegative terms of 4 roundings each in sequence,
+    /// ≤ (n + 5)·ε/2·B off its real value; each prefix sum is ≤ (n + 2)·ε/2·T off, a
+    /// difference of two ≤ (2n + 5)·ε/2·T, which the multipliers X², 2X, 1 turn into
+    /// ≤ (2n + 5)·ε/2·B, plus ≤ 4·ε/2·B for the side's own operations: ≤ (4n + 19)·ε/2·B for
+    /// both sides and their sum. In all ≤ (3n + 15)·ε·B; doubled twice for slack, plus an
+    /// absolute term for underflow (each operation off by at most 2^-1074, scaled by at most
+    /// T0·(1 + X²)). Non-finite sums give a NaN or ∞ margin, so nothing is skipped.
+    #[inline(always)]
+    fn floor(&self, cs: &[f64], qp: &QParams) -> f64 {
+        let a = cs.partition_point(|&c| c <= qp.lo);
+        let b = a + cs[a..].partition_point(|&c| c < qp.hi);
+        let n = cs.len();
+        let side = |x: f64, s0: f64, s1: f64, s2: f64| s2 - x * (2.0 * s1 - x * s0);
+        let below = side(qp.lo, self.p0[a], self.p1[a], self.p2[a]);
+        let above = side(
+            qp.hi,
+            self.p0[n] - self.p0[b],
+            self.p1[n] - self.p1[b],
+            self.p2[n] - self.p2[b],
+        );
+        let [t0, t1, t2] = self.totals;
+        let x = qp.lo.abs().max(qp.hi.abs());
+        let big = t2 + 2.0 * x * t1 + x * x * t0;
+        let nf = n as f64;
+        let margin = 4.0 * (3.0 * nf + 16.0) * f64::EPSILON * big
+            + 16.0 * (nf + 8.0) * f64::MIN_POSITIVE * (1.0 + t0) * (1.0 + x * x);
+        (below + above) - margin
+    }
+}
+
+/// Pairs a parallel piece of [`best_pair`] scores (whole blocks of `LANES`).
+const PAIR_PIECE: usize = 4 * LANES;
+
 /// The first pair (in order) with the least error, starting from `init`: scored `LANES` pairs
 /// at a time (consecutive pairs have close ranges, so the lanes' union stays narrow) in
 /// parallel, reduced in order with a strict `<`, so the result does not depend on the threads.
+///
+/// With `floor`, a pair whose [`ClipFloor::floor`] exceeds the least error found so far
+/// (`init`'s or a scored pair's) is skipped (∞): its own error exceeds that value, so it is
+/// neither the least nor, ties included, the first least, whatever order the threads find
+/// values in. The lanes hold the next pairs not skipped; each lane's sum does not depend on
+/// its neighbours, so the errors are those of scoring every pair.
 fn best_pair(
-    (cs, ws): (&[f64], &[f64]),
+    cw: (&[f64], &[f64]),
     bits: u8,
     h: &Histogram,
     pairs: &[(usize, usize)],
     init: (f64, (usize, usize)),
+    floor: Option<&ClipFloor>,
 ) -> (f64, (usize, usize)) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    let errors: Vec<f64> = pairs
-        .par_chunks(LANES)
-        .with_min_len(4)
-        .map(|block| {
-            // The last block is padded with its last pair; the extra lanes are dropped.
-            let mut qps = [QParams::new(Scheme::Affine, bits, 0.0, 0.0); LANES];
-            for (l, q) in qps.iter_mut().enumerate() {
-                let (i, j) = block[l.min(block.len() - 1)];
-                *q = QParams::new(Scheme::Affine, bits, h.edge(i), h.edge(j));
-            }
-            #[cfg(target_arch = "x86_64")]
-            let e = if avx2 {
-                // SAFETY: the CPU supports AVX2, checked above.
-                unsafe { affine_sse_lanes_avx2(cs, ws, &qps) }
-            } else {
-                affine_sse_lanes(cs, ws, &qps)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let e = affine_sse_lanes(cs, ws, &qps);
-            e[..block.len()].to_vec()
-        })
-        .collect::<Vec<_>>()
-        .concat();
+    let errors = pair_errors(cw, bits, h, pairs, init.0, floor);
     let mut best = init;
     for (&e, &ij) in errors.iter().zip(pairs) {
         if e < best.0 {
@@ -859,6 +979,69 @@ fn best_pair(
         }
     }
     best
+}
+
+/// The error of every pair of [`best_pair`], ∞ for those it skips (`known`: the least error
+/// found before, ∞ if none).
+fn pair_errors(
+    (cs, ws): (&[f64], &[f64]),
+    bits: u8,
+    h: &Histogram,
+    pairs: &[(usize, usize)],
+    known: f64,
+    floor: Option<&ClipFloor>,
+) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let found = Found::new(0.0);
+    found.lower(known);
+    let score = |qps: &[QParams; LANES]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2, checked above.
+            return unsafe { affine_sse_lanes_avx2(cs, ws, qps) };
+        }
+        affine_sse_lanes(cs, ws, qps)
+    };
+    pairs
+        .par_chunks(PAIR_PIECE)
+        .map(|piece| {
+            let mut out = vec![f64::INFINITY; piece.len()];
+            let mut qps = [QParams::new(Scheme::Affine, bits, 0.0, 0.0); LANES];
+            let mut slot = [0usize; LANES];
+            let mut n = 0;
+            // Scores the first n lanes; a short block is padded with its last pair and the
+            // extra lanes dropped.
+            let flush = |qps: &mut [QParams; LANES], slot: &[usize; LANES], n, out: &mut [f64]| {
+                for l in n..LANES {
+                    qps[l] = qps[n - 1];
+                }
+                let e = score(qps);
+                for l in 0..n {
+                    out[slot[l]] = e[l];
+                    found.lower(e[l]);
+                }
+            };
+            for (k, &(i, j)) in piece.iter().enumerate() {
+                let qp = QParams::new(Scheme::Affine, bits, h.edge(i), h.edge(j));
+                // NaN never skips (the comparison is false).
+                if floor.is_some_and(|f| found.skips(f.floor(cs, &qp))) {
+                    continue;
+                }
+                (qps[n], slot[n]) = (qp, k);
+                n += 1;
+                if n == LANES {
+                    flush(&mut qps, &slot, n, &mut out);
+                    n = 0;
+                }
+            }
+            if n > 0 {
+                flush(&mut qps, &slot, n, &mut out);
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 /// Affine MSE calibration on the signed histogram over `[min, max]`.
@@ -878,8 +1061,15 @@ fn best_pair(
 /// minimum in that order (level, then i, then j ascending). Each error is exact for the bin
 /// centres; the search may miss a global minimum the coarse grid steps over (an error
 /// surface with several valleys narrower than 64 bins). `candidates` = distinct pairs scored.
-/// An empty histogram returns `[min, max]` with 0 candidates.
+/// An empty histogram returns `[min, max]` with 0 candidates. A pair whose clipped terms
+/// alone ([`ClipFloor`]) provably exceed the least error found so far is not scored: it
+/// could not be chosen, so the answer is the one scoring every pair gives.
 pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
+    affine_pruned(signed_hist, bits, true)
+}
+
+/// [`affine`], skipping pairs by their [`ClipFloor`] only if `prune` (the tests compare both).
+fn affine_pruned(signed_hist: &Histogram, bits: u8, prune: bool) -> Search {
     let nbins = signed_hist.bins();
     let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(signed_hist).into_iter().unzip();
     if cs.is_empty() {
@@ -889,6 +1079,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
             candidates: 0,
         };
     }
+    let floor = prune.then(|| ClipFloor::new(&cs, &ws));
     let z = signed_hist.bin_of(0.0);
     let mut seen = std::collections::HashSet::new();
     let mut best: (f64, (usize, usize)) = (f64::INFINITY, (0, nbins));
@@ -909,7 +1100,7 @@ pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
             .flat_map(|i| grid(j_lo, j_hi, stride).map(move |j| (i, j)))
             .filter(|ij| seen.insert(*ij))
             .collect();
-        best = best_pair((&cs, &ws), bits, signed_hist, &pairs, best);
+        best = best_pair((&cs, &ws), bits, signed_hist, &pairs, best, floor.as_ref());
     }
     let (bi, bj) = best.1;
     Search {
@@ -1208,6 +1399,59 @@ mod tests {
         );
     }
 
+    /// The exact scoring (where the fast one does not apply) with candidates skipped by their
+    /// tail floor: every other error is the same bit for bit, a skipped one is above the least
+    /// (so never the first least), and the search picks what scoring every candidate picks.
+    /// Logs how many are skipped.
+    #[test]
+    fn pruned_exact_pass_keeps_the_choice() {
+        let mut rng = Rng(0x5eed_e8ac_7000_0006);
+        let (mut searches, mut cands, mut skipped) = (0usize, 0usize, 0usize);
+        for case in 0..300 {
+            let len = match case % 3 {
+                0 => 2048,
+                _ => 1 + rng.below(1200) as usize,
+            };
+            // Many bits on few bins: where the exact scoring runs.
+            let bits = 6 + rng.below(11) as u8;
+            let (lo, hi) = match rng.below(8) {
+                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+                _ => (
+                    0.0,
+                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+                ),
+            };
+            let h = hist(lo, hi, random_counts(&mut rng, len));
+            let what = format!("case {case}: len {len}, bits {bits}, [{lo}, {hi}]");
+            assert_eq!(symmetric(&h, bits), symmetric_plain(&h, bits), "{what}");
+            let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            let start = START_BIN.min(len.saturating_sub(1));
+            let amax: Vec<f64> = (start..len).map(|i| h.centre(i).abs()).collect();
+            let Some((ctx, tol, _)) = sym_bounds(&h, &amax, max_bound) else {
+                continue;
+            };
+            let all = exact_scores((&cs, &ws), &amax, max_bound, None);
+            let pruned = exact_scores((&cs, &ws), &amax, max_bound, Some((&ctx, tol)));
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m,
+                        "{what}, k {k}: {a} vs {p}, least {m}"
+                    );
+                    skipped += 1;
+                }
+            }
+            searches += 1;
+            cands += all.len();
+        }
+        eprintln!("{searches} exact searches, {cands} candidates: {skipped} skipped");
+        assert!(searches > 100, "{searches}");
+        assert!(skipped > cands / 10, "{skipped} of {cands}");
+    }
+
     #[test]
     fn symmetric_counts_every_candidate() {
         for (bins, want) in [(2048, 1920), (300, 172), (129, 1), (100, 1), (1, 1)] {
@@ -1441,6 +1685,85 @@ mod tests {
             s.candidates > coarse && s.candidates <= coarse + 2 * 288,
             "{s:?}"
         );
+    }
+
+    /// A random signed histogram: [`random_counts`] over a range straddling 0, one-sided
+    /// either way, or below 2^-24 wide (degenerate quantizers).
+    fn random_signed(rng: &mut Rng, len: usize) -> Histogram {
+        let end = |rng: &mut Rng| (1 + rng.below(9)) as f64;
+        let (lo, hi) = match rng.below(6) {
+            0 => (0.5 * end(rng), 10.0 * end(rng)),
+            1 => (-end(rng), 0.0),
+            2 => (-1e-9 * end(rng), 1e-9 * end(rng)),
+            _ => (
+                -end(rng) + 0.5,
+                10f64.powi(rng.below(5) as i32 - 2) * end(rng),
+            ),
+        };
+        hist(lo, hi, random_counts(rng, len))
+    }
+
+    /// Skipping pairs by their clip floor keeps every other pair's error bit for bit, and a
+    /// skipped pair's error is above the least error known (so it is never the first least);
+    /// the search picks the same range. The floor is below every pair's computed error (the
+    /// premise). Logs how many pairs are skipped.
+    #[test]
+    fn pruned_affine_search_keeps_every_choice() {
+        let mut rng = Rng(0x0aff_1e55_c1a9_0005);
+        let (mut total, mut skipped, mut positive) = (0usize, 0usize, 0usize);
+        for case in 0..200 {
+            let len = match case % 4 {
+                0 => 2048,
+                1 => 256 + rng.below(1800) as usize,
+                _ => 1 + rng.below(600) as usize,
+            };
+            let bits = 2 + rng.below(15) as u8;
+            let h = random_signed(&mut rng, len);
+            let what = format!("case {case}: len {len}, bits {bits}, [{}, {}]", h.lo, h.hi);
+            assert_eq!(
+                affine_pruned(&h, bits, true),
+                affine_pruned(&h, bits, false),
+                "{what}"
+            );
+            let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
+            if cs.is_empty() {
+                continue;
+            }
+            let floor = ClipFloor::new(&cs, &ws);
+            // A grid of pairs as a level scores them, at most 17 × 17.
+            let (z, nb) = (h.bin_of(0.0), h.bins());
+            let stride = 1 + len / 16;
+            let pairs: Vec<(usize, usize)> = grid(0, z, stride)
+                .flat_map(|i| grid(z, nb, stride).map(move |j| (i, j)))
+                .collect();
+            let all = pair_errors((&cs, &ws), bits, &h, &pairs, f64::INFINITY, None);
+            // Known before: nothing, or some pair's error (a previous level's best).
+            let known = match rng.below(3) {
+                0 => f64::INFINITY,
+                _ => all[rng.below(all.len() as u64) as usize],
+            };
+            let pruned = pair_errors((&cs, &ws), bits, &h, &pairs, known, Some(&floor));
+            let m = all.iter().copied().fold(known, f64::min);
+            for (k, ((&a, &p), &(i, j))) in all.iter().zip(&pruned).zip(&pairs).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m,
+                        "{what}, pair {k}: {a} vs {p}, least {m}"
+                    );
+                    skipped += 1;
+                }
+                let qp = QParams::new(Scheme::Affine, bits, h.edge(i), h.edge(j));
+                let f = floor.floor(&cs, &qp);
+                assert!(
+                    f.partial_cmp(&a) != Some(std::cmp::Ordering::Greater),
+                    "{what}, ({i}, {j}): floor {f} > error {a}"
+                );
+                positive += usize::from(f > 0.0);
+            }
+            total += pairs.len();
+        }
+        eprintln!("{total} pairs: {positive} with a positive floor, {skipped} skipped");
+        assert!(skipped > total / 10, "{skipped} of {total}");
     }
 
     #[test]
