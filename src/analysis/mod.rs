@@ -976,7 +976,7 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
             .collect();
         STAT_PERCENTILES
             .iter()
-            .zip(h.bins_of_ranks(&ranks))
+            .zip(h.bins_of_ranks(&ranks, finite))
             .map(|(&q, b)| {
                 // Any value of the rank's bin is within the resolution; the first bin reports
                 // its lower edge (the exact min, e.g. the zeros of a ReLU) and the rest their

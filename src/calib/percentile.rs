@@ -34,82 +34,13 @@ fn lower_edge(h: &Histogram, b: Option<usize>) -> f64 {
     b.map_or(h.lo, |b| h.edge(b))
 }
 
-/// [`Histogram::total`] in 8 lanes so the additions vectorise (with AVX2 where the CPU has it):
-/// a sweep of 65536 bins per layer, one add per bin as a plain sum. Integer sums: the same
-/// total (each lane's partial sum is at most the total, so nothing wraps that did not before).
-fn count_total(counts: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { count_total_avx2(counts) };
-    }
-    count_total_lanes(counts)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn count_total_avx2(counts: &[u64]) -> u64 {
-    count_total_lanes(counts)
-}
-
-#[inline(always)]
-fn count_total_lanes(counts: &[u64]) -> u64 {
-    const L: usize = 8;
-    let mut acc = [0u64; L];
-    let mut chunks = counts.chunks_exact(L);
-    for c in &mut chunks {
-        for l in 0..L {
-            acc[l] += c[l];
-        }
-    }
-    acc.iter().sum::<u64>() + chunks.remainder().iter().sum::<u64>()
-}
-
-/// [`Histogram::bins_of_ranks`] of `ranks` among the histogram's `n` values, with the ranks in
-/// the upper half found by a sweep down from the top: the calibration percentiles (99.9 % and
-/// up) sit in the last bins, which the sweep from the bottom reaches only after most of the
-/// 65536 bins. Integer counts either way, so the same bins.
-fn bins_of_ranks_either_end(h: &Histogram, n: u64, ranks: &[u64]) -> Vec<Option<usize>> {
-    // Rank 0 and ranks beyond n name no value; the rest split at n/2.
-    let high = |r: u64| r > n / 2 && r <= n;
-    let low: Vec<u64> = ranks
-        .iter()
-        .map(|&r| if high(r) || r > n { 0 } else { r })
-        .collect();
-    let mut out = h.bins_of_ranks(&low);
-    // By the count above the rank's value, t = n − r, smallest first: met first going down.
-    let mut order: Vec<usize> = (0..ranks.len()).filter(|&i| high(ranks[i])).collect();
-    order.sort_by_key(|&i| n - ranks[i]);
-    let mut next = order.into_iter().peekable();
-    // The bin of rank r is the smallest b with Σ_{i ≤ b} counts ≥ r, i.e. with the count of
-    // the bins above it ≤ t: going down, the first bin whose own count takes the count above
-    // past t.
-    const BLOCK: usize = 64;
-    let mut above = 0u64;
-    let blocks = h.counts.chunks(BLOCK).enumerate().rev();
-    for (k, block) in blocks {
-        let Some(&first) = next.peek() else { break };
-        let sum: u64 = block.iter().sum();
-        if above + sum <= n - ranks[first] {
-            above += sum;
-            continue;
-        }
-        for (j, &c) in block.iter().enumerate().rev() {
-            above += c;
-            while let Some(i) = next.next_if(|&i| above > n - ranks[i]) {
-                out[i] = Some(k * BLOCK + j);
-            }
-        }
-    }
-    out
-}
-
 /// Symmetric, for each p of `ps`: `[-a, a]`, a = p-th percentile of |x| from the |x| histogram
-/// over `[0, max|x|]`. All ranks are found in one sweep of the histogram.
+/// over `[0, max|x|]`. All ranks are found in one sweep from each end of the histogram.
 pub fn symmetric(abs_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
-    let n = count_total(&abs_hist.counts);
+    let n = abs_hist.total();
     let ranks: Vec<u64> = ps.iter().map(|&p| nearest_rank(p, n)).collect();
-    bins_of_ranks_either_end(abs_hist, n, &ranks)
+    abs_hist
+        .bins_of_ranks(&ranks, n)
         .into_iter()
         .map(|b| {
             let a = upper_edge(abs_hist, b);
@@ -125,7 +56,7 @@ pub fn symmetric(abs_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
 /// Affine, for each p of `ps`: `[P_(100−p)/2, P_(100−(100−p)/2)]` of x from the signed
 /// histogram over `[min, max]`.
 pub fn affine(signed_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
-    let n = count_total(&signed_hist.counts);
+    let n = signed_hist.total();
     // Both bounds are nearest-rank percentiles; the lower one takes its bin's lower edge so
     // that the order statistic itself is kept.
     let ranks: Vec<u64> = ps
@@ -135,7 +66,8 @@ pub fn affine(signed_hist: &Histogram, ps: &[f64]) -> Vec<Search> {
             [nearest_rank(tail, n), nearest_rank(100.0 - tail, n)]
         })
         .collect();
-    bins_of_ranks_either_end(signed_hist, n, &ranks)
+    signed_hist
+        .bins_of_ranks(&ranks, n)
         .chunks_exact(2)
         .map(|b| Search {
             lo: lower_edge(signed_hist, b[0]),
@@ -158,43 +90,6 @@ mod tests {
             h.add_values(values);
         }
         h
-    }
-
-    #[test]
-    fn either_end_finds_the_bins_of_ranks() {
-        // Sparse and dense counts, around the block length, every rank up to past the end at
-        // once (unsorted, repeated) and one at a time.
-        let mut rng = crate::calib::test_support::Rng(0x9e37_79b9_7f4a_7c15);
-        for &len in &[1usize, 5, 63, 64, 65, 130, 1000] {
-            for density in [2u64, 5, 50] {
-                let counts: Vec<u64> = (0..len)
-                    .map(|_| {
-                        if rng.below(density) == 0 {
-                            rng.below(16)
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
-                let h = Histogram {
-                    lo: 0.0,
-                    hi: 1.0,
-                    counts,
-                };
-                let n = h.total();
-                assert_eq!(count_total(&h.counts), n);
-                let ranks: Vec<u64> = (0..=n + 2)
-                    .rev()
-                    .chain([1, n, 0, n / 2, n / 2 + 1])
-                    .collect();
-                let got = bins_of_ranks_either_end(&h, n, &ranks);
-                assert_eq!(got, h.bins_of_ranks(&ranks), "len {len}");
-                for &r in &ranks {
-                    let one = bins_of_ranks_either_end(&h, n, &[r]);
-                    assert_eq!(one, h.bins_of_ranks(&[r]), "len {len} rank {r}");
-                }
-            }
-        }
     }
 
     #[test]
