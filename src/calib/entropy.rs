@@ -668,14 +668,49 @@ struct WindowP {
 /// windows whose bound is larger use one logarithm per bin (p) or chunk (q) there instead.
 const TAYLOR_MAX: f64 = 1e-11;
 
-/// (v, ln v, 1/v) of the middle chunks (no outliers, no remainder) of the affine fast pass
-/// by (width − w0, start), for one parallel piece of windows, computed on first use (NaN: not
-/// yet). Consecutive windows' chunks mostly share (start, width): for 2048 bins at 8 bits the
-/// ~230k chunk visits have a few thousand distinct ones, so this saves most logarithms.
+/// What the fast pass reads of one chunk of an affine window: its value v (0 where its p bins
+/// are all 0), ln v and 1/v (0 where v = 0), its p mass and nonzero p bins as f64, and
+/// eps·(zero p bins), i.e. the exact operands of S_c = p mass − e1p·nonzero + eps·zeros, so
+/// a memoised chunk gives the same bits as one computed in place.
+#[derive(Clone, Copy)]
+struct ChunkVals {
+    v: f64,
+    ln_v: f64,
+    inv_v: f64,
+    pm: f64,
+    norm: f64,
+    eps_zeros: f64,
+}
+
+impl ChunkVals {
+    #[inline]
+    fn new(m: u64, norm: usize, pm: u64, w: usize) -> ChunkVals {
+        let v = chunk_value(m, norm);
+        let (ln_v, inv_v) = if v == 0.0 {
+            (0.0, 0.0)
+        } else {
+            (v.ln(), 1.0 / v)
+        };
+        ChunkVals {
+            v,
+            ln_v,
+            inv_v,
+            pm: u64_f64(pm),
+            norm: usize_f64(norm),
+            eps_zeros: ORT_EPS * usize_f64(w - norm),
+        }
+    }
+}
+
+/// [`ChunkVals`] of the middle chunks (no outliers, no remainder) of the affine fast pass
+/// by (width − w0, start), for one parallel piece of windows, computed on first use (NaN v:
+/// not yet). Consecutive windows' chunks mostly share (start, width): for 2048 bins at 8 bits
+/// the ~230k chunk visits have a few thousand distinct ones, so this saves most logarithms
+/// and prefix-sum reads.
 struct ChunkMemo {
     w0: usize,
     stride: usize,
-    slots: Vec<[f64; 3]>,
+    slots: Vec<ChunkVals>,
 }
 
 impl ChunkMemo {
@@ -685,19 +720,19 @@ impl ChunkMemo {
         let w0 = windows.iter().map(|&(l, r)| (r - l) / nq).min()?;
         let w1 = windows.iter().map(|&(l, r)| (r - l) / nq).max()?;
         let size = (w1 - w0 + 1) * nbins;
+        let unset = ChunkVals {
+            v: f64::NAN,
+            ln_v: 0.0,
+            inv_v: 0.0,
+            pm: 0.0,
+            norm: 0.0,
+            eps_zeros: 0.0,
+        };
         (size <= 2 * windows.len() * nq).then(|| ChunkMemo {
             w0,
             stride: nbins,
-            slots: vec![[f64::NAN; 3]; size],
+            slots: vec![unset; size],
         })
-    }
-
-    fn get(&mut self, start: usize, w: usize, f: impl FnOnce() -> [f64; 3]) -> [f64; 3] {
-        let slot = &mut self.slots[(w - self.w0) * self.stride + start];
-        if slot[0].is_nan() {
-            *slot = f();
-        }
-        *slot
     }
 }
 
@@ -792,49 +827,59 @@ impl<'a> AffineContext<'a> {
         // q: per chunk its value v (0 where its p bins are all 0), its p' mass S_c, and the
         // sums that give Σ_{v>0} S_c·ln(v − e1q) by Taylor in x = e1q/v once e1q is known:
         // ln(v − e1q) = ln v − x − x²/2 − x³/3 − R, 0 ≤ R ≤ x⁴/(4(1−x)).
-        let chunk = |m: u64, norm: usize| {
-            let v = chunk_value(m, norm);
-            if v == 0.0 {
-                [0.0; 3]
-            } else {
-                [v, v.ln(), 1.0 / v]
-            }
-        };
         let mut zq = len - nq * w;
         let mut vsum = 0.0f64;
         let (mut a0, mut a1, mut a2, mut a3, mut s_pos) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        let mut memo = memo;
-        for c in 0..nq {
-            let s = l + c * w;
-            let e = s + w;
-            let (norm, pm, [v, ln_v, inv_v]) = if c > 0 && c < nq - 1 {
-                // Middle chunks (no outliers, no remainder, e < r) depend only on (start,
-                // width): memoised where a memo is given; one branch for the common case.
-                let (m, norm) = (mass[e] - mass[s], nz[e] - nz[s]);
-                let vals = match memo.as_deref_mut() {
-                    Some(memo) => memo.get(s, w, || chunk(m, norm)),
-                    None => chunk(m, norm),
-                };
-                (norm, m, vals)
-            } else {
-                let (m, norm, pm) = self.chunk_sums(&wp, l, r, c);
-                (norm, pm, chunk(m, norm))
-            };
-            if v == 0.0 {
+        // In chunk order (the sums' bits depend on it): first, middle, last (nq ≥ 4).
+        let mut add = |cv: ChunkVals| {
+            if cv.v == 0.0 {
                 zq += w;
-                continue;
+                return;
             }
-            vsum += v;
-            let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
+            vsum += cv.v;
+            let sc = cv.pm - e1p * cv.norm + cv.eps_zeros;
             s_pos += sc;
-            a0 += sc * ln_v;
-            let mut t = sc * inv_v;
+            a0 += sc * cv.ln_v;
+            let mut t = sc * cv.inv_v;
             a1 += t;
-            t *= inv_v;
+            t *= cv.inv_v;
             a2 += t;
-            t *= inv_v;
+            t *= cv.inv_v;
             a3 += t;
+        };
+        let end_chunk = |c: usize| {
+            let (m, norm, pm) = self.chunk_sums(&wp, l, r, c);
+            ChunkVals::new(m, norm, pm, w)
+        };
+        add(end_chunk(0));
+        // Middle chunks (no outliers, no remainder, end < r) depend only on (start, width):
+        // memoised where a memo is given. Slicing first lets the loops run without bounds
+        // checks: chunk c ∈ [1, nq−1) spans bins [l + c·w, l + (c+1)·w).
+        let lo = l + w;
+        let hi = l + (nq - 1) * w;
+        match memo {
+            Some(memo) => {
+                let row = (w - memo.w0) * memo.stride;
+                let slots = &mut memo.slots[row + lo..row + hi];
+                let (mass, nz) = (&mass[lo..=hi], &nz[lo..=hi]);
+                for k in (0..hi - lo).step_by(w) {
+                    let slot = &mut slots[k];
+                    if slot.v.is_nan() {
+                        let (m, norm) = (mass[k + w] - mass[k], nz[k + w] - nz[k]);
+                        *slot = ChunkVals::new(m, norm, m, w);
+                    }
+                    add(*slot);
+                }
+            }
+            None => {
+                let (mass, nz) = (&mass[lo..=hi], &nz[lo..=hi]);
+                for k in (0..hi - lo).step_by(w) {
+                    let (m, norm) = (mass[k + w] - mass[k], nz[k + w] - nz[k]);
+                    add(ChunkVals::new(m, norm, m, w));
+                }
+            }
         }
+        add(end_chunk(nq - 1));
         let nzq = len - zq;
         if nzq == 0 {
             return f64::INFINITY;
@@ -853,10 +898,10 @@ impl<'a> AffineContext<'a> {
             let mut acc = 0.0f64;
             for c in 0..nq {
                 let (m, norm, pm) = self.chunk_sums(&wp, l, r, c);
-                let v = chunk_value(m, norm);
-                if v != 0.0 {
-                    let sc = u64_f64(pm) - e1p * usize_f64(norm) + ORT_EPS * usize_f64(w - norm);
-                    acc += sc * (v - e1q).ln();
+                let cv = ChunkVals::new(m, norm, pm, w);
+                if cv.v != 0.0 {
+                    let sc = cv.pm - e1p * cv.norm + cv.eps_zeros;
+                    acc += sc * (cv.v - e1q).ln();
                 }
             }
             acc
