@@ -1254,6 +1254,37 @@ mod tests {
         Some(best.1)
     }
 
+    /// Asserts that the affine search picks what the literal search over every window picks
+    /// (or, where no window qualifies, that it scored none); false in that case.
+    fn picks_the_literal_window(h: &Histogram, bits: u8, what: std::fmt::Arguments) -> bool {
+        let got = affine(h, bits);
+        let Some((l, r)) = affine_exact_window(h, bits) else {
+            assert_eq!(got.candidates, 0, "{what}");
+            return false;
+        };
+        let want = (h.edge(l).max(h.lo), h.edge(r).min(h.hi));
+        assert_eq!((got.lo, got.hi), want, "{what}, bits {bits}");
+        true
+    }
+
+    /// ORT's literal divergence of window `[l, r)` of `h` (`pq`: scratch of at least r − l).
+    fn literal_kl(
+        ctx: &AffineContext,
+        h: &Histogram,
+        (l, r): (usize, usize),
+        nq: usize,
+        (p, q): (&mut [f64], &mut [f64]),
+    ) -> f64 {
+        ort_window_kl(
+            &h.counts[l..r],
+            ctx.mass[l],
+            ctx.total - ctx.mass[r],
+            nq,
+            p,
+            q,
+        )
+    }
+
     /// Random counts of one of several shapes: small integers (exact ties), a noisy decay with
     /// holes, sparse spikes, huge counts, a bulk with far outliers, all-equal counts.
     fn random_counts(rng: &mut Rng, len: usize) -> Vec<u64> {
@@ -1450,26 +1481,16 @@ mod tests {
             let lo = -(rng.below(100) as f64) / 10.0;
             let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
             let h = hist(lo, hi, counts);
-            let got = affine(&h, bits);
-            let Some((l, r)) = affine_exact_window(&h, bits) else {
-                assert_eq!(got.candidates, 0, "case {case}");
+            if !picks_the_literal_window(&h, bits, format_args!("case {case}: len {len}")) {
                 continue;
-            };
-            let want = (h.edge(l).max(h.lo), h.edge(r).min(h.hi));
-            assert_eq!(
-                (got.lo, got.hi),
-                want,
-                "case {case}: len {len}, bits {bits}"
-            );
+            }
             // The re-check's premise: fast and exact agree well within tolerance / 2.
             let ctx = AffineContext::new(&h.counts, nq);
             let tol = ctx.tolerance();
             let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
             for (l, r) in affine_windows(&h, nq) {
                 let f = ctx.fast_kl(l, r);
-                let below = ctx.mass[l];
-                let above = ctx.total - ctx.mass[r];
-                let e = ort_window_kl(&h.counts[l..r], below, above, nq, &mut p, &mut q);
+                let e = literal_kl(&ctx, &h, (l, r), nq, (&mut p, &mut q));
                 gap.add(f, e, format_args!("case {case}, [{l}, {r})"));
             }
             gap.check(tol, format_args!("case {case}"));
@@ -1506,21 +1527,15 @@ mod tests {
             let lo = -(rng.below(100) as f64) / 10.0;
             let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
             let h = hist(lo, hi, counts);
-            let got = affine(&h, bits);
-            let Some((l, r)) = affine_exact_window(&h, bits) else {
-                assert_eq!(got.candidates, 0, "case {case}");
+            if !picks_the_literal_window(&h, bits, format_args!("case {case}")) {
                 continue;
-            };
-            let want = (h.edge(l).max(h.lo), h.edge(r).min(h.hi));
-            assert_eq!((got.lo, got.hi), want, "case {case}: bits {bits}");
+            }
             let ctx = AffineContext::new(&h.counts, nq);
             let tol = ctx.tolerance();
             let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
             for (l, r) in affine_windows(&h, nq) {
                 let f = ctx.fast_kl(l, r);
-                let below = ctx.mass[l];
-                let above = ctx.total - ctx.mass[r];
-                let e = ort_window_kl(&h.counts[l..r], below, above, nq, &mut p, &mut q);
+                let e = literal_kl(&ctx, &h, (l, r), nq, (&mut p, &mut q));
                 gap.add_within(
                     f,
                     e,
@@ -1556,9 +1571,7 @@ mod tests {
                     chunkwise += 1;
                 }
                 let f = ctx.fast_kl(l, r);
-                let below = ctx.mass[l];
-                let above = ctx.total - ctx.mass[r];
-                let e = ort_window_kl(&h.counts[l..r], below, above, nq, &mut p, &mut q);
+                let e = literal_kl(&ctx, &h, (l, r), nq, (&mut p, &mut q));
                 gap.add_within(f, e, tol, format_args!("case {case}, [{l}, {r})"));
             }
         }

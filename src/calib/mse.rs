@@ -176,26 +176,12 @@ impl SymContext {
     fn new(h: &Histogram, max_bound: f64) -> Option<SymContext> {
         let j0 = h.counts.iter().position(|&c| c > 0)?;
         let j1 = h.counts.iter().rposition(|&c| c > 0)? + 1;
-        let n = h.bins() + 1;
-        let (mut p0, mut p1, mut p2) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
+        let (p0, p1, p2, totals) = prefix_sums(
+            h.counts
+                .iter()
+                .enumerate()
+                .map(|(j, &count)| (h.centre(j), count as f64)),
         );
-        let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (j, &count) in h.counts.iter().enumerate() {
-            p0.push(s0);
-            p1.push(s1);
-            p2.push(s2);
-            let (c, w) = (h.centre(j), count as f64);
-            s0 += w;
-            s1 += w * c;
-            s2 += w * c * c;
-            a1 += w * c.abs();
-        }
-        p0.push(s0);
-        p1.push(s1);
-        p2.push(s2);
         Some(SymContext {
             p01: p0.iter().zip(&p1).map(|(&a, &b)| [a, b]).collect(),
             lo: h.lo,
@@ -206,7 +192,7 @@ impl SymContext {
             p0,
             p1,
             p2,
-            totals: [s0, a1, s2],
+            totals,
         })
     }
 
@@ -873,6 +859,33 @@ fn affine_sse_lanes_avx2(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64
     affine_sse_lanes(cs, ws, qps)
 }
 
+/// Prefix sums of w, w·c and w·c² over (centre, weight) pairs (entry k: over the first k),
+/// and the totals of w, w·|c| and w·c²: what both searches' bounds and fast scores read.
+type PrefixSums = (Vec<f64>, Vec<f64>, Vec<f64>, [f64; 3]);
+
+fn prefix_sums(pairs: impl ExactSizeIterator<Item = (f64, f64)>) -> PrefixSums {
+    let n = pairs.len() + 1;
+    let (mut p0, mut p1, mut p2) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (c, w) in pairs {
+        p0.push(s0);
+        p1.push(s1);
+        p2.push(s2);
+        s0 += w;
+        s1 += w * c;
+        s2 += w * c * c;
+        a1 += w * c.abs();
+    }
+    p0.push(s0);
+    p1.push(s1);
+    p2.push(s2);
+    (p0, p1, p2, [s0, a1, s2])
+}
+
 /// Prefix sums of w, w·c and w·c² over the nonzero bins' centres (in order), for the lower
 /// bound [`ClipFloor::floor`] on an affine range's error, and the totals of w, w·|c| and w·c²
 /// for its margin.
@@ -885,31 +898,8 @@ struct ClipFloor {
 
 impl ClipFloor {
     fn new(cs: &[f64], ws: &[f64]) -> ClipFloor {
-        let n = cs.len() + 1;
-        let (mut p0, mut p1, mut p2) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut s0, mut s1, mut s2, mut a1) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&c, &w) in cs.iter().zip(ws) {
-            p0.push(s0);
-            p1.push(s1);
-            p2.push(s2);
-            s0 += w;
-            s1 += w * c;
-            s2 += w * c * c;
-            a1 += w * c.abs();
-        }
-        p0.push(s0);
-        p1.push(s1);
-        p2.push(s2);
-        ClipFloor {
-            p0,
-            p1,
-            p2,
-            totals: [s0, a1, s2],
-        }
+        let (p0, p1, p2, totals) = prefix_sums(cs.iter().copied().zip(ws.iter().copied()));
+        ClipFloor { p0, p1, p2, totals }
     }
 
     /// Σ w·(qp.lo − c)² over the centres c ≤ qp.lo plus Σ w·(qp.hi − c)² over the rest with
@@ -1209,6 +1199,19 @@ mod tests {
         }
     }
 
+    /// A histogram's range: mostly [0, a] over 7 decades, sometimes amax ≤ 2^-24 for the lower
+    /// candidates (x̂ = 0 there), sometimes a negative centre (not an |x| histogram).
+    fn random_range(rng: &mut Rng) -> (f64, f64) {
+        match rng.below(8) {
+            0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
+            1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
+            _ => (
+                0.0,
+                10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
+            ),
+        }
+    }
+
     /// Random |x|-histogram counts of one of several shapes: spikes, sparse, Gaussian-like,
     /// heavy tail, tiny counts, huge counts near 2^60, all equal; sometimes a far outlier.
     fn random_counts(rng: &mut Rng, len: usize) -> Vec<u64> {
@@ -1264,16 +1267,7 @@ mod tests {
             } else {
                 2 + rng.below(8) as u8
             };
-            let (lo, hi) = match rng.below(8) {
-                // amax ≤ 2^-24 for the lower candidates (x̂ = 0 there).
-                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
-                // Negative centres (not an |x| histogram).
-                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
-                _ => (
-                    0.0,
-                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
-                ),
-            };
+            let (lo, hi) = random_range(&mut rng);
             let h = hist(lo, hi, random_counts(&mut rng, len));
             let got = symmetric(&h, bits);
             let want = symmetric_plain(&h, bits);
@@ -1326,14 +1320,7 @@ mod tests {
             } else {
                 2 + rng.below(8) as u8
             };
-            let (lo, hi) = match rng.below(8) {
-                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
-                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
-                _ => (
-                    0.0,
-                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
-                ),
-            };
+            let (lo, hi) = random_range(&mut rng);
             let h = hist(lo, hi, random_counts(&mut rng, len));
             let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
             let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(&h).into_iter().unzip();
@@ -1414,14 +1401,7 @@ mod tests {
             };
             // Many bits on few bins: where the exact scoring runs.
             let bits = 6 + rng.below(11) as u8;
-            let (lo, hi) = match rng.below(8) {
-                0 => (0.0, 2e-7 * (1 + rng.below(20)) as f64),
-                1 => (-(rng.below(5) as f64) - 0.5, 1.0 + rng.below(9) as f64),
-                _ => (
-                    0.0,
-                    10f64.powi(rng.below(7) as i32 - 3) * (1 + rng.below(9)) as f64,
-                ),
-            };
+            let (lo, hi) = random_range(&mut rng);
             let h = hist(lo, hi, random_counts(&mut rng, len));
             let what = format!("case {case}: len {len}, bits {bits}, [{lo}, {hi}]");
             assert_eq!(symmetric(&h, bits), symmetric_plain(&h, bits), "{what}");
