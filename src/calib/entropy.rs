@@ -8,11 +8,10 @@
 //!   `[min, max]` and to 2^b levels.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use super::{Search, near_minimum};
+use super::{Found, Search, near_minimum};
 use crate::analysis::histogram::Histogram;
 
 /// First candidate bin count of Model Optimizer's search (`start_bin=128`).
@@ -318,25 +317,10 @@ impl KlContext {
             pieces.push((a, b));
             a = b;
         }
-        // The least fast value found so far, shared by the pieces (bits of a finite f64 or ∞;
-        // fetch_min on the bits would misorder negatives, which rounding can produce).
-        let found = AtomicU64::new(f64::INFINITY.to_bits());
-        let lower = |f: f64| {
-            let mut cur = found.load(Ordering::Relaxed);
-            while f < f64::from_bits(cur) {
-                match found.compare_exchange_weak(
-                    cur,
-                    f.to_bits(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(c) => cur = c,
-                }
-            }
-        };
+        // The least fast value found so far, shared by the pieces.
+        let found = Found::new(margin);
         // The full range first: it has no tail, so it is finite and often near the minimum.
-        lower(self.kl_fast(nbins, |k, end| self.group_term(k, end)));
+        found.lower(self.kl_fast(nbins, |k, end| self.group_term(k, end)));
         // Pieces and candidates from the top down: the large candidates are the ones whose
         // floor says little, and the small ones are pruned by what they find.
         let mut per_piece: Vec<Vec<f64>> = pieces
@@ -350,7 +334,7 @@ impl KlContext {
                 let mut out = vec![f64::INFINITY; b - a];
                 for i in (a..b).rev() {
                     let floor = self.kl_floor(i);
-                    let give_up = f64::from_bits(found.load(Ordering::Relaxed)) + margin;
+                    let give_up = found.limit();
                     // NaN never prunes (the comparison is false) and is kept for the re-check.
                     if floor > give_up {
                         continue;
@@ -367,7 +351,7 @@ impl KlContext {
                         });
                         self.kl_above_floor(i, floor, give_up, |k, end| memo.get(self, k, end))
                     };
-                    lower(f);
+                    found.lower(f);
                     out[i - a] = f;
                 }
                 out
@@ -970,25 +954,10 @@ impl<'a> AffineContext<'a> {
     /// often near the minimum, and narrow windows clip the tails their floor charges for.
     fn fast_pass(&self, windows: &[(usize, usize)]) -> Vec<f64> {
         let margin = 2.0 * self.tolerance();
-        // The least fast value found so far, shared (bits of a finite f64 or ∞; fetch_min on
-        // the bits would misorder negatives, which rounding can produce).
-        let found = AtomicU64::new(f64::INFINITY.to_bits());
-        let lower = |f: f64| {
-            let mut cur = found.load(Ordering::Relaxed);
-            while f < f64::from_bits(cur) {
-                match found.compare_exchange_weak(
-                    cur,
-                    f.to_bits(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(c) => cur = c,
-                }
-            }
-        };
+        // The least fast value found so far, shared by the chunks.
+        let found = Found::new(margin);
         if let Some(&(l, r)) = windows.last() {
-            lower(self.fast_kl(l, r));
+            found.lower(self.fast_kl(l, r));
         }
         let mut per_chunk: Vec<Vec<f64>> = windows
             .par_chunks(CHUNK)
@@ -996,13 +965,13 @@ impl<'a> AffineContext<'a> {
             .map(|chunk| {
                 let mut out = vec![f64::INFINITY; chunk.len()];
                 for (k, &(l, r)) in chunk.iter().enumerate().rev() {
-                    let give_up = f64::from_bits(found.load(Ordering::Relaxed)) + margin;
+                    let give_up = found.limit();
                     // NaN never prunes (the comparison is false).
                     if self.kl_floor(l, r) > give_up {
                         continue;
                     }
                     let f = self.fast_kl(l, r);
-                    lower(f);
+                    found.lower(f);
                     out[k] = f;
                 }
                 out
@@ -1254,6 +1223,34 @@ mod tests {
         Some(best.1)
     }
 
+    /// A pruned fast pass against the same pass scoring every candidate: each value is the
+    /// same bit for bit, or skipped (∞) where the full value lies more than `tol` above the
+    /// least, and the re-check windows are the same. Returns (skipped, the window's length);
+    /// `what(k)` names candidate k in failure messages.
+    fn check_pruned(
+        all: &[f64],
+        pruned: &[f64],
+        tol: f64,
+        what: &dyn Fn(usize) -> String,
+    ) -> (usize, usize) {
+        let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut skipped = 0;
+        for (k, (&a, &p)) in all.iter().zip(pruned).enumerate() {
+            if a.to_bits() != p.to_bits() {
+                assert!(
+                    p == f64::INFINITY && a > m + tol,
+                    "{}: {a} vs {p}, min {m}",
+                    what(k)
+                );
+                skipped += 1;
+            }
+        }
+        let want: Vec<usize> = near_minimum(all, tol).collect();
+        let got: Vec<usize> = near_minimum(pruned, tol).collect();
+        assert_eq!(got, want, "{}", what(0));
+        (skipped, want.len())
+    }
+
     /// Asserts that the affine search picks what the literal search over every window picks
     /// (or, where no window qualifies, that it scored none); false in that case.
     fn picks_the_literal_window(h: &Histogram, bits: u8, what: std::fmt::Arguments) -> bool {
@@ -1401,23 +1398,13 @@ mod tests {
                 .map(|i| ctx.kl_fast(i, |k, end| ctx.group_term(k, end)))
                 .collect();
             let pruned = ctx.fast_pass(start);
-            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
-            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
-                if a.to_bits() != p.to_bits() {
-                    assert!(
-                        p == f64::INFINITY && a > m + tol,
-                        "case {case}: len {len}, bits {bits}, i {}: {a} vs {p}, min {m}",
-                        start + k
-                    );
-                    skipped += 1;
-                }
-            }
-            let want: Vec<usize> = near_minimum(&all, tol).collect();
-            let got: Vec<usize> = near_minimum(&pruned, tol).collect();
-            assert_eq!(got, want, "case {case}: len {len}, bits {bits}");
+            let (s, window) = check_pruned(&all, &pruned, tol, &|k| {
+                format!("case {case}: len {len}, bits {bits}, i {}", start + k)
+            });
+            skipped += s;
             cands += all.len();
-            rechecked += want.len();
-            most = most.max(want.len());
+            rechecked += window;
+            most = most.max(window);
         }
         eprintln!(
             "{cands} candidates: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
@@ -1628,23 +1615,16 @@ mod tests {
             let tol = ctx.tolerance();
             let all: Vec<f64> = windows.iter().map(|&(l, r)| ctx.fast_kl(l, r)).collect();
             let pruned = ctx.fast_pass(&windows);
-            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
-            for (k, (&a, &p)) in all.iter().zip(&pruned).enumerate() {
-                if a.to_bits() != p.to_bits() {
-                    assert!(
-                        p == f64::INFINITY && a > m + tol,
-                        "case {case}: len {len}, bits {bits}, window {:?}: {a} vs {p}, min {m}",
-                        windows[k]
-                    );
-                    skipped += 1;
-                }
-            }
-            let want: Vec<usize> = near_minimum(&all, tol).collect();
-            let got: Vec<usize> = near_minimum(&pruned, tol).collect();
-            assert_eq!(got, want, "case {case}: len {len}, bits {bits}");
+            let (s, window) = check_pruned(&all, &pruned, tol, &|k| {
+                format!(
+                    "case {case}: len {len}, bits {bits}, window {:?}",
+                    windows[k]
+                )
+            });
+            skipped += s;
             cands += all.len();
-            rechecked += want.len();
-            most = most.max(want.len());
+            rechecked += window;
+            most = most.max(window);
         }
         eprintln!(
             "{cands} windows: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \

@@ -7,6 +7,8 @@ pub mod mse;
 pub mod percentile;
 pub mod scheme;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 pub use scheme::{QParams, Scheme};
 
 /// The range a calibrator chose and how many candidate ranges its search evaluated.
@@ -28,6 +30,53 @@ pub(crate) fn near_minimum(fast: &[f64], tol: f64) -> impl Iterator<Item = usize
         .enumerate()
         .filter(move |&(_, &f)| f.is_nan() || (m < f64::INFINITY && f <= cut))
         .map(|(k, _)| k)
+}
+
+/// The least fast score found so far, shared by the parallel pieces of a search (the bits of
+/// a finite f64 or ∞: `fetch_min` on the bits would misorder negatives, which rounding can
+/// produce), and how far above it a lower bound must lie to skip a candidate.
+pub(crate) struct Found {
+    bits: AtomicU64,
+    margin: f64,
+}
+
+impl Found {
+    pub fn new(margin: f64) -> Found {
+        Found {
+            bits: AtomicU64::new(f64::INFINITY.to_bits()),
+            margin,
+        }
+    }
+
+    /// The least score so far plus the margin: a candidate whose lower bound exceeds it may be
+    /// skipped (∞ before a first finite score).
+    #[inline(always)]
+    pub fn limit(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed)) + self.margin
+    }
+
+    /// Whether a candidate with lower bound `floor` may be skipped. NaN never skips (the
+    /// comparison is false), nor does anything before a first finite score.
+    #[inline(always)]
+    pub fn skips(&self, floor: f64) -> bool {
+        floor > self.limit()
+    }
+
+    #[inline(always)]
+    pub fn lower(&self, f: f64) {
+        let mut cur = self.bits.load(Ordering::Relaxed);
+        while f < f64::from_bits(cur) {
+            match self.bits.compare_exchange_weak(
+                cur,
+                f.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+    }
 }
 
 /// Histograms and helpers the calibrator tests share.

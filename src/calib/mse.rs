@@ -5,11 +5,9 @@
 //!   call fixed (reference README §5 item 8; the `modelopt.hist.mse_argfix` results).
 //! * [`affine`]: our own coarse-to-fine search over pairs of bin edges.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rayon::prelude::*;
 
-use super::{QParams, Scheme, Search};
+use super::{Found, QParams, Scheme, Search};
 use crate::analysis::histogram::Histogram;
 
 /// First candidate bin of Model Optimizer's search (`start_bin=128`).
@@ -609,46 +607,6 @@ pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
         lo: -best_a,
         hi: best_a,
         candidates: nbins - start,
-    }
-}
-
-/// The least fast error found so far, shared by the parallel pieces of the symmetric search
-/// (bits of a finite f64 or ∞; `fetch_min` on the bits would misorder negatives, which
-/// rounding can produce), and how far above it a lower bound must lie to skip a candidate.
-struct Found {
-    bits: AtomicU64,
-    margin: f64,
-}
-
-impl Found {
-    fn new(margin: f64) -> Found {
-        Found {
-            bits: AtomicU64::new(f64::INFINITY.to_bits()),
-            margin,
-        }
-    }
-
-    /// Whether a candidate with lower bound `floor` may be skipped. NaN never skips (the
-    /// comparison is false), nor does anything before a first finite value.
-    #[inline(always)]
-    fn skips(&self, floor: f64) -> bool {
-        floor > f64::from_bits(self.bits.load(Ordering::Relaxed)) + self.margin
-    }
-
-    #[inline(always)]
-    fn lower(&self, f: f64) {
-        let mut cur = self.bits.load(Ordering::Relaxed);
-        while f < f64::from_bits(cur) {
-            match self.bits.compare_exchange_weak(
-                cur,
-                f.to_bits(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(c) => cur = c,
-            }
-        }
     }
 }
 
