@@ -813,8 +813,8 @@ impl<'a> AffineContext<'a> {
     /// q' is constant on each chunk, so Σ p'·ln q' needs per chunk only its p' mass
     /// S_c = Σp − e1p·nz_c + eps·(w − nz_c) (q' = v_c − e1q, or eps where v_c = 0 and on the
     /// remainder); ln(v_c − e1q) by Taylor about ln v_c, the middle chunks' sums from
-    /// [`ChunkChain`] prefix differences. Σ p'·ln p' = zp·eps·ln eps + Σ_{p>0} (p − e)·ln(p − e), e = eps1 of p: the
-    /// end bins (with the outliers) directly, the interior from prefix sums by Taylor,
+    /// [`ChunkChain`] prefix differences. Σ p'·ln p' = zp·eps·ln eps + Σ_{p>0} (p − e)·ln(p − e),
+    /// e = eps1 of p: the end bins (with the outliers) directly, the interior from prefix sums by Taylor,
     /// (p−e)·ln(p−e) = p·ln p − e·(ln p + 1) + e²/(2p) + e³/(6p²) + R, where the k-th term of
     /// R is e^k/(k(k−1)p^(k−1)) > 0, so 0 ≤ R ≤ e⁴/(12·p²·(1−e)) for p ≥ 1 (integer counts).
     fn fast_kl(&self, l: usize, r: usize) -> f64 {
@@ -1223,32 +1223,54 @@ mod tests {
         Some(best.1)
     }
 
-    /// A pruned fast pass against the same pass scoring every candidate: each value is the
-    /// same bit for bit, or skipped (∞) where the full value lies more than `tol` above the
-    /// least, and the re-check windows are the same. Returns (skipped, the window's length);
-    /// `what(k)` names candidate k in failure messages.
-    fn check_pruned(
-        all: &[f64],
-        pruned: &[f64],
-        tol: f64,
-        what: &dyn Fn(usize) -> String,
-    ) -> (usize, usize) {
-        let m = all.iter().copied().fold(f64::INFINITY, f64::min);
-        let mut skipped = 0;
-        for (k, (&a, &p)) in all.iter().zip(pruned).enumerate() {
-            if a.to_bits() != p.to_bits() {
-                assert!(
-                    p == f64::INFINITY && a > m + tol,
-                    "{}: {a} vs {p}, min {m}",
-                    what(k)
-                );
-                skipped += 1;
+    /// Pruned fast passes checked against the same passes scoring every candidate, and a
+    /// tally of what pruning skipped and what was left to re-check.
+    #[derive(Default)]
+    struct PruneCheck {
+        cands: usize,
+        skipped: usize,
+        rechecked: usize,
+        most: usize,
+    }
+
+    impl PruneCheck {
+        /// Each value is the same bit for bit, or skipped (∞) where the full value lies more
+        /// than `tol` above the least, and the re-check windows are the same. `what(k)` names
+        /// candidate k in failure messages.
+        fn check(&mut self, all: &[f64], pruned: &[f64], tol: f64, what: &dyn Fn(usize) -> String) {
+            let m = all.iter().copied().fold(f64::INFINITY, f64::min);
+            for (k, (&a, &p)) in all.iter().zip(pruned).enumerate() {
+                if a.to_bits() != p.to_bits() {
+                    assert!(
+                        p == f64::INFINITY && a > m + tol,
+                        "{}: {a} vs {p}, min {m}",
+                        what(k)
+                    );
+                    self.skipped += 1;
+                }
             }
+            let want: Vec<usize> = near_minimum(all, tol).collect();
+            let got: Vec<usize> = near_minimum(pruned, tol).collect();
+            assert_eq!(got, want, "{}", what(0));
+            self.cands += all.len();
+            self.rechecked += want.len();
+            self.most = self.most.max(want.len());
         }
-        let want: Vec<usize> = near_minimum(all, tol).collect();
-        let got: Vec<usize> = near_minimum(pruned, tol).collect();
-        assert_eq!(got, want, "{}", what(0));
-        (skipped, want.len())
+
+        /// Logs the tally; pruning must have skipped more than a tenth of the `noun`.
+        fn report(&self, noun: &str) {
+            let PruneCheck {
+                cands,
+                skipped,
+                rechecked,
+                most,
+            } = self;
+            eprintln!(
+                "{cands} {noun}: {skipped} skipped by a lower bound, {rechecked} re-checked \
+                 exactly (at most {most} per search)"
+            );
+            assert!(skipped > &(cands / 10));
+        }
     }
 
     /// Asserts that the affine search picks what the literal search over every window picks
@@ -1262,6 +1284,30 @@ mod tests {
         let want = (h.edge(l).max(h.lo), h.edge(r).min(h.hi));
         assert_eq!((got.lo, got.hi), want, "{what}, bits {bits}");
         true
+    }
+
+    /// `counts` over a random signed range `[lo, lo + 0.1 .. 10]`, lo in (−10, 0].
+    fn random_signed_range(rng: &mut Rng, counts: Vec<u64>) -> Histogram {
+        let lo = -(rng.below(100) as f64) / 10.0;
+        let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
+        hist(lo, hi, counts)
+    }
+
+    /// A window, its fast divergence and its literal one.
+    type Scored = ((usize, usize), f64, f64);
+
+    /// The fast pass's tolerance, and every window of the affine search on `h` scored both ways.
+    fn fast_and_literal(h: &Histogram, nq: usize) -> (f64, Vec<Scored>) {
+        let ctx = AffineContext::new(&h.counts, nq);
+        let (mut p, mut q) = (vec![0.0; h.bins()], vec![0.0; h.bins()]);
+        let scores = affine_windows(h, nq)
+            .into_iter()
+            .map(|(l, r)| {
+                let f = ctx.fast_kl(l, r);
+                ((l, r), f, literal_kl(&ctx, h, (l, r), nq, (&mut p, &mut q)))
+            })
+            .collect();
+        (ctx.tolerance(), scores)
     }
 
     /// ORT's literal divergence of window `[l, r)` of `h` (`pq`: scratch of at least r − l).
@@ -1376,7 +1422,7 @@ mod tests {
     #[test]
     fn pruned_fast_pass_keeps_the_recheck_window() {
         let mut rng = Rng(0x0b5e_55ed_1ce5_0003);
-        let (mut cands, mut skipped, mut rechecked, mut most) = (0usize, 0usize, 0usize, 0usize);
+        let mut tally = PruneCheck::default();
         for case in 0..600 {
             let len = match case % 4 {
                 0 => 2048,
@@ -1398,19 +1444,11 @@ mod tests {
                 .map(|i| ctx.kl_fast(i, |k, end| ctx.group_term(k, end)))
                 .collect();
             let pruned = ctx.fast_pass(start);
-            let (s, window) = check_pruned(&all, &pruned, tol, &|k| {
+            tally.check(&all, &pruned, tol, &|k| {
                 format!("case {case}: len {len}, bits {bits}, i {}", start + k)
             });
-            skipped += s;
-            cands += all.len();
-            rechecked += window;
-            most = most.max(window);
         }
-        eprintln!(
-            "{cands} candidates: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
-             (at most {most} per search)"
-        );
-        assert!(skipped > cands / 10);
+        tally.report("candidates");
     }
 
     /// The affine search as it was before the fast pass: [`ort_window_kl`] of every window in
@@ -1465,19 +1503,13 @@ mod tests {
                     counts[k] += 1 + rng.below(1 << 40);
                 }
             }
-            let lo = -(rng.below(100) as f64) / 10.0;
-            let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
-            let h = hist(lo, hi, counts);
+            let h = random_signed_range(&mut rng, counts);
             if !picks_the_literal_window(&h, bits, format_args!("case {case}: len {len}")) {
                 continue;
             }
             // The re-check's premise: fast and exact agree well within tolerance / 2.
-            let ctx = AffineContext::new(&h.counts, nq);
-            let tol = ctx.tolerance();
-            let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
-            for (l, r) in affine_windows(&h, nq) {
-                let f = ctx.fast_kl(l, r);
-                let e = literal_kl(&ctx, &h, (l, r), nq, (&mut p, &mut q));
+            let (tol, scores) = fast_and_literal(&h, nq);
+            for ((l, r), f, e) in scores {
                 gap.add(f, e, format_args!("case {case}, [{l}, {r})"));
             }
             gap.check(tol, format_args!("case {case}"));
@@ -1511,18 +1543,12 @@ mod tests {
                 };
                 counts[k] += 1 + rng.below(3);
             }
-            let lo = -(rng.below(100) as f64) / 10.0;
-            let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
-            let h = hist(lo, hi, counts);
+            let h = random_signed_range(&mut rng, counts);
             if !picks_the_literal_window(&h, bits, format_args!("case {case}")) {
                 continue;
             }
-            let ctx = AffineContext::new(&h.counts, nq);
-            let tol = ctx.tolerance();
-            let (mut p, mut q) = (vec![0.0; len], vec![0.0; len]);
-            for (l, r) in affine_windows(&h, nq) {
-                let f = ctx.fast_kl(l, r);
-                let e = literal_kl(&ctx, &h, (l, r), nq, (&mut p, &mut q));
+            let (tol, scores) = fast_and_literal(&h, nq);
+            for ((l, r), f, e) in scores {
                 gap.add_within(
                     f,
                     e,
@@ -1575,7 +1601,7 @@ mod tests {
     #[test]
     fn affine_pruned_fast_pass_keeps_the_recheck_window() {
         let mut rng = Rng(0xaff1_9e5e_a4c4_0004);
-        let (mut cands, mut skipped, mut rechecked, mut most) = (0usize, 0usize, 0usize, 0usize);
+        let mut tally = PruneCheck::default();
         for case in 0..500 {
             // Bits 2..=16, wherever the histogram has at least nq bins.
             let bits = 2 + rng.below(15) as u8;
@@ -1604,9 +1630,7 @@ mod tests {
             if count_sum(&counts) == 0 {
                 continue;
             }
-            let lo = -(rng.below(100) as f64) / 10.0;
-            let hi = lo + 0.1 + rng.below(100) as f64 / 10.0;
-            let h = hist(lo, hi, counts);
+            let h = random_signed_range(&mut rng, counts);
             let windows = affine_windows(&h, nq);
             if windows.is_empty() {
                 continue;
@@ -1615,22 +1639,14 @@ mod tests {
             let tol = ctx.tolerance();
             let all: Vec<f64> = windows.iter().map(|&(l, r)| ctx.fast_kl(l, r)).collect();
             let pruned = ctx.fast_pass(&windows);
-            let (s, window) = check_pruned(&all, &pruned, tol, &|k| {
+            tally.check(&all, &pruned, tol, &|k| {
                 format!(
                     "case {case}: len {len}, bits {bits}, window {:?}",
                     windows[k]
                 )
             });
-            skipped += s;
-            cands += all.len();
-            rechecked += window;
-            most = most.max(window);
         }
-        eprintln!(
-            "{cands} windows: {skipped} skipped by a lower bound, {rechecked} re-checked exactly \
-             (at most {most} per search)"
-        );
-        assert!(skipped > cands / 10);
+        tally.report("windows");
     }
 
     /// The floor is below the exact divergence of every window (it is what lets the fast pass

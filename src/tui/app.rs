@@ -14,6 +14,7 @@ use crate::calib::Scheme;
 use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
+use super::event::Event;
 use super::ui;
 
 /// Which screen is shown.
@@ -288,6 +289,25 @@ impl App {
         }
         if let Some(s) = self.slots.get_mut(slot) {
             s.profile = Some(profile);
+        }
+    }
+
+    /// Applies a message of the analysis job (a layer, a profile, the end); other events are
+    /// not the job's and are left alone.
+    pub fn on_job_event(&mut self, ev: Event) {
+        match ev {
+            Event::Layer {
+                generation,
+                slot,
+                layer,
+            } => self.on_layer(generation, slot, *layer),
+            Event::Profiled {
+                generation,
+                slot,
+                profile,
+            } => self.on_profile(generation, slot, profile),
+            Event::JobDone { generation } => self.on_job_done(generation),
+            _ => {}
         }
     }
 

@@ -44,20 +44,7 @@ pub fn run_to_end(app: &mut App, cmd: Option<Command>) {
     run(generation, &opts, work, &Progress::default(), &tx);
     drop(tx);
     for ev in rx {
-        match ev {
-            Event::Layer {
-                generation,
-                slot,
-                layer,
-            } => app.on_layer(generation, slot, *layer),
-            Event::Profiled {
-                generation,
-                slot,
-                profile,
-            } => app.on_profile(generation, slot, profile),
-            Event::JobDone { generation } => app.on_job_done(generation),
-            _ => {}
-        }
+        app.on_job_event(ev);
     }
 }
 

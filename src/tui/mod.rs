@@ -253,20 +253,13 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
             }
             sync_progress(app, runner);
         }
-        Event::Layer {
-            generation,
-            slot,
-            layer,
-        } => {
-            app.on_layer(generation, slot, *layer);
-            sync_progress(app, runner);
+        ev @ (Event::Layer { .. } | Event::Profiled { .. } | Event::JobDone { .. }) => {
+            let layer_done = matches!(ev, Event::Layer { .. });
+            app.on_job_event(ev);
+            if layer_done {
+                sync_progress(app, runner);
+            }
         }
-        Event::Profiled {
-            generation,
-            slot,
-            profile,
-        } => app.on_profile(generation, slot, profile),
-        Event::JobDone { generation } => app.on_job_done(generation),
         Event::InputError(e) => anyhow::bail!("reading the terminal failed: {e}"),
     }
     Ok(true)
