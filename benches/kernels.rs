@@ -3,10 +3,10 @@
 //! entropy/MSE searches. One chunk is 1 Mi values (4 MiB of float32), as in the analysis.
 #![allow(clippy::unwrap_used)]
 
-use calibscope::analysis::histogram::{Histogram, PairCounter};
 use calibscope::analysis::metrics::ErrorAccum;
 use calibscope::analysis::stats::Moments;
 use calibscope::calib::{QParams, Scheme};
+use calibscope::histogram::{Histogram, PairCounter};
 use divan::{Bencher, black_box};
 
 fn main() {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use calibscope::analysis::Options;
-use calibscope::analysis::histogram::{Histogram, PackedHistogram};
+use calibscope::histogram::{Histogram, PackedHistogram};
 use calibscope::source::{BatchLayout, Limits, discover};
 use calibscope::tui::app::App;
 use calibscope::tui::{jobs, ui};

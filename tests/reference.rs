@@ -12,10 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use calibscope::analysis::metrics::Metrics;
-use calibscope::analysis::{
-    Chosen, LayerAnalysis, MethodKind, Options, Progress, analyze_layer, measure,
-};
-use calibscope::calib::{QParams, Scheme, Search};
+use calibscope::analysis::{LayerAnalysis, Options, Progress, analyze_layer, measure};
+use calibscope::calib::{Chosen, MethodKind, QParams, Scheme, Search};
 use calibscope::source::{LayerSpec, Location};
 use serde_json::Value;
 

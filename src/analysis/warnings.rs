@@ -1,7 +1,16 @@
 //! Warnings: a kind, a message with the actionable hint, and the number that triggered it.
-//! Adding one is a variant here plus a check in [`check`].
+//! Adding one is a variant here plus a check in [`profile_warnings`] (facts of passes 1–2) or
+//! [`method_warnings`] (the chosen ranges and their metrics).
 
 use serde::Serialize;
+
+use crate::calib::{self, Scheme};
+use crate::source::DType;
+
+use super::cast::CastType;
+use super::model::LayerAnalysis;
+use super::options::Options;
+use super::profile::Profile;
 
 /// Every warning calibscope raises. The JSON `kind` is the snake_case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -130,4 +139,253 @@ pub fn fmt_count(n: u64) -> String {
         out.push(c);
     }
     out
+}
+/// `1 value`, `2 values`, `1 value has`, `2 values have`: counts in messages read right.
+fn values(n: u64, noun: &str) -> String {
+    let plural = match noun.split_once(' ') {
+        Some((w, "has")) => format!("{w}s have"),
+        _ => format!("{noun}s"),
+    };
+    format!(
+        "{} {}",
+        fmt_count(n),
+        if n == 1 { noun.to_string() } else { plural }
+    )
+}
+
+pub(crate) fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
+    let m = &p.moments;
+    let t = &opts.thresholds;
+    let w = &mut layer.warnings;
+    let notes = &mut layer.notes;
+    if p.parts > 1 {
+        notes.push(format!(
+            "{} batch files, each one calibration batch",
+            p.parts
+        ));
+    } else if p.batches.len() > 1 {
+        notes.push(format!(
+            "{} batches along axis {}",
+            p.batches.len(),
+            opts.batch_axis.unwrap_or(0)
+        ));
+    }
+    if p.info.fortran_order {
+        notes.push("Fortran order (per-tensor results do not depend on it)".into());
+    }
+    let bad = m.nan + m.pos_inf + m.neg_inf;
+    if bad > 0 {
+        w.push(Warning::new(
+            WarningKind::NanInf,
+            bad as f64,
+            format!(
+                "{} NaN, {} +Inf, {} -Inf: left out of every range and metric; find the op that makes them",
+                fmt_count(m.nan),
+                fmt_count(m.pos_inf),
+                fmt_count(m.neg_inf)
+            ),
+        ));
+    }
+    if p.info.dtype == DType::F64 {
+        notes.push("float64 input narrowed to float32 for analysis".into());
+        if p.f64_overflows > 0 {
+            w.push(Warning::new(
+                WarningKind::Float64Narrowed,
+                p.f64_overflows as f64,
+                format!(
+                    "{} overflow float32 (became ±inf)",
+                    values(p.f64_overflows, "float64 value")
+                ),
+            ));
+        }
+    }
+    if p.trailing_bytes > 0 {
+        w.push(Warning::new(
+            WarningKind::TrailingBytes,
+            p.trailing_bytes as f64,
+            format!(
+                "{} bytes after the data that the header does not account for (ignored)",
+                fmt_count(p.trailing_bytes)
+            ),
+        ));
+    }
+    for (t_cast, acc) in &p.casts {
+        match t_cast {
+            CastType::Float16 => {
+                if acc.overflow > 0 {
+                    w.push(Warning::new(
+                        WarningKind::Fp16Overflow,
+                        acc.overflow as f64,
+                        format!(
+                            "{} beyond ±65504 become ±inf in float16 (max |x| {:.4e}); keep this op in float32 or bfloat16",
+                            values(acc.overflow, "value"),
+                            p.absmax()
+                        ),
+                    ));
+                }
+                let lost = acc.underflow + acc.subnormal;
+                if m.n > 0 && lost as f64 / m.n as f64 > t.fp16_underflow_share {
+                    w.push(Warning::new(
+                        WarningKind::Fp16Underflow,
+                        lost as f64,
+                        format!(
+                            "{} flush to zero and {} become subnormal in float16 (|x| < 6.1e-5); scale them up or keep float32",
+                            values(acc.underflow, "value"),
+                            fmt_count(acc.subnormal)
+                        ),
+                    ));
+                }
+            }
+            CastType::Bfloat16 => {
+                let a = acc.finish(CastType::Bfloat16);
+                if a.sqnr_db < t.bf16_sqnr_db {
+                    w.push(Warning::new(
+                        WarningKind::Bf16LowSqnr,
+                        a.sqnr_db,
+                        format!("bfloat16 SQNR only {:.1} dB", a.sqnr_db),
+                    ));
+                }
+            }
+        }
+    }
+    if m.square_overflow > 0 {
+        w.push(Warning::new(
+            WarningKind::Fp16SquareOverflow,
+            m.square_overflow as f64,
+            format!(
+                "{} |x| > 255.9, so x² overflows float16: a LayerNorm/RMSNorm variance computed in float16 becomes inf",
+                values(m.square_overflow, "value has")
+            ),
+        ));
+    }
+    match p.rows {
+        Some((rows, over, max_sum)) if over > 0 => w.push(Warning::new(
+            WarningKind::Fp16SumSquaresOverflow,
+            over as f64,
+            format!(
+                "{} of {} rows have Σx² over the last axis > 65504 (max {:.4e}): a float16 norm over them overflows",
+                fmt_count(over),
+                fmt_count(rows),
+                max_sum
+            ),
+        )),
+        Some(_) => {}
+        None => {
+            // Rows not contiguous (Fortran order or a huge last axis): estimate from the RMS.
+            let n = p.info.shape.last().copied().unwrap_or(1) as f64;
+            if m.n > 0 && p.info.shape.len() >= 2 {
+                let mean_row = n * m.sum_sq / m.n as f64;
+                if mean_row >= 65520.0 {
+                    w.push(Warning::new(
+                        WarningKind::Fp16SumSquaresOverflow,
+                        mean_row,
+                        format!(
+                            "the mean Σx² over the last axis is {mean_row:.4e} > 65504: a float16 norm over it overflows"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let range = if opts.scheme == Scheme::Symmetric {
+        p.absmax()
+    } else {
+        f64::from(m.max) - f64::from(m.min)
+    };
+    if m.n > 0 && range < calib::scheme::ZERO_RANGE {
+        w.push(Warning::new(
+            WarningKind::ZeroRange,
+            range,
+            "the range is (nearly) zero: scale falls back to 1; is this layer dead?",
+        ));
+    }
+    if m.n > 0 && m.min >= 0.0 && opts.scheme == Scheme::Symmetric && m.max > 0.0 {
+        w.push(Warning::new(
+            WarningKind::OneSided,
+            f64::from(m.min),
+            "all values ≥ 0 under a symmetric scheme: the negative half of the grid is wasted (one bit); use --scheme affine or an unsigned type",
+        ));
+    }
+    let abs_pct = |k: &str| {
+        layer
+            .stats
+            .as_ref()
+            .and_then(|s| s.percentiles.abs.get(k).copied())
+            .unwrap_or(f64::NAN)
+    };
+    let (p99, p9999) = (abs_pct("p99"), abs_pct("p99.99"));
+    let absmax = p.absmax();
+    let kurt = m.kurtosis();
+    if p9999 > 0.0 && (absmax / p9999 > t.outlier_ratio || kurt > t.kurtosis) {
+        let qmax = match opts.scheme {
+            Scheme::Symmetric => (1u64 << (opts.bits - 1)) - 1,
+            Scheme::Affine => (1u64 << opts.bits) - 1,
+        };
+        // Levels min-max leaves to the bulk of the data: |x| ≤ P maps to ceil(P/max·qmax).
+        let levels = |pv: f64| ((pv / absmax) * qmax as f64).ceil().max(1.0) as u64;
+        w.push(Warning::new(
+            WarningKind::HeavyOutliers,
+            absmax / p9999,
+            format!(
+                "max |x| is {:.1}× the 99.99th percentile of |x| and kurtosis is {:.1}: min-max \
+                 puts 99% of values on {} and 99.99% on {} of {} levels; clip with \
+                 entropy/MSE/percentile",
+                absmax / p9999,
+                kurt,
+                levels(p99),
+                levels(p9999),
+                qmax
+            ),
+        ));
+    }
+}
+
+pub(crate) fn method_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Options) {
+    let t = &opts.thresholds;
+    for m in &layer.methods {
+        let c = m.metrics.clipped();
+        if c > t.clip_share {
+            layer.warnings.push(Warning::new(
+                WarningKind::Clipping,
+                c,
+                format!(
+                    "{} clips {:.2}% of values ({:.2}% below, {:.2}% above)",
+                    m.label(),
+                    100.0 * c,
+                    100.0 * m.metrics.clipped_below,
+                    100.0 * m.metrics.clipped_above
+                ),
+            ));
+        }
+    }
+    if let Some(s) = layer.sensitivity_sqnr_db
+        && s < t.sqnr_floor_db
+    {
+        layer.warnings.push(Warning::new(
+            WarningKind::LowSqnr,
+            s,
+            format!(
+                "best SQNR {:.1} dB < {:.0} dB at {} bits: keep this layer in higher precision",
+                s, t.sqnr_floor_db, opts.bits
+            ),
+        ));
+    }
+    let widths: Vec<f64> = layer
+        .methods
+        .iter()
+        .map(|m| m.range[1] - m.range[0])
+        .filter(|w| *w > 0.0)
+        .collect();
+    let wmax = widths.iter().copied().fold(0.0, f64::max);
+    let wmin = widths.iter().copied().fold(f64::INFINITY, f64::min);
+    if p.moments.n > 0 && wmin > 0.0 && wmax / wmin > t.disagreement {
+        layer.warnings.push(Warning::new(
+            WarningKind::RangeDisagreement,
+            wmax / wmin,
+            format!(
+                "methods disagree on the range by {:.1}×: the choice of calibrator matters here",
+                wmax / wmin
+            ),
+        ));
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::{Found, Search, near_minimum};
-use crate::analysis::histogram::Histogram;
+use crate::histogram::Histogram;
 
 /// First candidate bin count of Model Optimizer's search (`start_bin=128`).
 const START_BIN: usize = 128;

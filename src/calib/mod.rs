@@ -1,6 +1,8 @@
 //! Calibration methods: each turns the merged statistics/histograms of a layer into a range.
-//! One method per file, each citing the reference implementation it follows.
+//! One method per file, each citing the reference implementation it follows; [`dispatch`]
+//! runs them all on a layer's [`Observed`] facts.
 
+pub mod dispatch;
 pub mod ema;
 pub mod entropy;
 pub mod mse;
@@ -9,6 +11,7 @@ pub mod scheme;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use dispatch::{Chosen, Config, MethodKind, Observed, SEARCH_BINS, calibrate};
 pub use scheme::{QParams, Scheme};
 
 /// The range a calibrator chose and how many candidate ranges its search evaluated.
@@ -82,7 +85,7 @@ impl Found {
 /// Histograms and helpers the calibrator tests share.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use crate::analysis::histogram::Histogram;
+    use crate::histogram::Histogram;
 
     pub fn hist(lo: f64, hi: f64, counts: Vec<u64>) -> Histogram {
         Histogram { lo, hi, counts }

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::{Found, QParams, Scheme, Search};
-use crate::analysis::histogram::Histogram;
+use crate::histogram::Histogram;
 
 /// First candidate bin of Model Optimizer's search (`start_bin=128`).
 const START_BIN: usize = 128;

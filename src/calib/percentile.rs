@@ -9,7 +9,7 @@
 //! Affine form: (100 − p)/2 % cut from each side of x (ONNX Runtime's convention).
 
 use super::Search;
-use crate::analysis::histogram::Histogram;
+use crate::histogram::Histogram;
 
 /// Rank of the p-th percentile among n values (1-based, nearest rank).
 pub fn nearest_rank(p: f64, n: u64) -> u64 {

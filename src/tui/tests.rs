@@ -13,9 +13,9 @@ use ratatui::layout::Rect;
 
 use super::app::{App, Command, Focus, Input, Sort, View, parse_percentiles};
 use super::{jobs, ui};
-use crate::analysis::histogram::{Histogram, PackedHistogram};
 use crate::analysis::{LayerAnalysis, Options, Progress};
 use crate::calib::Scheme;
+use crate::histogram::{Histogram, PackedHistogram};
 use crate::report::Format;
 use crate::source::{BatchLayout, LayerSpec, Limits, LoadError, discover};
 

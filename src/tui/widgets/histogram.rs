@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::Widget;
 
-use crate::analysis::histogram::PackedHistogram;
+use crate::histogram::PackedHistogram;
 
 /// Largest finite float16.
 pub const FP16_MAX: f64 = 65504.0;
@@ -201,7 +201,7 @@ impl Widget for HistogramPlot<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::analysis::histogram::Histogram;
+    use crate::histogram::Histogram;
 
     fn dense() -> Histogram {
         let mut h = Histogram::new(-1.0, 1.0, 65536);

@@ -1,0 +1,163 @@
+//! The result model: [`Analysis`] and what it holds per layer, serialized as the JSON the
+//! README documents.
+
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+use crate::calib::{MethodKind, Scheme};
+use crate::source::{LayerSpec, LoadError};
+
+use super::cast::CastAudit;
+use super::metrics::Metrics;
+use super::options::Options;
+use super::profile::KeptProfile;
+use super::stats::Stats;
+use super::warnings::Warning;
+
+/// Version of the JSON shape (see README "JSON output").
+pub const JSON_VERSION: u32 = 1;
+
+/// The result of analysing all layers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    pub version: u32,
+    pub settings: Settings,
+    pub layers: Vec<LayerAnalysis>,
+}
+
+/// The options that shaped the numbers, echoed in every output.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub bits: u8,
+    pub scheme: Scheme,
+    pub percentiles: Vec<f64>,
+    pub ema_constant: f64,
+    pub batch_axis: Option<usize>,
+    pub sqnr_floor_db: f64,
+}
+
+impl Settings {
+    pub fn of(o: &Options) -> Settings {
+        Settings {
+            bits: o.bits,
+            scheme: o.scheme,
+            percentiles: o.percentiles.clone(),
+            ema_constant: o.ema_constant,
+            batch_axis: o.batch_axis,
+            sqnr_floor_db: o.thresholds.sqnr_floor_db,
+        }
+    }
+}
+
+/// One method's range on one layer and its exact error there.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MethodResult {
+    pub method: MethodKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    pub scheme: Scheme,
+    pub bits: u8,
+    /// The range the method chose (affine: before the zero point widens it to contain 0).
+    pub range: [f64; 2],
+    pub scale: f64,
+    pub zero_point: i64,
+    /// Candidate ranges the method's search evaluated (1 for closed-form methods).
+    pub candidates: usize,
+    pub metrics: Metrics,
+}
+
+impl MethodResult {
+    /// `minmax`, `percentile 99.99`, ...: the label front ends show.
+    pub fn label(&self) -> String {
+        match self.percentile {
+            Some(p) => format!("{} {}", self.method.name(), p),
+            None => self.method.name().to_string(),
+        }
+    }
+}
+
+/// Everything we know about one layer. `error` set means the layer could not be analysed
+/// (its message names the file); the other fields then hold what was known before it failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerAnalysis {
+    pub name: String,
+    pub source: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub stats: Option<Stats>,
+    pub casts: Vec<CastAudit>,
+    pub methods: Vec<MethodResult>,
+    /// The method with the best SQNR (ties: the narrower range).
+    pub recommended: Option<String>,
+    /// The best SQNR any method reached: low means the layer is sensitive to quantization.
+    #[serde(serialize_with = "ser_opt_num")]
+    pub sensitivity_sqnr_db: Option<f64>,
+    pub warnings: Vec<Warning>,
+    /// Facts about how the numbers were made (float64 narrowed, layout, ...).
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+    /// The data behind the numbers (histograms, packed) for front ends that draw them or
+    /// re-run with other options; only with [`Options::keep_profiles`].
+    #[serde(skip)]
+    pub profile: Option<Arc<KeptProfile>>,
+}
+
+impl LayerAnalysis {
+    pub(crate) fn failed(spec: &LayerSpec, e: &LoadError) -> LayerAnalysis {
+        LayerAnalysis {
+            name: spec.name.clone(),
+            source: spec.source(),
+            shape: Vec::new(),
+            dtype: String::new(),
+            stats: None,
+            casts: Vec::new(),
+            methods: Vec::new(),
+            recommended: None,
+            sensitivity_sqnr_db: None,
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            error: Some(e.to_string()),
+            profile: None,
+        }
+    }
+
+    /// A layer for an input that failed before any layer could be formed (e.g. a bad folder).
+    pub fn from_error(e: &LoadError) -> LayerAnalysis {
+        let spec = LayerSpec {
+            name: e.path.clone(),
+            parts: Vec::new(),
+        };
+        let mut l = LayerAnalysis::failed(&spec, e);
+        l.source = e.path.clone();
+        l
+    }
+
+    pub fn recommended_method(&self) -> Option<&MethodResult> {
+        let label = self.recommended.as_deref()?;
+        self.methods.iter().find(|m| m.label() == label)
+    }
+}
+
+/// Options-independent facts about a layer from passes 1 and 2: kept so a change of scheme,
+/// bits or percentiles recalibrates without re-reading for them. `H` is how the two fine
+/// histograms are held: dense while a layer is analysed, packed in a [`KeptProfile`].
+/// Serializes non-finite numbers as strings (`"inf"`, `"-inf"`, `"nan"`): JSON has none.
+pub fn ser_num<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else if v.is_nan() {
+        s.serialize_str("nan")
+    } else if *v > 0.0 {
+        s.serialize_str("inf")
+    } else {
+        s.serialize_str("-inf")
+    }
+}
+
+fn ser_opt_num<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => ser_num(v, s),
+        None => s.serialize_none(),
+    }
+}
