@@ -16,7 +16,7 @@ use clap::Parser;
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
 use calibscope::analysis::{Analysis, Options, Progress, analyze};
 use calibscope::calib::Scheme;
-use calibscope::report::{self, Format, export};
+use calibscope::report::{self, Format, export, write};
 use calibscope::source::{BatchLayout, Discovery, Limits, discover};
 use cli::{AnalysisArgs, Cli, Command, FormatArg, LayoutArg, ReportArgs, SchemeArg};
 
@@ -138,10 +138,7 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
         FormatArg::Csv => Format::Csv,
         FormatArg::Markdown => Format::Markdown,
     };
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth a message.
-    let _ = stdout.write_all(report::render(&analysis, format).as_bytes());
-    let _ = stdout.flush();
+    print(report::render(&analysis, format).as_bytes())?;
 
     if let Some(ex) = &args.export {
         let [kind, file] = ex.as_slice() else {
@@ -153,9 +150,11 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
             other => bail!("unknown export kind `{other}` (expected trt-cache or json)"),
         }
         .map_err(anyhow::Error::msg)?;
-        let inputs: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
-        export::write_atomic(Path::new(file), &contents, &inputs)
-            .with_context(|| format!("could not write {file}"))?;
+        let inputs: Vec<&Path> = (args.paths.iter().map(PathBuf::as_path))
+            .chain(write::input_files(&found.layers))
+            .chain(found.errors.iter().map(|e| Path::new(&e.path)))
+            .collect();
+        write::write_atomic(Path::new(file), contents.as_bytes(), &inputs)?;
     }
 
     let failed = analysis.layers.iter().any(|l| l.error.is_some());
@@ -176,6 +175,19 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the report to stdout. A reader that went away (`| head`) is not an error; any other
+/// failure (a full disk, `> /dev/full`) is, so a report is never lost silently.
+fn print(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => bail!(
+            "cannot write the report to standard output: {}",
+            write::describe(&e)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `None`: no gate; `Some(empty)`: any warning; otherwise the listed kinds.

@@ -59,10 +59,8 @@ pub fn extract() -> io::Result<PathBuf> {
         let path = dir.join(name);
         let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
         if !same {
-            // Temp file + rename so a concurrent run never reads a half-written sample.
-            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)?;
+            // Atomic, so a concurrent run never reads a half-written sample.
+            crate::report::write::write_atomic(&path, bytes, &[]).map_err(io::Error::other)?;
         }
     }
     Ok(dir)

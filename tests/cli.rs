@@ -4,11 +4,17 @@
 use std::path::Path;
 
 use assert_cmd::Command;
+use assert_cmd::assert::OutputAssertExt;
 use predicates::prelude::*;
 use serde_json::Value;
 
 fn calibscope() -> Command {
     Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
+}
+
+/// The binary as a plain process, for a stdout `assert_cmd` cannot hand it (a device, a pipe).
+fn calibscope_process() -> std::process::Command {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
 }
 
 fn data() -> &'static Path {
@@ -292,7 +298,10 @@ fn ranges_json_export_and_refusal_to_overwrite_an_input() {
         .arg(&input)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("refusing to overwrite"));
+        .stderr(format!(
+            "Error: refusing to replace {}: it is one of the inputs\n",
+            input.display()
+        ));
     assert_eq!(std::fs::read(&input).unwrap(), before, "input untouched");
     let out = dir.path().join("ranges.json");
     calibscope()
@@ -324,4 +333,168 @@ fn no_path_uses_the_bundled_samples() {
     let (v, code) = json_report(&[]);
     assert_eq!(code, 0);
     assert_eq!(v["layers"].as_array().unwrap().len(), 16);
+}
+
+/// One small layer: enough to produce every output, quick to analyse.
+fn gelu() -> std::path::PathBuf {
+    data().join("02_block_gelu.npy")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_report_that_cannot_be_written_is_an_error() {
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let runs: [&[&str]; 3] = [&["report"], &["report", "--format", "json"], &[]];
+    for args in runs {
+        calibscope_process()
+            .args(args)
+            .arg(gelu())
+            .stdout(full())
+            .assert()
+            .code(1)
+            .stderr("Error: cannot write the report to standard output: No space left on device\n");
+    }
+}
+
+#[test]
+fn a_reader_that_went_away_is_not_an_error() {
+    // The read end is closed before the binary starts, so its first write fails with EPIPE,
+    // as under `| head` once head has exited.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ranges.json");
+    calibscope_process()
+        .args(["report", "--format", "json", "--export", "json"])
+        .arg(&out)
+        .arg(gelu())
+        .stdout(writer)
+        .assert()
+        .success()
+        .stderr("");
+    // The rest of the command still ran.
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("02_block_gelu")
+    );
+}
+
+/// Runs `--export json target` on one sample; the time limit guards against a write that
+/// blocks on a FIFO.
+fn export_to(target: &Path) -> assert_cmd::assert::Assert {
+    calibscope()
+        .args(["report", "-q", "--export", "json"])
+        .arg(target)
+        .arg(gelu())
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+}
+
+#[cfg(unix)]
+#[test]
+fn export_refuses_to_replace_what_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let mut targets = vec![(fifo.clone(), "a FIFO"), (folder.clone(), "a folder")];
+    if cfg!(target_os = "linux") {
+        targets.push(("/dev/full".into(), "a character device"));
+    }
+    for (target, kind) in &targets {
+        export_to(target).code(1).stderr(format!(
+            "Error: refusing to replace {}: it is {kind}, not a regular file\n",
+            target.display()
+        ));
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::metadata(&folder).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+    if cfg!(target_os = "linux") {
+        let full = std::fs::symlink_metadata("/dev/full").unwrap();
+        assert!(full.file_type().is_char_device());
+    }
+    // Nothing else appeared next to them (no temp file left behind).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn export_through_a_link_replaces_the_file_it_points_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let real = shared.join("ranges.json");
+    std::fs::write(&real, "old").unwrap();
+    let link = dir.path().join("ranges.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    export_to(&link).success();
+    assert_eq!(std::fs::read_link(&link).unwrap(), real, "still a link");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    assert!(v["02_block_gelu"]["scale"].as_f64().unwrap() > 0.0);
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 1);
+
+    // A link to a folder or to nothing is refused and left as it was.
+    let to_folder = dir.path().join("to_folder");
+    std::os::unix::fs::symlink(&shared, &to_folder).unwrap();
+    export_to(&to_folder).code(1).stderr(format!(
+        "Error: refusing to replace {}: it is a symbolic link to a folder, not a regular file\n",
+        to_folder.display()
+    ));
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("missing"), &dangling).unwrap();
+    export_to(&dangling).code(1).stderr(format!(
+        "Error: refusing to replace {}: it is a symbolic link to nothing, not a regular file\n",
+        dangling.display()
+    ));
+    assert!(!dir.path().join("missing").exists());
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 1);
+}
+
+#[test]
+fn export_refuses_a_file_read_from_an_input_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    std::fs::copy(gelu(), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    // The folder is the input; the file is found in it, and named by another path.
+    let other_name = dir.path().join(".").join("x.npy");
+    calibscope()
+        .args(["report", "-q", "--export", "json"])
+        .arg(&other_name)
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .stderr(format!(
+            "Error: refusing to replace {}: it is one of the inputs\n",
+            other_name.display()
+        ));
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+#[test]
+fn export_into_a_missing_folder_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let target = missing.join("ranges.json");
+    export_to(&target).code(1).stderr(format!(
+        "Error: cannot write {}: the folder {} does not exist\n",
+        target.display(),
+        missing.display()
+    ));
+    assert!(!missing.exists());
 }

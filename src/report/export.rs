@@ -1,10 +1,8 @@
 //! Exports of the chosen ranges: a TensorRT calibration cache and plain JSON ranges.
-//! Files are written atomically (temp file + rename) and never over an input.
+//! Files are written by [`super::write::write_atomic`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -70,31 +68,4 @@ pub fn ranges_json(a: &Analysis, method: &str) -> Result<String, String> {
     serde_json::to_string_pretty(&map)
         .map(|s| s + "\n")
         .map_err(|e| e.to_string())
-}
-
-/// Writes `contents` to `path` via a temp file in the same folder and a rename, refusing to
-/// replace any of `inputs`.
-pub fn write_atomic(path: &Path, contents: &str, inputs: &[&Path]) -> io::Result<()> {
-    // Only an existing file can be an input; compare canonical paths so links are caught.
-    if let Ok(c) = path.canonicalize() {
-        for input in inputs {
-            if input.canonicalize().is_ok_and(|i| i == c) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} is an input; refusing to overwrite it", path.display()),
-                ));
-            }
-        }
-    }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp_name = format!(".{}.tmp{}", name.unwrap_or_default(), std::process::id());
-    let tmp = match dir {
-        Some(d) => d.join(tmp_name),
-        None => Path::new(&tmp_name).to_path_buf(),
-    };
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod fmt;
 pub mod markdown;
 pub mod text;
+pub mod write;
 
 use std::collections::BTreeMap;
 

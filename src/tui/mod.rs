@@ -16,7 +16,6 @@ pub mod widgets;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,34 +273,15 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-pub fn extension(f: Format) -> &'static str {
-    match f {
-        Format::Text => "txt",
-        Format::Json => "json",
-        Format::Csv => "csv",
-        Format::Markdown => "md",
-    }
-}
-
-/// Writes the report to `dir/calibscope-report.<ext>` atomically (temp file + rename), so a
-/// reader never sees half a report.
+/// Writes the report to `dir/calibscope-report.<ext>` with [`report::write::write_atomic`]
+/// (atomic, never over one of the UI's inputs), so a reader never sees half a report.
 pub fn export(app: &App, format: Format, dir: &Path) -> anyhow::Result<PathBuf> {
     let text = report::render(&app.analysis(), format);
-    let path = dir.join(format!("calibscope-report.{}", extension(format)));
-    let tmp = dir.join(format!(
-        ".calibscope-report.{}.{}.tmp",
-        extension(format),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
+    let path = dir.join(format!("calibscope-report.{}", format.extension()));
+    let specs = app.slots.iter().filter_map(|s| s.spec.as_ref());
+    // Layers that failed to load keep their path as their name.
+    let failed = (app.slots.iter().filter(|s| s.spec.is_none())).map(|s| Path::new(&s.name));
+    let inputs: Vec<&Path> = report::write::input_files(specs).chain(failed).collect();
+    report::write::write_atomic(&path, text.as_bytes(), &inputs)?;
     Ok(path)
 }

@@ -315,6 +315,40 @@ fn export_writes_atomically() {
 }
 
 #[test]
+fn export_refuses_to_replace_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("calibscope-report.json");
+    let csv = dir.path().join("calibscope-report.csv");
+    std::fs::write(&json, b"a layer's dump").unwrap();
+    std::fs::write(&csv, b"a dump that failed to load").unwrap();
+    // One loaded layer read from the JSON name, one failed layer from the CSV name.
+    let spec = LayerSpec {
+        name: "a_layer".into(),
+        parts: vec![crate::source::Location::Npy(json.clone())],
+    };
+    let app = App::new(
+        vec![spec],
+        vec![LoadError::new(csv.display(), "bad header")],
+        Options::default(),
+    );
+    for (format, input) in [(Format::Json, &json), (Format::Csv, &csv)] {
+        let e = super::export(&app, format, dir.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refusing to replace {}: it is one of the inputs",
+                input.display()
+            )
+        );
+    }
+    assert_eq!(std::fs::read(&json).unwrap(), b"a layer's dump");
+    assert_eq!(std::fs::read(&csv).unwrap(), b"a dump that failed to load");
+    // Another format's file is not an input (the report so far holds the failed layer).
+    let md = super::export(&app, Format::Markdown, dir.path()).unwrap();
+    assert!(std::fs::read_to_string(md).unwrap().contains("bad header"));
+}
+
+#[test]
 fn mouse_selects_and_scrolls() {
     let mut app = fake_app();
     app.size = Rect::new(0, 0, 100, 30);
