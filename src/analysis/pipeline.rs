@@ -18,6 +18,62 @@ use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use super::warnings::{method_warnings, profile_warnings};
 
+/// One layer to run: its files, and the profile a front end kept from an earlier run (then
+/// passes 1–2 are not repeated: only calibration and the metrics pass run again).
+#[derive(Clone, Debug)]
+pub struct LayerJob {
+    pub spec: LayerSpec,
+    pub kept: Option<Arc<KeptProfile>>,
+}
+
+/// What the pipeline reports about job `index` (its position in the list) as it goes.
+#[derive(Debug)]
+pub enum LayerEvent {
+    /// Passes 1–2 are done (only with [`Options::keep_profiles`]): the histograms can be
+    /// drawn before the metrics pass. Not sent for a job that came with its profile.
+    Profiled {
+        index: usize,
+        profile: Arc<KeptProfile>,
+    },
+    /// The layer is finished (or failed: its `error` says why).
+    Done {
+        index: usize,
+        layer: Box<LayerAnalysis>,
+    },
+}
+
+/// Runs `jobs` in parallel through the one per-layer pipeline, sending each layer's events to
+/// `sink` as they happen (from worker threads). Stops starting layers once
+/// `progress.cancel` is set.
+pub fn run_layers(
+    jobs: Vec<LayerJob>,
+    opts: &Options,
+    progress: &Progress,
+    sink: &(dyn Fn(LayerEvent) + Sync),
+) {
+    // A kept profile skips passes 1–2, which is where a fresh layer counts its elements:
+    // count the metrics pass of those here, so the total is known from the start.
+    let rerun: u64 = jobs
+        .iter()
+        .filter_map(|j| j.kept.as_ref())
+        .map(|p| p.moments.count)
+        .sum();
+    progress.total.fetch_add(rerun, Ordering::Relaxed);
+    jobs.into_par_iter().enumerate().for_each(|(index, job)| {
+        if progress.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let layer = run_layer(&job, opts, progress, &|profile| {
+            sink(LayerEvent::Profiled { index, profile })
+        });
+        progress.layers_done.fetch_add(1, Ordering::Relaxed);
+        sink(LayerEvent::Done {
+            index,
+            layer: Box::new(layer),
+        });
+    });
+}
+
 /// Analyses every layer (in parallel) and turns discovery errors into errored layers.
 pub fn analyze(
     specs: &[LayerSpec],
@@ -25,14 +81,24 @@ pub fn analyze(
     opts: &Options,
     progress: &Progress,
 ) -> Analysis {
-    let mut layers: Vec<LayerAnalysis> = specs
-        .par_iter()
-        .map(|spec| {
-            let l = analyze_layer(spec, opts, progress);
-            progress.layers_done.fetch_add(1, Ordering::Relaxed);
-            l
+    let jobs = specs
+        .iter()
+        .map(|spec| LayerJob {
+            spec: spec.clone(),
+            kept: None,
         })
         .collect();
+    let done = std::sync::Mutex::new(Vec::with_capacity(specs.len()));
+    run_layers(jobs, opts, progress, &|ev| {
+        if let LayerEvent::Done { index, layer } = ev
+            && let Ok(mut d) = done.lock()
+        {
+            d.push((index, *layer));
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let mut layers: Vec<LayerAnalysis> = done.into_iter().map(|(_, l)| l).collect();
     layers.extend(errors.iter().map(LayerAnalysis::from_error));
     Analysis {
         version: JSON_VERSION,
@@ -43,11 +109,63 @@ pub fn analyze(
 
 /// Analyses one layer; a failure is recorded in the result, never raised.
 pub fn analyze_layer(spec: &LayerSpec, opts: &Options, progress: &Progress) -> LayerAnalysis {
+    let job = LayerJob {
+        spec: spec.clone(),
+        kept: None,
+    };
+    run_layer(&job, opts, progress, &|_| {})
+}
+
+/// One layer through the pipeline. Any failure, a panic included, becomes the layer's
+/// `error` (naming it), so one bad layer never takes the others down.
+fn run_layer(
+    job: &LayerJob,
+    opts: &Options,
+    progress: &Progress,
+    profiled: &dyn Fn(Arc<KeptProfile>),
+) -> LayerAnalysis {
+    let run = || {
+        #[cfg(test)]
+        tests::maybe_panic(&job.spec.name);
+        match &job.kept {
+            Some(kept) => {
+                let mut layer = finish_with(&job.spec, &kept.unpack(), None, opts, progress);
+                layer.profile = opts.keep_profiles.then(|| kept.clone());
+                layer
+            }
+            None => fresh_layer(&job.spec, opts, progress, profiled),
+        }
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let e = LoadError::new(
+            &job.spec.name,
+            format!("internal error while analysing this layer (a bug: please report it): {what}"),
+        );
+        LayerAnalysis::failed(&job.spec, &e)
+    })
+}
+
+/// Passes 1–3 from the layer's files.
+fn fresh_layer(
+    spec: &LayerSpec,
+    opts: &Options,
+    progress: &Progress,
+    profiled: &dyn Fn(Arc<KeptProfile>),
+) -> LayerAnalysis {
     let parts = open_layer(spec, opts, &progress.cancel);
     match parts.and_then(|parts| profile_parts(&parts, opts, progress).map(|p| (parts, p))) {
         Ok((parts, profile)) => {
+            let kept = opts.keep_profiles.then(|| Arc::new(profile.pack()));
+            if let Some(k) = &kept {
+                profiled(k.clone());
+            }
             let mut layer = finish_with(spec, &profile, Some(&parts), opts, progress);
-            layer.profile = opts.keep_profiles.then(|| Arc::new(profile.pack()));
+            layer.profile = kept;
             layer
         }
         Err(e) => LayerAnalysis::failed(spec, &e),
@@ -72,23 +190,8 @@ pub fn open_layer(
     }
 }
 
-/// Calibrates and measures a layer from its profile (the metrics pass reads the file again).
-/// `kept` is the packed profile to attach to the result (with [`Options::keep_profiles`]):
-/// a re-run passes the one it unpacked, so nothing is packed twice.
-pub fn finish_layer(
-    spec: &LayerSpec,
-    profile: &Profile,
-    kept: Arc<KeptProfile>,
-    opts: &Options,
-    progress: &Progress,
-) -> LayerAnalysis {
-    let mut layer = finish_with(spec, profile, None, opts, progress);
-    layer.profile = opts.keep_profiles.then_some(kept);
-    layer
-}
-
-/// [`finish_layer`] with the layer's data already open (or opened here if `None`), without
-/// the profile attached.
+/// Describes, calibrates and measures a layer from its profile, with the layer's data already
+/// open (or opened here for the metrics pass if `None`), without the profile attached.
 fn finish_with(
     spec: &LayerSpec,
     profile: &Profile,
@@ -222,5 +325,58 @@ fn recommend(layer: &mut LayerAnalysis) {
     if let Some(b) = best {
         layer.recommended = Some(b.label());
         layer.sensitivity_sqnr_db = Some(b.metrics.sqnr_db);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) mod tests {
+    use super::*;
+    use crate::source::Location;
+    use npyz::WriterBuilder;
+
+    /// A layer of this name panics inside the pipeline (only in this crate's unit tests).
+    const PANICKING_LAYER: &str = "panicking layer (test)";
+
+    pub(in crate::analysis) fn maybe_panic(name: &str) {
+        if name == PANICKING_LAYER {
+            panic!("injected failure");
+        }
+    }
+
+    #[test]
+    fn a_panicking_layer_becomes_an_error_and_the_others_are_analysed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut specs = Vec::new();
+        for name in ["a", PANICKING_LAYER, "c"] {
+            let path = dir.path().join(format!("{}.npy", specs.len()));
+            let mut buf = Vec::new();
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&[3])
+                .writer(&mut buf)
+                .begin_nd()
+                .unwrap();
+            w.extend([1.0f32, -2.0, 0.5]).unwrap();
+            w.finish().unwrap();
+            std::fs::write(&path, buf).unwrap();
+            specs.push(LayerSpec {
+                name: name.into(),
+                parts: vec![Location::Npy(path)],
+            });
+        }
+        let a = analyze(&specs, &[], &Options::default(), &Progress::default());
+        assert_eq!(a.layers.len(), 3);
+        let names: Vec<&str> = a.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", PANICKING_LAYER, "c"]);
+        let bad = &a.layers[1];
+        let msg = bad.error.as_deref().unwrap();
+        assert!(msg.starts_with(PANICKING_LAYER), "{msg}");
+        assert!(msg.contains("injected failure"), "{msg}");
+        for l in [&a.layers[0], &a.layers[2]] {
+            assert!(l.error.is_none());
+            assert_eq!(l.stats.as_ref().unwrap().absmax, 2.0);
+            assert!(!l.methods.is_empty());
+        }
     }
 }
