@@ -2,7 +2,7 @@
 //!
 //! - [`app`]: the state and how keys, mouse and job results change it (no drawing, no I/O);
 //! - [`ui`]: `draw(frame, &App)`, a pure function of the state;
-//! - [`event`]: the one channel every producer (input thread, ticks, jobs) feeds;
+//! - [`event`]: the one channel every producer (input thread, signal thread, jobs) feeds;
 //! - [`jobs`]: the analysis on a background thread, with progress and cancel.
 //!
 //! [`run`] owns the terminal and carries out the commands the app returns.
@@ -19,8 +19,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ratatui::DefaultTerminal;
@@ -37,13 +37,19 @@ use crate::source::{LayerSpec, LoadError};
 use app::{App, Command};
 use event::Event;
 
-/// Tick period: how often the progress bar refreshes while a job runs.
+/// Tick period: how often the progress bar refreshes while a job runs, and the terminal is
+/// checked for a hangup.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Opens the UI on `specs` (and shows `errors` as errored layers) until the user quits.
-/// Restores the terminal on quit, on error and on panic.
+/// Restores the terminal on quit, on error, on panic and on a stop signal; ends the process
+/// (exit status 128+signal) on a stop signal or when the terminal goes away.
 pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyhow::Result<()> {
     let mut app = App::new(specs, errors, opts);
+    let tty = Arc::new(event::Tty::open().context("cannot open the terminal UI")?);
+    let (tx, rx) = mpsc::channel();
+    // Before the terminal changes: from here a stop signal reaches the loop.
+    signals::spawn(tx.clone()).context("cannot catch signals for the terminal UI")?;
     // try_init installs ratatui's restoring panic hook; ours (mouse capture off) goes on top.
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
@@ -58,66 +64,78 @@ pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyh
         prev(info);
     }));
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
-    signals::install();
-    let result = event_loop(&mut terminal, &mut app);
-    let _ = execute!(std::io::stdout(), DisableMouseCapture);
-    ratatui::restore();
-    signals::uninstall();
-    if let Some(sig) = signals::received() {
-        // Terminal restored, jobs cancelled: exit as a process killed by `sig` would report.
-        std::process::exit(128 + sig);
+    let result = event_loop(&mut terminal, &mut app, &tty, tx, &rx);
+    // A terminal that is gone has nothing to restore, and writing to it (or reporting that
+    // the writes failed, on the same dead terminal) would fail.
+    let gone = tty.gone();
+    if !gone {
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
+        ratatui::restore();
     }
-    result
+    match result {
+        Ok(None) => Ok(()),
+        // Jobs cancelled: exit as a process killed by `sig` would report.
+        Ok(Some(sig)) => std::process::exit(128 + sig),
+        // Drawing on or reading a terminal that went away failed: end as its hangup would.
+        Err(_) if gone => std::process::exit(128 + signals::HANGUP),
+        Err(e) => Err(e),
+    }
 }
 
-/// SIGTERM, SIGHUP and SIGINT end the UI cleanly (terminal restored) instead of killing the
-/// process with the terminal left in raw mode and the alternate screen. crossterm does not
-/// handle signals, and this needs no extra crate: the handler only stores the signal number
-/// in an atomic (async-signal-safe); the event loop sees it on its next event (a tick comes
-/// every [`TICK`]). Ctrl-C in the UI is a key press (raw mode), handled by the app.
+/// SIGHUP, SIGINT and SIGTERM end the UI cleanly (terminal restored, exit status 128+signal)
+/// instead of killing it with the terminal left in raw mode and the alternate screen. A thread
+/// of their own receives them and sends them into the main loop's channel, so they are seen
+/// whatever the input thread is doing. Ctrl-C in the UI is a key press (raw mode), handled
+/// by the app. SIGWINCH comes the same way: crossterm reports it only when it is polled, and
+/// it is polled only when there is input.
+#[cfg(unix)]
 mod signals {
-    use std::os::raw::c_int;
-    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::mpsc::Sender;
+    use std::time::Duration;
 
-    const SIGHUP: c_int = 1;
-    const SIGINT: c_int = 2;
-    const SIGTERM: c_int = 15;
-    const SIGNALS: [c_int; 3] = [SIGHUP, SIGINT, SIGTERM];
-    const SIG_DFL: usize = 0;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
+    use signal_hook::iterator::Signals;
 
-    static RECEIVED: AtomicI32 = AtomicI32::new(0);
+    use super::event::Event;
 
-    unsafe extern "C" {
-        /// C's `signal(2)`, from the C library std already links.
-        fn signal(signum: c_int, handler: usize) -> usize;
+    /// The signal a terminal that went away stands for.
+    pub const HANGUP: i32 = SIGHUP;
+
+    /// How long the main loop has to restore the terminal and exit after a stop signal before
+    /// the signal thread ends the process itself (the loop can be stuck writing to a terminal
+    /// that stopped reading).
+    const GRACE: Duration = Duration::from_millis(500);
+
+    pub fn spawn(tx: Sender<Event>) -> std::io::Result<()> {
+        let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM, SIGWINCH])?;
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGWINCH {
+                    let _ = tx.send(Event::Resized);
+                    continue;
+                }
+                let _ = tx.send(Event::Signal(sig));
+                std::thread::sleep(GRACE);
+                // SAFETY: ends the process at once; it skips destructors and atexit handlers,
+                // which only a stuck main thread would have run.
+                unsafe { libc::_exit(128 + sig) };
+            }
+        });
+        Ok(())
     }
+}
 
-    extern "C" fn on_signal(sig: c_int) {
-        RECEIVED.store(sig, Ordering::SeqCst);
-    }
+/// Elsewhere no signals are caught and a terminal never goes away.
+#[cfg(not(unix))]
+mod signals {
+    use std::sync::mpsc::Sender;
 
-    pub fn install() {
-        RECEIVED.store(0, Ordering::SeqCst);
-        let handler = on_signal as extern "C" fn(c_int) as usize;
-        for sig in SIGNALS {
-            // SAFETY: the handler only does an atomic store, which is async-signal-safe.
-            unsafe { signal(sig, handler) };
-        }
-    }
+    use super::event::Event;
 
-    pub fn uninstall() {
-        for sig in SIGNALS {
-            // SAFETY: restores the default disposition.
-            unsafe { signal(sig, SIG_DFL) };
-        }
-    }
+    pub const HANGUP: i32 = 1;
 
-    /// The signal that asked the UI to stop, if any.
-    pub fn received() -> Option<i32> {
-        match RECEIVED.load(Ordering::SeqCst) {
-            0 => None,
-            s => Some(s),
-        }
+    pub fn spawn(_tx: Sender<Event>) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -177,27 +195,50 @@ impl Runner {
     }
 }
 
-fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<()> {
-    let (tx, rx): (Sender<Event>, Receiver<Event>) = mpsc::channel();
+/// Runs until the user quits (`None`), a stop signal arrives or the terminal goes away (the
+/// signal, [`signals::HANGUP`] for the terminal).
+fn event_loop(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    tty: &Arc<event::Tty>,
+    tx: Sender<Event>,
+    rx: &Receiver<Event>,
+) -> anyhow::Result<Option<i32>> {
     let stop = Arc::new(AtomicBool::new(false));
-    event::spawn_input(tx.clone(), TICK, stop.clone());
+    event::spawn_input(tx.clone(), tty.clone(), TICK, stop.clone());
     let mut runner = Runner { tx, job: None };
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<Option<i32>> {
         set_size(terminal, app);
         terminal.draw(|f| ui::draw(f, app))?;
         if let Some(cmd) = app.start() {
             runner.exec(app, cmd);
         }
+        // Ticks come from this loop's own timeout, not from the input thread: that thread can
+        // be stuck in crossterm, and the loop must still tick, see signals and see the
+        // terminal go.
+        let mut next_tick = Instant::now() + TICK;
         while app.running {
-            let Ok(first) = rx.recv() else { break };
-            if signals::received().is_some() {
-                break;
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut next = match rx.recv_timeout(wait) {
+                Ok(ev) => Some(ev),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut redraw = false;
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                if tty.gone() {
+                    return Ok(Some(signals::HANGUP));
+                }
+                redraw |= handle(app, &mut runner, Event::Tick)?;
             }
             // Handle a burst (many layers finishing, fast typing) with one redraw.
-            let mut redraw = false;
-            let mut next = Some(first);
             while let Some(ev) = next {
-                redraw |= handle(app, &mut runner, ev)?;
+                match ev {
+                    Event::Signal(sig) => return Ok(Some(sig)),
+                    Event::Hangup => return Ok(Some(signals::HANGUP)),
+                    ev => redraw |= handle(app, &mut runner, ev)?,
+                }
                 if !app.running {
                     break;
                 }
@@ -208,7 +249,7 @@ fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<(
                 terminal.draw(|f| ui::draw(f, app))?;
             }
         }
-        Ok(())
+        Ok(None)
     })();
     // Never join the job: `q` during a long analysis must return at once.
     runner.cancel();
@@ -259,6 +300,9 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
                 sync_progress(app, runner);
             }
         }
+        Event::Resized => {}
+        // The loop stops on these before handing events here.
+        Event::Signal(_) | Event::Hangup => return Ok(false),
         Event::InputError(e) => anyhow::bail!("reading the terminal failed: {e}"),
     }
     Ok(true)
