@@ -15,39 +15,7 @@ use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
 use super::event::Event;
-use super::ui;
-
-/// Which screen is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
-    Main,
-    Overview,
-}
-
-/// Which panel of the main view receives ↑/↓.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Focus {
-    Layers,
-    Methods,
-    Details,
-}
-
-impl Focus {
-    fn next(self) -> Focus {
-        match self {
-            Focus::Layers => Focus::Methods,
-            Focus::Methods => Focus::Details,
-            Focus::Details => Focus::Layers,
-        }
-    }
-    fn prev(self) -> Focus {
-        match self {
-            Focus::Layers => Focus::Details,
-            Focus::Methods => Focus::Layers,
-            Focus::Details => Focus::Methods,
-        }
-    }
-}
+use super::layout::{self, Focus, View};
 
 /// Order of the layer list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,6 +328,13 @@ impl App {
         }
     }
 
+    /// Row of the selected layer in `visible` (the first row if it is not there).
+    pub fn layer_cursor(&self, visible: &[usize]) -> usize {
+        self.selected
+            .and_then(|s| visible.iter().position(|&v| v == s))
+            .unwrap_or(0)
+    }
+
     pub fn selected_slot(&self) -> Option<&Slot> {
         self.selected.and_then(|i| self.slots.get(i))
     }
@@ -604,11 +579,7 @@ impl App {
                 if vis.is_empty() {
                     return;
                 }
-                let pos = self
-                    .selected
-                    .and_then(|s| vis.iter().position(|&v| v == s))
-                    .unwrap_or(0);
-                let pos = offset(pos, delta, vis.len());
+                let pos = offset(self.layer_cursor(&vis), delta, vis.len());
                 self.select(vis[pos]);
             }
             Focus::Methods => {
@@ -618,7 +589,7 @@ impl App {
                 }
             }
             Focus::Details => {
-                let n = self.selected_layer().map_or(0, ui::details_len);
+                let n = self.selected_layer().map_or(0, layout::details_len);
                 self.details_scroll = offset(self.details_scroll, delta, n);
             }
         }
@@ -634,12 +605,16 @@ impl App {
         }
         match self.view {
             View::Overview => {
-                let rows = ui::overview_rows(self.size);
+                let rows = layout::overview_areas(self.size).rows;
                 match m.kind {
                     MouseEventKind::ScrollDown => self.step(3),
                     MouseEventKind::ScrollUp => self.step(-3),
                     MouseEventKind::Down(MouseButton::Left) if rows.contains(at) => {
-                        let first = ui::overview_first(self, rows.height as usize);
+                        let first = layout::scroll_start(
+                            self.overview_scroll,
+                            usize::from(rows.height),
+                            self.slots.len(),
+                        );
                         let row = first + usize::from(at.y - rows.y);
                         if row < self.slots.len() {
                             if self.overview_scroll == row {
@@ -653,17 +628,10 @@ impl App {
                 }
             }
             View::Main => {
-                let areas = ui::main_areas(self.size);
-                let panel = if areas.layers_rows.contains(at) || areas.layers.contains(at) {
-                    Some(Focus::Layers)
-                } else if areas.methods.contains(at) {
-                    Some(Focus::Methods)
-                } else if areas.details.contains(at) {
-                    Some(Focus::Details)
-                } else {
-                    None
+                let areas = layout::main_areas(self.size);
+                let Some(panel) = areas.panel_at(at) else {
+                    return;
                 };
-                let Some(panel) = panel else { return };
                 match m.kind {
                     MouseEventKind::ScrollDown => {
                         self.focus = panel;
@@ -678,13 +646,10 @@ impl App {
                         match panel {
                             Focus::Layers if areas.layers_rows.contains(at) => {
                                 let vis = self.visible();
-                                let pos = self
-                                    .selected
-                                    .and_then(|s| vis.iter().position(|&v| v == s))
-                                    .unwrap_or(0);
-                                let h = areas.layers_rows.height as usize;
-                                let row = ui::scroll_start(pos, h, vis.len())
-                                    + usize::from(at.y - areas.layers_rows.y);
+                                let h = usize::from(areas.layers_rows.height);
+                                let first =
+                                    layout::scroll_start(self.layer_cursor(&vis), h, vis.len());
+                                let row = first + usize::from(at.y - areas.layers_rows.y);
                                 if let Some(&slot) = vis.get(row) {
                                     self.select(slot);
                                 }

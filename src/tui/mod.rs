@@ -1,7 +1,7 @@
 //! The interactive terminal UI: a view of the analysis as it fills in.
 //!
 //! - [`app`]: the state and how keys, mouse and job results change it (no drawing, no I/O);
-//! - [`ui`]: `draw(frame, &App)`, a pure function of the state;
+//! - [`views`]: `draw(frame, &App)`, a pure function of the state; [`layout`]: where things go;
 //! - [`event`]: the one channel every producer (input thread, ticks, jobs) feeds;
 //! - [`jobs`]: the analysis on a background thread, with progress and cancel.
 //!
@@ -10,7 +10,8 @@
 pub mod app;
 pub mod event;
 pub mod jobs;
-pub mod ui;
+pub mod layout;
+pub mod views;
 pub mod widgets;
 
 #[cfg(test)]
@@ -185,7 +186,7 @@ fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<(
     let mut runner = Runner { tx, job: None };
     let result = (|| -> anyhow::Result<()> {
         set_size(terminal, app);
-        terminal.draw(|f| ui::draw(f, app))?;
+        terminal.draw(|f| views::draw(f, app))?;
         if let Some(cmd) = app.start() {
             runner.exec(app, cmd);
         }
@@ -206,7 +207,7 @@ fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<(
             }
             if app.running && redraw {
                 set_size(terminal, app);
-                terminal.draw(|f| ui::draw(f, app))?;
+                terminal.draw(|f| views::draw(f, app))?;
             }
         }
         Ok(())
