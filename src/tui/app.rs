@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::layout::{Position, Rect};
 
@@ -15,6 +15,7 @@ use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
 use super::event::Event;
+use super::keys::{self, Action};
 use super::layout::{self, Focus, View};
 
 /// Order of the layer list.
@@ -377,60 +378,60 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return None;
         }
-        // Ctrl-C arrives as a key in raw mode: always quits.
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            self.running = false;
-            return Some(Command::Quit);
+        let binding = keys::binding(&key);
+        // Ctrl keys act everywhere: Ctrl-C arrives as a key in raw mode and must always quit.
+        if let Some(b) = binding
+            && b.ctrl
+        {
+            return self.act(b.action);
         }
         if self.input.is_some() {
             return self.handle_input(key);
         }
+        let action = binding.map(|b| b.action);
         if self.help {
-            // Any key closes the help; q still quits.
+            // Any key closes the help; quit still quits.
             self.help = false;
-            if key.code == KeyCode::Char('q') {
-                self.running = false;
-                return Some(Command::Quit);
-            }
-            return None;
+            return match action {
+                Some(Action::Quit) => self.act(Action::Quit),
+                _ => None,
+            };
         }
         self.message = None;
-        match key.code {
-            KeyCode::Char('q') => {
+        self.act(action?)
+    }
+
+    fn act(&mut self, action: Action) -> Option<Command> {
+        match action {
+            Action::Quit => {
                 self.running = false;
                 return Some(Command::Quit);
             }
-            KeyCode::Esc => {
+            Action::Back => {
                 if self.view == View::Overview {
                     self.view = View::Main;
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
                 } else {
-                    self.running = false;
-                    return Some(Command::Quit);
+                    return self.act(Action::Quit);
                 }
             }
-            KeyCode::Char('?') => self.help = true,
-            KeyCode::Down | KeyCode::Char('j') => self.step(1),
-            KeyCode::Up | KeyCode::Char('k') => self.step(-1),
-            KeyCode::PageDown => self.step(10),
-            KeyCode::PageUp => self.step(-10),
-            KeyCode::Home | KeyCode::Char('g') => self.step(-100_000),
-            KeyCode::End | KeyCode::Char('G') => self.step(100_000),
-            KeyCode::Tab => self.focus = self.focus.next(),
-            KeyCode::BackTab => self.focus = self.focus.prev(),
-            KeyCode::Enter => self.enter(),
-            KeyCode::Char('l') => self.log_scale = !self.log_scale,
-            KeyCode::Char('z') => self.zoom = !self.zoom,
-            KeyCode::Char('o') => {
+            Action::Help => self.help = true,
+            Action::Move(delta) => self.step(delta),
+            Action::FocusNext => self.focus = self.focus.next(),
+            Action::FocusPrev => self.focus = self.focus.prev(),
+            Action::Open => self.enter(),
+            Action::LogScale => self.log_scale = !self.log_scale,
+            Action::Zoom => self.zoom = !self.zoom,
+            Action::Overview => {
                 self.view = match self.view {
                     View::Main => View::Overview,
                     View::Overview => View::Main,
                 };
             }
-            KeyCode::Char('S') => self.sort = self.sort.next(),
-            KeyCode::Char('/') => self.input = Some(Input::Filter(self.filter.clone())),
-            KeyCode::Char('p') => {
+            Action::Sort => self.sort = self.sort.next(),
+            Action::Filter => self.input = Some(Input::Filter(self.filter.clone())),
+            Action::Percentiles => {
                 let text = self
                     .opts
                     .percentiles
@@ -440,17 +441,15 @@ impl App {
                     .join(",");
                 self.input = Some(Input::Percentiles(text));
             }
-            KeyCode::Char('e') => self.input = Some(Input::Export),
-            KeyCode::Char('s') => {
+            Action::Export => self.input = Some(Input::Export),
+            Action::Scheme => {
                 self.opts.scheme = match self.opts.scheme {
                     Scheme::Symmetric => Scheme::Affine,
                     Scheme::Affine => Scheme::Symmetric,
                 };
                 return self.analyze(true);
             }
-            KeyCode::Char('+') | KeyCode::Char('=') => return self.set_bits(1),
-            KeyCode::Char('-') | KeyCode::Char('_') => return self.set_bits(-1),
-            _ => {}
+            Action::Bits(delta) => return self.set_bits(i32::from(delta)),
         }
         None
     }
@@ -468,16 +467,7 @@ impl App {
     fn handle_input(&mut self, key: KeyEvent) -> Option<Command> {
         let input = self.input.take()?;
         match input {
-            Input::Export => {
-                let format = match key.code {
-                    KeyCode::Char('t') => Format::Text,
-                    KeyCode::Char('j') => Format::Json,
-                    KeyCode::Char('c') => Format::Csv,
-                    KeyCode::Char('m') => Format::Markdown,
-                    _ => return None,
-                };
-                return Some(Command::Export(format));
-            }
+            Input::Export => return keys::export_format(key.code).map(Command::Export),
             Input::Filter(mut s) => match key.code {
                 KeyCode::Enter => {
                     self.filter = s;

@@ -1,6 +1,7 @@
 //! The interactive terminal UI: a view of the analysis as it fills in.
 //!
 //! - [`app`]: the state and how keys, mouse and job results change it (no drawing, no I/O);
+//! - [`keys`]: every key, its action, help line and status-line hint;
 //! - [`views`]: `draw(frame, &App)`, a pure function of the state; [`layout`]: where things go;
 //! - [`event`]: the one channel every producer (input thread, ticks, jobs) feeds;
 //! - [`jobs`]: the analysis on a background thread, with progress and cancel.
@@ -10,6 +11,7 @@
 pub mod app;
 pub mod event;
 pub mod jobs;
+pub mod keys;
 pub mod layout;
 pub mod views;
 pub mod widgets;

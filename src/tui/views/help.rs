@@ -6,33 +6,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "↑/↓  j/k",
-        "move in the focused panel (layers, methods, details)",
-    ),
-    ("PgUp/PgDn g/G", "move by 10 / to the ends"),
-    ("Tab / Shift-Tab", "focus: layers → methods → details"),
-    ("Enter", "open: layer → its methods; overview row → layer"),
-    ("l", "histogram count scale: linear / log"),
-    ("z", "histogram x range: full / zoomed to the clip ranges"),
-    (
-        "s",
-        "scheme: symmetric / affine (re-runs, keeps histograms)",
-    ),
-    ("+ / -", "bit width 2..=16 (re-runs)"),
-    ("p", "edit the percentiles, comma-separated (re-runs)"),
-    ("o", "overview: all layers × methods, most sensitive first"),
-    ("/", "filter layers by name (Esc clears)"),
-    ("S", "sort layers: name / sensitivity / warnings"),
-    ("e", "export the report (text/json/csv/markdown) to ./"),
-    ("?", "this help"),
-    (
-        "q  Esc  Ctrl-C",
-        "quit (Esc first leaves overview / clears the filter)",
-    ),
-    ("mouse", "click selects, wheel scrolls"),
-];
+use crate::tui::keys::KEYS;
 
 pub(super) fn draw(frame: &mut Frame, size: Rect) {
     let w = 74.min(size.width.saturating_sub(2));
@@ -46,10 +20,13 @@ pub(super) fn draw(frame: &mut Frame, size: Rect) {
     frame.render_widget(Clear, area);
     let mut lines: Vec<Line> = KEYS
         .iter()
-        .map(|(k, what)| {
+        .map(|e| {
             Line::from(vec![
-                Span::styled(format!("{k:>16}  "), Style::new().fg(Color::Yellow).bold()),
-                Span::raw(*what),
+                Span::styled(
+                    format!("{:>16}  ", e.keys),
+                    Style::new().fg(Color::Yellow).bold(),
+                ),
+                Span::raw(e.help),
             ])
         })
         .collect();

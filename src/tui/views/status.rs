@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 use crate::calib::Scheme;
 
 use crate::tui::app::{App, Input};
-use crate::tui::layout::{Focus, View};
+use crate::tui::keys;
 
 /// `compact`: leave out the percentiles (room for the progress bar on 80 columns).
 fn header(app: &App, compact: bool) -> Line<'static> {
@@ -75,46 +75,6 @@ pub(super) fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(right), r);
 }
 
-fn key_hints(app: &App) -> Vec<(&'static str, &'static str)> {
-    match app.view {
-        // Help and quit first: they must survive truncation on a narrow terminal.
-        View::Overview => vec![
-            ("?", "help"),
-            ("q", "quit"),
-            ("↑↓", "move"),
-            ("Enter", "open layer"),
-            ("o/Esc", "back"),
-            ("s", "scheme"),
-            ("+/-", "bits"),
-            ("e", "export"),
-        ],
-        View::Main => {
-            let mut v = vec![
-                ("?", "help"),
-                ("q", "quit"),
-                match app.focus {
-                    Focus::Layers => ("↑↓", "layer"),
-                    Focus::Methods => ("↑↓", "method"),
-                    Focus::Details => ("↑↓", "scroll"),
-                },
-            ];
-            v.extend([
-                ("Tab", "focus"),
-                ("l", "log"),
-                ("z", "zoom"),
-                ("s", "scheme"),
-                ("+/-", "bits"),
-                ("p", "pct"),
-                ("o", "overview"),
-                ("/", "filter"),
-                ("S", "sort"),
-                ("e", "export"),
-            ]);
-            v
-        }
-    }
-}
-
 pub(super) fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     let key = Style::new().fg(Color::Black).bg(Color::Gray);
     let line = match &app.input {
@@ -142,19 +102,20 @@ pub(super) fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             }
             Line::from(v)
         }
-        Some(Input::Export) => Line::from(vec![
-            Span::styled(" export ", key),
-            Span::raw(" as "),
-            "t".bold().yellow(),
-            Span::raw("ext  "),
-            "j".bold().yellow(),
-            Span::raw("son  "),
-            "c".bold().yellow(),
-            Span::raw("sv  "),
-            "m".bold().yellow(),
-            Span::raw("arkdown  "),
-            Span::styled("(any other key cancels)", Style::new().fg(Color::DarkGray)),
-        ]),
+        Some(Input::Export) => {
+            let mut v = vec![Span::styled(" export ", key), Span::raw(" as ")];
+            for (name, _) in keys::EXPORT_FORMATS {
+                // The first letter is the key.
+                let (first, rest) = name.split_at(name.chars().next().map_or(0, char::len_utf8));
+                v.push(first.bold().yellow());
+                v.push(Span::raw(format!("{rest}  ")));
+            }
+            v.push(Span::styled(
+                "(any other key cancels)",
+                Style::new().fg(Color::DarkGray),
+            ));
+            Line::from(v)
+        }
         None => {
             if let Some(m) = &app.message {
                 Line::from(vec![Span::styled(
@@ -163,10 +124,10 @@ pub(super) fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
                 )])
             } else {
                 let mut spans = vec![Span::raw(" ")];
-                for (k, what) in key_hints(app) {
-                    spans.push(Span::styled(k, Style::new().fg(Color::Yellow).bold()));
+                for h in keys::hints(app.view, app.focus) {
+                    spans.push(Span::styled(h.keys, Style::new().fg(Color::Yellow).bold()));
                     spans.push(Span::styled(
-                        format!(" {what}  "),
+                        format!(" {}  ", h.text),
                         Style::new().fg(Color::Gray),
                     ));
                 }
