@@ -10,10 +10,8 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
-use super::{
-    count, db, fit, fit_middle, method_color, method_tag, num, panel, pct, shape, short_label,
-    sqnr_color,
-};
+use super::{fit, fit_middle, method_color, method_tag, panel, short_label, sqnr_color};
+use crate::report::fmt::{count_short, db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
 use crate::tui::layout::{self, Focus, MainAreas};
 use crate::tui::widgets::histogram::{FP16_MAX, HistogramPlot, Marker, column_of};
@@ -102,7 +100,7 @@ fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool)
         Some(r) if r.error.is_some() => ("error".to_string(), Style::new().fg(Color::Red)),
         Some(r) => match r.sensitivity_sqnr_db {
             Some(v) => (
-                format!("{:>5}", db(v)),
+                format!("{:>5}", db_short(v)),
                 Style::new().fg(Color::Black).bg(sqnr_color(v, floor)),
             ),
             None => ("  —  ".to_string(), Style::new().fg(Color::DarkGray)),
@@ -333,8 +331,8 @@ fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
             }
         }
     };
-    let left = num(lo);
-    let right = num(hi);
+    let left = num_short(lo);
+    let right = num_short(hi);
     put(0, &left, &mut chars);
     put(w.saturating_sub(right.chars().count()), &right, &mut chars);
     if let Some(c) = column_of(0.0, lo, hi, w) {
@@ -416,27 +414,28 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
             " "
         };
         let mx = &m.metrics;
-        let sq = Cell::from(db(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
+        let sq =
+            Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
         let name = format!("{star}{}", short_label(m));
         let mut cells = vec![
             Cell::from(tag.to_string()).style(Style::new().fg(color).bold()),
             Cell::from(name).style(Style::new().fg(color)),
-            Cell::from(num(m.range[0])),
-            Cell::from(num(m.range[1])),
+            Cell::from(num_short(m.range[0])),
+            Cell::from(num_short(m.range[1])),
         ];
         if wide {
             cells.extend([
-                Cell::from(num(m.scale)),
+                Cell::from(num_short(m.scale)),
                 Cell::from(m.zero_point.to_string()),
-                Cell::from(pct(mx.clipped_below)),
-                Cell::from(pct(mx.clipped_above)),
-                Cell::from(num(mx.mse)),
+                Cell::from(pct_short(mx.clipped_below)),
+                Cell::from(pct_short(mx.clipped_above)),
+                Cell::from(num_short(mx.mse)),
                 sq,
                 Cell::from(format!("{:.6}", mx.cosine)),
             ]);
         } else {
             cells.extend([
-                Cell::from(pct(mx.clipped())),
+                Cell::from(pct_short(mx.clipped())),
                 sq,
                 Cell::from(format!("{:.4}", mx.cosine)),
             ]);
@@ -489,19 +488,19 @@ fn stats_line(layer: &LayerAnalysis) -> Line<'static> {
     let dim = Style::new().fg(Color::DarkGray);
     let mut spans = vec![
         Span::styled("n ", dim),
-        Span::raw(count(s.count)),
+        Span::raw(count_short(s.count)),
         Span::styled("  min ", dim),
-        Span::raw(num(s.min)),
+        Span::raw(num_short(s.min)),
         Span::styled("  max ", dim),
-        Span::raw(num(s.max)),
+        Span::raw(num_short(s.max)),
         Span::styled("  mean ", dim),
-        Span::raw(num(s.mean)),
+        Span::raw(num_short(s.mean)),
         Span::styled("  std ", dim),
-        Span::raw(num(s.std)),
+        Span::raw(num_short(s.std)),
         Span::styled("  kurt ", dim),
-        Span::raw(num(s.kurtosis)),
+        Span::raw(num_short(s.kurtosis)),
         Span::styled("  zeros ", dim),
-        Span::raw(format!("{}%", pct(s.zero_fraction))),
+        Span::raw(format!("{}%", pct_short(s.zero_fraction))),
     ];
     let bad = s.nan + s.pos_inf + s.neg_inf;
     if bad > 0 {
@@ -538,15 +537,18 @@ fn cast_lines(layer: &LayerAnalysis, wide: bool) -> Vec<Line<'static>> {
                 Line::from(vec![
                     Span::styled(format!("{:<9}", c.dtype.name()), Style::new().bold()),
                     Span::styled("overflow ", dim),
-                    Span::styled(format!("{:<7}", count(c.overflow)), bad(c.overflow)),
+                    Span::styled(format!("{:<7}", count_short(c.overflow)), bad(c.overflow)),
                     Span::styled("flush-to-0 ", dim),
-                    Span::styled(format!("{:<7}", count(c.underflow)), bad(c.underflow)),
+                    Span::styled(format!("{:<7}", count_short(c.underflow)), bad(c.underflow)),
                     Span::styled("subnormal ", dim),
-                    Span::styled(format!("{:<7}", count(c.subnormal)), sub_style(c.subnormal)),
+                    Span::styled(
+                        format!("{:<7}", count_short(c.subnormal)),
+                        sub_style(c.subnormal),
+                    ),
                     Span::styled("SQNR ", dim),
-                    Span::raw(format!("{:>6} dB  ", db(c.sqnr_db))),
+                    Span::raw(format!("{:>6} dB  ", db_short(c.sqnr_db))),
                     Span::styled("max rel err ", dim),
-                    Span::raw(num(c.max_rel_error)),
+                    Span::raw(num_short(c.max_rel_error)),
                 ])
             } else {
                 let name = match c.dtype {
@@ -556,14 +558,17 @@ fn cast_lines(layer: &LayerAnalysis, wide: bool) -> Vec<Line<'static>> {
                 Line::from(vec![
                     Span::styled(format!("{name} "), Style::new().bold()),
                     Span::styled("ovf ", dim),
-                    Span::styled(format!("{} ", count(c.overflow)), bad(c.overflow)),
+                    Span::styled(format!("{} ", count_short(c.overflow)), bad(c.overflow)),
                     Span::styled("ftz ", dim),
-                    Span::styled(format!("{} ", count(c.underflow)), bad(c.underflow)),
+                    Span::styled(format!("{} ", count_short(c.underflow)), bad(c.underflow)),
                     Span::styled("sub ", dim),
-                    Span::styled(format!("{} ", count(c.subnormal)), sub_style(c.subnormal)),
-                    Span::raw(format!("{}dB ", db(c.sqnr_db))),
+                    Span::styled(
+                        format!("{} ", count_short(c.subnormal)),
+                        sub_style(c.subnormal),
+                    ),
+                    Span::raw(format!("{}dB ", db_short(c.sqnr_db))),
                     Span::styled("rel ", dim),
-                    Span::raw(num(c.max_rel_error)),
+                    Span::raw(num_short(c.max_rel_error)),
                 ])
             }
         })
@@ -582,7 +587,7 @@ fn warning_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
                     Style::new().fg(Color::Yellow).bold(),
                 ),
                 Span::styled(
-                    format!("({}) ", num(w.value)),
+                    format!("({}) ", num_short(w.value)),
                     Style::new().fg(Color::DarkGray),
                 ),
                 Span::raw(w.message.clone()),

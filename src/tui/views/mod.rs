@@ -106,69 +106,6 @@ fn sqnr_color(db: f64, floor: f64) -> Color {
     }
 }
 
-/// Compact number: 4 significant digits, scientific outside [1e-3, 1e5).
-pub fn num(v: f64) -> String {
-    if v.is_nan() {
-        "nan".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 1e5 || v.abs() < 1e-3 {
-        format!("{v:.2e}")
-    } else {
-        let digits = 3 - v.abs().log10().floor() as i32;
-        let d = digits.clamp(0, 6) as usize;
-        let s = format!("{v:.d$}");
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        }
-    }
-}
-
-fn db(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "∞".into() } else { "-∞".into() }
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-fn pct(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v == 0.0 {
-        "0".into()
-    } else if v < 0.0001 {
-        "<.01".into()
-    } else {
-        format!("{:.2}", 100.0 * v)
-    }
-}
-
-fn count(n: u64) -> String {
-    match n {
-        0..10_000 => n.to_string(),
-        10_000..10_000_000 => format!("{:.1}k", n as f64 / 1e3),
-        10_000_000..10_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
-        _ => format!("{:.1}G", n as f64 / 1e9),
-    }
-}
-
-fn shape(s: &[usize]) -> String {
-    if s.is_empty() {
-        return "—".into();
-    }
-    s.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
-}
-
 /// Cuts `s` to `w` characters with `…` in the middle, so `archive/member` names keep both the
 /// file's number and the member (`09_s…/fc1_relu`).
 pub fn fit_middle(s: &str, w: usize) -> String {

@@ -9,7 +9,8 @@ use ratatui::widgets::{Borders, Cell, Row, Table};
 use crate::analysis::{MethodKind, MethodResult};
 
 use super::status::{draw_header, draw_status};
-use super::{db, fit, fit_middle, panel, short_label, sqnr_color};
+use super::{fit, fit_middle, panel, short_label, sqnr_color};
+use crate::report::fmt::db_short;
 use crate::tui::app::App;
 use crate::tui::layout;
 
@@ -84,7 +85,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                 Some(l) => {
                     let best = l.sensitivity_sqnr_db.unwrap_or(f64::NAN);
                     cells.push(
-                        Cell::from(format!("{:>5} ", db(best)))
+                        Cell::from(format!("{:>5} ", db_short(best)))
                             .style(Style::new().fg(Color::Black).bg(sqnr_color(best, floor))),
                     );
                     if wide {
@@ -112,7 +113,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                                 let w = usize::from(col_w) - 1;
                                 Cell::from(format!(
                                     "{:>w$}{}",
-                                    db(v),
+                                    db_short(v),
                                     if is_best { "★" } else { " " }
                                 ))
                                 .style(st)
