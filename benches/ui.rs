@@ -7,7 +7,7 @@ use calibscope::analysis::Options;
 use calibscope::histogram::{Histogram, PackedHistogram};
 use calibscope::source::{BatchLayout, Limits, discover};
 use calibscope::tui::app::App;
-use calibscope::tui::{jobs, ui};
+use calibscope::tui::{jobs, views};
 use divan::{Bencher, black_box};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -38,7 +38,7 @@ fn frame_160x48(b: Bencher, zoom: bool) {
     app.zoom = zoom;
     let mut t = Terminal::new(TestBackend::new(160, 48)).unwrap();
     b.bench_local(|| {
-        t.draw(|f| ui::draw(f, &app)).unwrap();
+        t.draw(|f| views::draw(f, &app)).unwrap();
     });
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::layout::{Position, Rect};
 
@@ -15,39 +15,8 @@ use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
 use super::event::Event;
-use super::ui;
-
-/// Which screen is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
-    Main,
-    Overview,
-}
-
-/// Which panel of the main view receives ↑/↓.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Focus {
-    Layers,
-    Methods,
-    Details,
-}
-
-impl Focus {
-    fn next(self) -> Focus {
-        match self {
-            Focus::Layers => Focus::Methods,
-            Focus::Methods => Focus::Details,
-            Focus::Details => Focus::Layers,
-        }
-    }
-    fn prev(self) -> Focus {
-        match self {
-            Focus::Layers => Focus::Details,
-            Focus::Methods => Focus::Layers,
-            Focus::Details => Focus::Methods,
-        }
-    }
-}
+use super::keys::{self, Action};
+use super::layout::{self, Focus, View};
 
 /// Order of the layer list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,6 +329,13 @@ impl App {
         }
     }
 
+    /// Row of the selected layer in `visible` (the first row if it is not there).
+    pub fn layer_cursor(&self, visible: &[usize]) -> usize {
+        self.selected
+            .and_then(|s| visible.iter().position(|&v| v == s))
+            .unwrap_or(0)
+    }
+
     pub fn selected_slot(&self) -> Option<&Slot> {
         self.selected.and_then(|i| self.slots.get(i))
     }
@@ -402,60 +378,60 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return None;
         }
-        // Ctrl-C arrives as a key in raw mode: always quits.
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            self.running = false;
-            return Some(Command::Quit);
+        let binding = keys::binding(&key);
+        // Ctrl keys act everywhere: Ctrl-C arrives as a key in raw mode and must always quit.
+        if let Some(b) = binding
+            && b.ctrl
+        {
+            return self.act(b.action);
         }
         if self.input.is_some() {
             return self.handle_input(key);
         }
+        let action = binding.map(|b| b.action);
         if self.help {
-            // Any key closes the help; q still quits.
+            // Any key closes the help; quit still quits.
             self.help = false;
-            if key.code == KeyCode::Char('q') {
-                self.running = false;
-                return Some(Command::Quit);
-            }
-            return None;
+            return match action {
+                Some(Action::Quit) => self.act(Action::Quit),
+                _ => None,
+            };
         }
         self.message = None;
-        match key.code {
-            KeyCode::Char('q') => {
+        self.act(action?)
+    }
+
+    fn act(&mut self, action: Action) -> Option<Command> {
+        match action {
+            Action::Quit => {
                 self.running = false;
                 return Some(Command::Quit);
             }
-            KeyCode::Esc => {
+            Action::Back => {
                 if self.view == View::Overview {
                     self.view = View::Main;
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
                 } else {
-                    self.running = false;
-                    return Some(Command::Quit);
+                    return self.act(Action::Quit);
                 }
             }
-            KeyCode::Char('?') => self.help = true,
-            KeyCode::Down | KeyCode::Char('j') => self.step(1),
-            KeyCode::Up | KeyCode::Char('k') => self.step(-1),
-            KeyCode::PageDown => self.step(10),
-            KeyCode::PageUp => self.step(-10),
-            KeyCode::Home | KeyCode::Char('g') => self.step(-100_000),
-            KeyCode::End | KeyCode::Char('G') => self.step(100_000),
-            KeyCode::Tab => self.focus = self.focus.next(),
-            KeyCode::BackTab => self.focus = self.focus.prev(),
-            KeyCode::Enter => self.enter(),
-            KeyCode::Char('l') => self.log_scale = !self.log_scale,
-            KeyCode::Char('z') => self.zoom = !self.zoom,
-            KeyCode::Char('o') => {
+            Action::Help => self.help = true,
+            Action::Move(delta) => self.step(delta),
+            Action::FocusNext => self.focus = self.focus.next(),
+            Action::FocusPrev => self.focus = self.focus.prev(),
+            Action::Open => self.enter(),
+            Action::LogScale => self.log_scale = !self.log_scale,
+            Action::Zoom => self.zoom = !self.zoom,
+            Action::Overview => {
                 self.view = match self.view {
                     View::Main => View::Overview,
                     View::Overview => View::Main,
                 };
             }
-            KeyCode::Char('S') => self.sort = self.sort.next(),
-            KeyCode::Char('/') => self.input = Some(Input::Filter(self.filter.clone())),
-            KeyCode::Char('p') => {
+            Action::Sort => self.sort = self.sort.next(),
+            Action::Filter => self.input = Some(Input::Filter(self.filter.clone())),
+            Action::Percentiles => {
                 let text = self
                     .opts
                     .percentiles
@@ -465,17 +441,15 @@ impl App {
                     .join(",");
                 self.input = Some(Input::Percentiles(text));
             }
-            KeyCode::Char('e') => self.input = Some(Input::Export),
-            KeyCode::Char('s') => {
+            Action::Export => self.input = Some(Input::Export),
+            Action::Scheme => {
                 self.opts.scheme = match self.opts.scheme {
                     Scheme::Symmetric => Scheme::Affine,
                     Scheme::Affine => Scheme::Symmetric,
                 };
                 return self.analyze(true);
             }
-            KeyCode::Char('+') | KeyCode::Char('=') => return self.set_bits(1),
-            KeyCode::Char('-') | KeyCode::Char('_') => return self.set_bits(-1),
-            _ => {}
+            Action::Bits(delta) => return self.set_bits(i32::from(delta)),
         }
         None
     }
@@ -493,16 +467,7 @@ impl App {
     fn handle_input(&mut self, key: KeyEvent) -> Option<Command> {
         let input = self.input.take()?;
         match input {
-            Input::Export => {
-                let format = match key.code {
-                    KeyCode::Char('t') => Format::Text,
-                    KeyCode::Char('j') => Format::Json,
-                    KeyCode::Char('c') => Format::Csv,
-                    KeyCode::Char('m') => Format::Markdown,
-                    _ => return None,
-                };
-                return Some(Command::Export(format));
-            }
+            Input::Export => return keys::export_format(key.code).map(Command::Export),
             Input::Filter(mut s) => match key.code {
                 KeyCode::Enter => {
                     self.filter = s;
@@ -604,11 +569,7 @@ impl App {
                 if vis.is_empty() {
                     return;
                 }
-                let pos = self
-                    .selected
-                    .and_then(|s| vis.iter().position(|&v| v == s))
-                    .unwrap_or(0);
-                let pos = offset(pos, delta, vis.len());
+                let pos = offset(self.layer_cursor(&vis), delta, vis.len());
                 self.select(vis[pos]);
             }
             Focus::Methods => {
@@ -618,7 +579,7 @@ impl App {
                 }
             }
             Focus::Details => {
-                let n = self.selected_layer().map_or(0, ui::details_len);
+                let n = self.selected_layer().map_or(0, layout::details_len);
                 self.details_scroll = offset(self.details_scroll, delta, n);
             }
         }
@@ -634,12 +595,16 @@ impl App {
         }
         match self.view {
             View::Overview => {
-                let rows = ui::overview_rows(self.size);
+                let rows = layout::overview_areas(self.size).rows;
                 match m.kind {
                     MouseEventKind::ScrollDown => self.step(3),
                     MouseEventKind::ScrollUp => self.step(-3),
                     MouseEventKind::Down(MouseButton::Left) if rows.contains(at) => {
-                        let first = ui::overview_first(self, rows.height as usize);
+                        let first = layout::scroll_start(
+                            self.overview_scroll,
+                            usize::from(rows.height),
+                            self.slots.len(),
+                        );
                         let row = first + usize::from(at.y - rows.y);
                         if row < self.slots.len() {
                             if self.overview_scroll == row {
@@ -653,17 +618,10 @@ impl App {
                 }
             }
             View::Main => {
-                let areas = ui::main_areas(self.size);
-                let panel = if areas.layers_rows.contains(at) || areas.layers.contains(at) {
-                    Some(Focus::Layers)
-                } else if areas.methods.contains(at) {
-                    Some(Focus::Methods)
-                } else if areas.details.contains(at) {
-                    Some(Focus::Details)
-                } else {
-                    None
+                let areas = layout::main_areas(self.size);
+                let Some(panel) = areas.panel_at(at) else {
+                    return;
                 };
-                let Some(panel) = panel else { return };
                 match m.kind {
                     MouseEventKind::ScrollDown => {
                         self.focus = panel;
@@ -678,13 +636,10 @@ impl App {
                         match panel {
                             Focus::Layers if areas.layers_rows.contains(at) => {
                                 let vis = self.visible();
-                                let pos = self
-                                    .selected
-                                    .and_then(|s| vis.iter().position(|&v| v == s))
-                                    .unwrap_or(0);
-                                let h = areas.layers_rows.height as usize;
-                                let row = ui::scroll_start(pos, h, vis.len())
-                                    + usize::from(at.y - areas.layers_rows.y);
+                                let h = usize::from(areas.layers_rows.height);
+                                let first =
+                                    layout::scroll_start(self.layer_cursor(&vis), h, vis.len());
+                                let row = first + usize::from(at.y - areas.layers_rows.y);
                                 if let Some(&slot) = vis.get(row) {
                                     self.select(slot);
                                 }

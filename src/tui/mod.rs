@@ -1,7 +1,8 @@
 //! The interactive terminal UI: a view of the analysis as it fills in.
 //!
 //! - [`app`]: the state and how keys, mouse and job results change it (no drawing, no I/O);
-//! - [`ui`]: `draw(frame, &App)`, a pure function of the state;
+//! - [`keys`]: every key, its action, help line and status-line hint;
+//! - [`views`]: `draw(frame, &App)`, a pure function of the state; [`layout`]: where things go;
 //! - [`event`]: the one channel every producer (input thread, signal thread, jobs) feeds;
 //! - [`jobs`]: the analysis on a background thread, with progress and cancel.
 //!
@@ -10,7 +11,9 @@
 pub mod app;
 pub mod event;
 pub mod jobs;
-pub mod ui;
+pub mod keys;
+pub mod layout;
+pub mod views;
 pub mod widgets;
 
 #[cfg(test)]
@@ -209,7 +212,7 @@ fn event_loop(
     let mut runner = Runner { tx, job: None };
     let result = (|| -> anyhow::Result<Option<i32>> {
         set_size(terminal, app);
-        terminal.draw(|f| ui::draw(f, app))?;
+        terminal.draw(|f| views::draw(f, app))?;
         if let Some(cmd) = app.start() {
             runner.exec(app, cmd);
         }
@@ -246,7 +249,7 @@ fn event_loop(
             }
             if app.running && redraw {
                 set_size(terminal, app);
-                terminal.draw(|f| ui::draw(f, app))?;
+                terminal.draw(|f| views::draw(f, app))?;
             }
         }
         Ok(None)

@@ -11,8 +11,9 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::Rect;
 
-use super::app::{App, Command, Focus, Input, Sort, View, parse_percentiles};
-use super::{jobs, ui};
+use super::app::{App, Command, Input, Sort, parse_percentiles};
+use super::layout::{self, Focus, View};
+use super::{jobs, views};
 use crate::analysis::{LayerAnalysis, Options, Progress};
 use crate::calib::Scheme;
 use crate::histogram::{Histogram, PackedHistogram};
@@ -53,7 +54,7 @@ fn clone_app(a: &App) -> App {
 fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     app.size = Rect::new(0, 0, w, h);
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| ui::draw(f, app)).unwrap();
+    t.draw(|f| views::draw(f, app)).unwrap();
     t
 }
 
@@ -352,7 +353,7 @@ fn export_refuses_to_replace_an_input() {
 fn mouse_selects_and_scrolls() {
     let mut app = fake_app();
     app.size = Rect::new(0, 0, 100, 30);
-    let a = ui::main_areas(app.size);
+    let a = layout::main_areas(app.size);
     let click = |x, y| MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
         column: x,
@@ -373,6 +374,82 @@ fn mouse_selects_and_scrolls() {
     // Clicks outside every panel do nothing.
     app.handle_mouse(click(0, 0));
     assert_eq!(app.focus, Focus::Methods);
+}
+
+/// The text of row `y` of the screen between columns `x0..x1`.
+fn row_text(t: &Terminal<TestBackend>, y: u16, x0: u16, x1: u16) -> String {
+    let buf = t.backend().buffer();
+    (x0..x1).map(|x| buf[(x, y)].symbol()).collect()
+}
+
+/// A layer name's start and end show in `text` (the middle may be cut with `…`).
+fn shows_name(text: &str, name: &str) -> bool {
+    let chars: Vec<char> = name.chars().collect();
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    text.contains(&head) && text.contains(&tail)
+}
+
+#[test]
+fn clicks_land_on_the_rows_drawn_there() {
+    let mut app = sample_app();
+    // 100×16 scrolls the layer list and the overview; the others show every row.
+    for (w, h) in [(100, 16), (80, 24), (160, 48)] {
+        let rows = layout::main_areas(Rect::new(0, 0, w, h)).layers_rows;
+        for y in (rows.y..rows.bottom()).rev().chain(rows.y..rows.bottom()) {
+            app.view = View::Main;
+            let t = render(&mut app, w, h);
+            let text = row_text(&t, y, rows.x, rows.right());
+            let before = app.selected;
+            app.handle_mouse(MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column: rows.x + 1,
+                row: y,
+                modifiers: KeyModifiers::NONE,
+            });
+            if text.trim().is_empty() {
+                assert_eq!(app.selected, before, "{w}×{h}: a click below the list");
+                continue;
+            }
+            let name = &app.selected_slot().unwrap().name;
+            assert!(
+                shows_name(&text, name),
+                "{w}×{h} row {y}: {text:?} vs {name}"
+            );
+        }
+        let rows = layout::overview_areas(Rect::new(0, 0, w, h)).rows;
+        for y in (rows.y..rows.bottom()).rev().chain(rows.y..rows.bottom()) {
+            app.view = View::Overview;
+            let t = render(&mut app, w, h);
+            let text = row_text(&t, y, rows.x, rows.right());
+            let before = app.overview_scroll;
+            app.handle_mouse(MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column: rows.x + 1,
+                row: y,
+                modifiers: KeyModifiers::NONE,
+            });
+            if text.trim().is_empty() {
+                assert_eq!(app.view, View::Overview);
+                assert_eq!(
+                    app.overview_scroll, before,
+                    "{w}×{h}: a click below the table"
+                );
+                continue;
+            }
+            // A click on the cursor's row opens that layer; elsewhere it moves the cursor.
+            let slot = if app.view == View::Main {
+                app.selected.unwrap()
+            } else {
+                app.by_sensitivity()[app.overview_scroll]
+            };
+            let name = &app.slots[slot].name;
+            assert!(
+                shows_name(&text, name),
+                "{w}×{h} overview row {y}: {text:?} vs {name}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,172 @@
+//! The screens, their panels and where each goes. Drawing (`views`) and mouse hit-testing
+//! (`app`) both read these, so a click lands on what is drawn there.
+
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+
+use crate::analysis::LayerAnalysis;
+
+/// Which screen is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Main,
+    Overview,
+}
+
+/// Which panel of the main view receives ↑/↓.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Layers,
+    Methods,
+    Details,
+}
+
+impl Focus {
+    pub fn next(self) -> Focus {
+        match self {
+            Focus::Layers => Focus::Methods,
+            Focus::Methods => Focus::Details,
+            Focus::Details => Focus::Layers,
+        }
+    }
+    pub fn prev(self) -> Focus {
+        match self {
+            Focus::Layers => Focus::Details,
+            Focus::Methods => Focus::Layers,
+            Focus::Details => Focus::Methods,
+        }
+    }
+}
+
+/// Below this the screen shows a "too small" message instead of the UI.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+pub fn too_small(size: Rect) -> bool {
+    size.width < MIN_WIDTH || size.height < MIN_HEIGHT
+}
+
+/// Where each panel of the main view goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MainAreas {
+    pub header: Rect,
+    pub layers: Rect,
+    /// The rows of the layer list (inside its block).
+    pub layers_rows: Rect,
+    pub hist: Rect,
+    pub methods: Rect,
+    /// The method rows (below the table header).
+    pub method_rows: Rect,
+    pub details: Rect,
+    pub status: Rect,
+}
+
+impl MainAreas {
+    /// The panel under `at`, if any.
+    pub fn panel_at(&self, at: Position) -> Option<Focus> {
+        if self.layers_rows.contains(at) || self.layers.contains(at) {
+            Some(Focus::Layers)
+        } else if self.methods.contains(at) {
+            Some(Focus::Methods)
+        } else if self.details.contains(at) {
+            Some(Focus::Details)
+        } else {
+            None
+        }
+    }
+}
+
+/// Method rows the table reserves room for (4 methods + the default 3 percentiles).
+const METHOD_ROWS: u16 = 7;
+
+pub fn main_areas(size: Rect) -> MainAreas {
+    let [header, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    let list_w = (body.width * 3 / 10).clamp(24, 48).min(body.width);
+    let [layers, right] =
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(body);
+    let h = right.height;
+    let methods_h = (METHOD_ROWS + 2).min(h);
+    // The details get 2/5 of what the method table leaves (at least 5 rows: two casts and
+    // the first warning at 80×24); the histogram gets the rest.
+    let rest = h.saturating_sub(methods_h);
+    let details_h = (rest * 2 / 5).max(5).min(rest);
+    let [hist, methods, details] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(methods_h),
+        Constraint::Length(details_h),
+    ])
+    .areas(right);
+    let layers_rows = Rect {
+        x: layers.x,
+        y: layers.y.saturating_add(1),
+        width: layers.width.saturating_sub(1),
+        height: layers.height.saturating_sub(1),
+    };
+    let method_rows = Rect {
+        y: methods.y.saturating_add(2),
+        height: methods.height.saturating_sub(2),
+        ..methods
+    };
+    MainAreas {
+        header,
+        layers,
+        layers_rows,
+        hist,
+        methods,
+        method_rows,
+        details,
+        status,
+    }
+}
+
+/// Where each part of the overview goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OverviewAreas {
+    pub header: Rect,
+    pub title: Rect,
+    /// The table, its header row included.
+    pub table: Rect,
+    /// The table's data rows (below its header).
+    pub rows: Rect,
+    pub status: Rect,
+}
+
+pub fn overview_areas(size: Rect) -> OverviewAreas {
+    let [header, title, table, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    let rows = Rect {
+        y: table.y.saturating_add(1),
+        height: table.height.saturating_sub(1),
+        ..table
+    };
+    OverviewAreas {
+        header,
+        title,
+        table,
+        rows,
+        status,
+    }
+}
+
+/// First row shown so that `pos` stays visible in a window of `h` rows over `n` rows.
+pub fn scroll_start(pos: usize, h: usize, n: usize) -> usize {
+    if h == 0 || n <= h {
+        return 0;
+    }
+    // Keep the cursor a bit away from the bottom edge while possible.
+    pos.saturating_sub(h.saturating_sub(2)).min(n - h)
+}
+
+/// Lines of the details panel (for scrolling).
+pub fn details_len(layer: &LayerAnalysis) -> usize {
+    3 + layer.warnings.len() + layer.notes.len()
+}

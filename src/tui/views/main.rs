@@ -1,0 +1,655 @@
+//! The main view: the layer list, the histogram with every method's range, the method table
+//! and the details (casts, statistics, warnings).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Margin, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
+
+use crate::analysis::LayerAnalysis;
+
+use super::status::{draw_header, draw_status};
+use super::{fit, fit_middle, method_color, method_tag, panel, short_label, sqnr_color};
+use crate::report::fmt::{count_short, db_short, num_short, pct_short, shape};
+use crate::tui::app::{App, Slot};
+use crate::tui::layout::{self, Focus, MainAreas};
+use crate::tui::widgets::histogram::{FP16_MAX, HistogramPlot, Marker, column_of};
+
+pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
+    let a = layout::main_areas(size);
+    draw_header(frame, app, a.header);
+    draw_layers(frame, app, &a);
+    let slot = app.selected_slot();
+    let layer = app.selected_layer();
+    draw_hist(frame, app, slot, a.hist);
+    draw_methods(frame, app, layer, a.methods);
+    draw_details(frame, app, layer, a.details);
+    draw_status(frame, app, a.status);
+}
+
+fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
+    let vis = app.visible();
+    let title = Line::from(vec![
+        Span::raw(format!(" layers {}", vis.len())),
+        Span::styled(
+            format!(" · by {} ", app.sort.name()),
+            Style::new().fg(Color::DarkGray),
+        ),
+    ]);
+    let block = panel(
+        title,
+        app.focus == Focus::Layers,
+        Borders::TOP | Borders::RIGHT,
+    );
+    frame.render_widget(block, a.layers);
+    let rows = a.layers_rows;
+    if rows.height == 0 || rows.width == 0 {
+        return;
+    }
+    if vis.is_empty() {
+        let msg = if app.slots.is_empty() {
+            "no layers found"
+        } else {
+            "no layer matches the filter"
+        };
+        frame.render_widget(
+            Paragraph::new(msg)
+                .fg(Color::DarkGray)
+                .wrap(Wrap { trim: true }),
+            rows,
+        );
+        return;
+    }
+    let h = usize::from(rows.height);
+    let first = layout::scroll_start(app.layer_cursor(&vis), h, vis.len());
+    let w = usize::from(rows.width);
+    let show_shape = w >= 44;
+    let floor = app.opts.thresholds.sqnr_floor_db;
+    for (row, &i) in vis.iter().enumerate().skip(first).take(h) {
+        let slot = &app.slots[i];
+        let y = rows.y + (row - first) as u16;
+        let line = layer_row(slot, w, show_shape, floor, app.progress.running);
+        let selected = app.selected == Some(i);
+        let mut p = Paragraph::new(line);
+        if selected {
+            p = p.style(if app.focus == Focus::Layers {
+                Style::new().bg(Color::Blue).fg(Color::White).bold()
+            } else {
+                Style::new().bg(Color::DarkGray)
+            });
+        }
+        frame.render_widget(p, Rect::new(rows.x, y, rows.width, 1));
+    }
+}
+
+fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool) -> Line<'static> {
+    // Mark (3) + name + [shape] + badge (5).
+    let (mark, mark_style) = match &slot.result {
+        None if running => ("…".to_string(), Style::new().fg(Color::DarkGray)),
+        None => (String::new(), Style::new()),
+        Some(r) if r.error.is_some() => ("✖".to_string(), Style::new().fg(Color::Red)),
+        Some(r) if r.warnings.is_empty() => (String::new(), Style::new()),
+        Some(r) => (
+            format!("⚠{}", r.warnings.len().min(9)),
+            Style::new().fg(Color::Yellow).bold(),
+        ),
+    };
+    let (badge, badge_style) = match &slot.result {
+        None => ("  ·  ".to_string(), Style::new().fg(Color::DarkGray)),
+        Some(r) if r.error.is_some() => ("error".to_string(), Style::new().fg(Color::Red)),
+        Some(r) => match r.sensitivity_sqnr_db {
+            Some(v) => (
+                format!("{:>5}", db_short(v)),
+                Style::new().fg(Color::Black).bg(sqnr_color(v, floor)),
+            ),
+            None => ("  —  ".to_string(), Style::new().fg(Color::DarkGray)),
+        },
+    };
+    let badge_style = if slot.stale {
+        badge_style.add_modifier(Modifier::DIM)
+    } else {
+        badge_style
+    };
+    let shape_txt = if show_shape {
+        slot.result
+            .as_ref()
+            .filter(|r| !r.shape.is_empty())
+            .map(|r| shape(&r.shape))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let shape_w = if show_shape { 12 } else { 0 };
+    let name_w = w.saturating_sub(3 + 5 + 2 + shape_w);
+    let name = fit_middle(&slot.name, name_w);
+    let mut spans = vec![
+        Span::styled(format!("{mark:<3}"), mark_style),
+        Span::raw(format!("{name:<name_w$} ")),
+    ];
+    if show_shape {
+        spans.push(Span::styled(
+            format!("{:>11} ", fit(&shape_txt, 11)),
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    spans.push(Span::styled(badge, badge_style));
+    Line::from(spans)
+}
+
+/// The x range shown: the data range, or (zoom) the narrowest method's range with a quarter of
+/// its width as margin on each side — the bulk of the data, where the clipping methods differ.
+/// Markers outside the view are listed at its edges.
+fn view_range(app: &App, layer: &LayerAnalysis) -> Option<(f64, f64)> {
+    let p = layer.profile.as_ref()?;
+    let (dlo, dhi) = (p.hist.lo, p.hist.hi);
+    if !(dlo.is_finite() && dhi.is_finite()) || dhi <= dlo {
+        return None;
+    }
+    if !app.zoom {
+        return Some((dlo, dhi));
+    }
+    let narrowest = layer
+        .methods
+        .iter()
+        .map(|m| (m.range[0], m.range[1]))
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && b > a)
+        .min_by(|x, y| (x.1 - x.0).total_cmp(&(y.1 - y.0)));
+    let Some((lo, hi)) = narrowest else {
+        return Some((dlo, dhi));
+    };
+    let pad = (hi - lo) * 0.25;
+    let (lo, hi) = ((lo - pad).max(dlo), (hi + pad).min(dhi));
+    if hi > lo {
+        Some((lo, hi))
+    } else {
+        Some((dlo, dhi))
+    }
+}
+
+fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
+    let Some(slot) = slot else {
+        frame.render_widget(panel(Line::from(" histogram "), false, Borders::TOP), area);
+        return;
+    };
+    let layer = slot.result.as_ref();
+    // The title shares its line with the scale/view mode drawn at the right end.
+    let room = usize::from(area.width).saturating_sub(18);
+    let name = fit_middle(&slot.name, room.saturating_sub(2));
+    let mut used = name.chars().count() + 2;
+    let mut title = vec![Span::styled(
+        format!(" {name} "),
+        Style::new().add_modifier(Modifier::BOLD).fg(Color::White),
+    )];
+    if let Some(l) = layer
+        && l.error.is_none()
+    {
+        let extra = format!("{} {} ", shape(&l.shape), l.dtype);
+        if used + extra.chars().count() <= room {
+            used += extra.chars().count();
+            title.push(Span::styled(extra, Style::new().fg(Color::DarkGray)));
+        }
+    }
+    if slot.stale && used + 14 <= room {
+        title.push(Span::styled("recomputing… ", Style::new().fg(Color::Cyan)));
+    }
+    let block = panel(Line::from(title), false, Borders::TOP);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    let Some(layer) = layer else {
+        // Passes 1–2 done: the histogram is known before the methods are measured.
+        if let Some(p) = &slot.profile
+            && p.hist.lo.is_finite()
+            && p.hist.hi > p.hist.lo
+        {
+            let [plot, axis, note] = Layout::vertical([
+                Constraint::Min(1),
+                Constraint::Length(1),
+                Constraint::Length(1),
+            ])
+            .areas(inner);
+            frame.render_widget(
+                HistogramPlot {
+                    hist: &p.hist,
+                    lo: p.hist.lo,
+                    hi: p.hist.hi,
+                    log: app.log_scale,
+                    markers: &[],
+                    keep: None,
+                },
+                plot,
+            );
+            draw_axis(frame, axis, p.hist.lo, p.hist.hi);
+            frame.render_widget(
+                Paragraph::new("measuring every method's error (pass 3)…").fg(Color::Cyan),
+                note,
+            );
+            return;
+        }
+        let msg = if app.progress.running {
+            "analysing… the histogram appears after the first two passes"
+        } else {
+            "not analysed"
+        };
+        let mid = Rect {
+            y: inner.y + inner.height / 2,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(Paragraph::new(msg).fg(Color::DarkGray).centered(), mid);
+        return;
+    };
+    if let Some(e) = &layer.error {
+        let text = vec![
+            Line::from("this layer could not be analysed".red().bold()),
+            Line::from(""),
+            Line::from(e.clone()),
+        ];
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), inner);
+        return;
+    }
+    let (Some(profile), Some((lo, hi))) = (&layer.profile, view_range(app, layer)) else {
+        let msg = if layer.stats.as_ref().is_some_and(|s| s.finite == 0) {
+            "no finite values: nothing to plot"
+        } else {
+            "no histogram"
+        };
+        frame.render_widget(Paragraph::new(msg).fg(Color::DarkGray), inner);
+        return;
+    };
+    // Rows: plot, axis, legend (when there is room).
+    let legend_h = u16::from(inner.height >= 9);
+    let [plot, axis, legend] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(legend_h),
+    ])
+    .areas(inner);
+    let sel = app.method_index();
+    let markers: Vec<Marker> = layer
+        .methods
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            let color = method_color(i, m);
+            let tag = method_tag(i, m, &layer.methods);
+            let selected = sel == Some(i);
+            m.range.into_iter().map(move |x| Marker {
+                x,
+                color,
+                tag,
+                selected,
+            })
+        })
+        .collect();
+    let keep = sel
+        .and_then(|i| layer.methods.get(i))
+        .map(|m| (m.range[0], m.range[1]));
+    frame.render_widget(
+        HistogramPlot {
+            hist: &profile.hist,
+            lo,
+            hi,
+            log: app.log_scale,
+            markers: &markers,
+            keep,
+        },
+        plot,
+    );
+    draw_axis(frame, axis, lo, hi);
+    if legend_h > 0 {
+        draw_legend(frame, app, layer, legend, lo, hi);
+    }
+    // Scale and view in the top-right corner of the block.
+    let mode = format!(
+        " {} · {} ",
+        if app.log_scale { "log" } else { "linear" },
+        if app.zoom { "zoom" } else { "full" }
+    );
+    let mw = (mode.chars().count() as u16).min(area.width);
+    frame.render_widget(
+        Paragraph::new(mode).fg(Color::Cyan),
+        Rect::new(area.right() - mw, area.y, mw, 1),
+    );
+}
+
+fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
+    let w = usize::from(area.width);
+    if w == 0 {
+        return;
+    }
+    let mut chars: Vec<char> = vec!['─'; w];
+    let put = |at: usize, s: &str, chars: &mut Vec<char>| {
+        let s: Vec<char> = s.chars().collect();
+        let start = at.min(w.saturating_sub(s.len()));
+        for (k, c) in s.into_iter().enumerate() {
+            if let Some(slot) = chars.get_mut(start + k) {
+                *slot = c;
+            }
+        }
+    };
+    let left = num_short(lo);
+    let right = num_short(hi);
+    put(0, &left, &mut chars);
+    put(w.saturating_sub(right.chars().count()), &right, &mut chars);
+    if let Some(c) = column_of(0.0, lo, hi, w) {
+        let label = "┴0";
+        let l0 = left.chars().count() + 1;
+        let r0 = w.saturating_sub(right.chars().count() + 3);
+        if c > l0 && c < r0 {
+            put(c, label, &mut chars);
+        }
+    }
+    let s: String = chars.into_iter().collect();
+    frame.render_widget(Paragraph::new(s).fg(Color::DarkGray), area);
+}
+
+fn draw_legend(frame: &mut Frame, app: &App, layer: &LayerAnalysis, area: Rect, lo: f64, hi: f64) {
+    let sel = app.method_index();
+    let mut spans = Vec::new();
+    for (i, m) in layer.methods.iter().enumerate() {
+        let style = Style::new().fg(method_color(i, m));
+        let style = if sel == Some(i) {
+            style.add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        } else {
+            style
+        };
+        spans.push(Span::styled(
+            format!("{}", method_tag(i, m, &layer.methods)),
+            style.add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::styled(format!(" {}  ", short_label(m)), style));
+    }
+    if lo <= -FP16_MAX || hi >= FP16_MAX {
+        spans.push(Span::styled(
+            "╎ fp16 ±65504  ",
+            Style::new().fg(Color::LightRed),
+        ));
+    }
+    if sel.is_some() {
+        spans.push(Span::styled("▇ clipped", Style::new().fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, area: Rect) {
+    let focused = app.focus == Focus::Methods;
+    let title = Line::from(vec![
+        Span::raw(" methods "),
+        Span::styled(
+            format!(
+                "{} {}-bit · ★ best SQNR ",
+                app.opts.scheme.name(),
+                app.opts.bits
+            ),
+            Style::new().fg(Color::DarkGray),
+        ),
+    ]);
+    let block = panel(title, focused, Borders::TOP);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(layer) = layer.filter(|l| !l.methods.is_empty()) else {
+        return;
+    };
+    let wide = inner.width >= 96;
+    let sel = app.method_index();
+    let floor = app.opts.thresholds.sqnr_floor_db;
+    let rec = layer.recommended.as_deref();
+    let header: Vec<&str> = if wide {
+        vec![
+            "", "method", "lo", "hi", "scale", "zp", "clip↓%", "clip↑%", "MSE", "SQNR dB", "cosine",
+        ]
+    } else {
+        vec!["", "method", "lo", "hi", "clip%", "SQNR", "cos"]
+    };
+    let rows = layer.methods.iter().enumerate().map(|(i, m)| {
+        let tag = method_tag(i, m, &layer.methods);
+        let color = method_color(i, m);
+        let star = if Some(m.label().as_str()) == rec {
+            "★"
+        } else {
+            " "
+        };
+        let mx = &m.metrics;
+        let sq =
+            Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
+        let name = format!("{star}{}", short_label(m));
+        let mut cells = vec![
+            Cell::from(tag.to_string()).style(Style::new().fg(color).bold()),
+            Cell::from(name).style(Style::new().fg(color)),
+            Cell::from(num_short(m.range[0])),
+            Cell::from(num_short(m.range[1])),
+        ];
+        if wide {
+            cells.extend([
+                Cell::from(num_short(m.scale)),
+                Cell::from(m.zero_point.to_string()),
+                Cell::from(pct_short(mx.clipped_below)),
+                Cell::from(pct_short(mx.clipped_above)),
+                Cell::from(num_short(mx.mse)),
+                sq,
+                Cell::from(format!("{:.6}", mx.cosine)),
+            ]);
+        } else {
+            cells.extend([
+                Cell::from(pct_short(mx.clipped())),
+                sq,
+                Cell::from(format!("{:.4}", mx.cosine)),
+            ]);
+        }
+        let mut row = Row::new(cells);
+        if sel == Some(i) {
+            row = row.style(if focused {
+                Style::new().bg(Color::Blue).bold()
+            } else {
+                Style::new().bg(Color::DarkGray)
+            });
+        }
+        row
+    });
+    let widths: Vec<Constraint> = if wide {
+        vec![
+            Constraint::Length(1),
+            Constraint::Length(12),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(9),
+        ]
+    } else {
+        vec![
+            Constraint::Length(1),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(6),
+        ]
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().fg(Color::DarkGray).bold()))
+        .column_spacing(1);
+    frame.render_widget(table, inner);
+}
+
+fn stats_line(layer: &LayerAnalysis) -> Line<'static> {
+    let Some(s) = &layer.stats else {
+        return Line::from("no statistics".dark_gray());
+    };
+    let dim = Style::new().fg(Color::DarkGray);
+    let mut spans = vec![
+        Span::styled("n ", dim),
+        Span::raw(count_short(s.count)),
+        Span::styled("  min ", dim),
+        Span::raw(num_short(s.min)),
+        Span::styled("  max ", dim),
+        Span::raw(num_short(s.max)),
+        Span::styled("  mean ", dim),
+        Span::raw(num_short(s.mean)),
+        Span::styled("  std ", dim),
+        Span::raw(num_short(s.std)),
+        Span::styled("  kurt ", dim),
+        Span::raw(num_short(s.kurtosis)),
+        Span::styled("  zeros ", dim),
+        Span::raw(format!("{}%", pct_short(s.zero_fraction))),
+    ];
+    let bad = s.nan + s.pos_inf + s.neg_inf;
+    if bad > 0 {
+        spans.push(Span::styled(
+            format!("  NaN {} +Inf {} -Inf {}", s.nan, s.pos_inf, s.neg_inf),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    Line::from(spans)
+}
+
+/// One line per cast. `wide`: aligned columns with full labels; else compact (80 columns).
+fn cast_lines(layer: &LayerAnalysis, wide: bool) -> Vec<Line<'static>> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let bad = |n: u64| {
+        if n > 0 {
+            Style::new().fg(Color::Red).bold()
+        } else {
+            Style::new()
+        }
+    };
+    let sub_style = |n: u64| {
+        if n > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        }
+    };
+    layer
+        .casts
+        .iter()
+        .map(|c| {
+            if wide {
+                Line::from(vec![
+                    Span::styled(format!("{:<9}", c.dtype.name()), Style::new().bold()),
+                    Span::styled("overflow ", dim),
+                    Span::styled(format!("{:<7}", count_short(c.overflow)), bad(c.overflow)),
+                    Span::styled("flush-to-0 ", dim),
+                    Span::styled(format!("{:<7}", count_short(c.underflow)), bad(c.underflow)),
+                    Span::styled("subnormal ", dim),
+                    Span::styled(
+                        format!("{:<7}", count_short(c.subnormal)),
+                        sub_style(c.subnormal),
+                    ),
+                    Span::styled("SQNR ", dim),
+                    Span::raw(format!("{:>6} dB  ", db_short(c.sqnr_db))),
+                    Span::styled("max rel err ", dim),
+                    Span::raw(num_short(c.max_rel_error)),
+                ])
+            } else {
+                let name = match c.dtype {
+                    crate::analysis::cast::CastType::Float16 => "fp16",
+                    crate::analysis::cast::CastType::Bfloat16 => "bf16",
+                };
+                Line::from(vec![
+                    Span::styled(format!("{name} "), Style::new().bold()),
+                    Span::styled("ovf ", dim),
+                    Span::styled(format!("{} ", count_short(c.overflow)), bad(c.overflow)),
+                    Span::styled("ftz ", dim),
+                    Span::styled(format!("{} ", count_short(c.underflow)), bad(c.underflow)),
+                    Span::styled("sub ", dim),
+                    Span::styled(
+                        format!("{} ", count_short(c.subnormal)),
+                        sub_style(c.subnormal),
+                    ),
+                    Span::raw(format!("{}dB ", db_short(c.sqnr_db))),
+                    Span::styled("rel ", dim),
+                    Span::raw(num_short(c.max_rel_error)),
+                ])
+            }
+        })
+        .collect()
+}
+
+fn warning_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
+    let mut v: Vec<Line> = layer
+        .warnings
+        .iter()
+        .map(|w| {
+            Line::from(vec![
+                Span::styled("⚠ ", Style::new().fg(Color::Yellow)),
+                Span::styled(
+                    format!("{} ", w.kind.name()),
+                    Style::new().fg(Color::Yellow).bold(),
+                ),
+                Span::styled(
+                    format!("({}) ", num_short(w.value)),
+                    Style::new().fg(Color::DarkGray),
+                ),
+                Span::raw(w.message.clone()),
+            ])
+        })
+        .collect();
+    v.extend(layer.notes.iter().map(|n| {
+        Line::from(vec![
+            Span::styled("· ", Style::new().fg(Color::DarkGray)),
+            Span::styled(n.clone(), Style::new().fg(Color::DarkGray)),
+        ])
+    }));
+    if v.is_empty() {
+        v.push(Line::from("no warnings".green()));
+    }
+    v
+}
+
+fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, area: Rect) {
+    let focused = app.focus == Focus::Details;
+    let nwarn = layer.map_or(0, |l| l.warnings.len());
+    let title = Line::from(vec![
+        Span::raw(" casts · stats · warnings "),
+        Span::styled(
+            format!("{nwarn} "),
+            if nwarn > 0 {
+                Style::new().fg(Color::Yellow).bold()
+            } else {
+                Style::new().fg(Color::DarkGray)
+            },
+        ),
+    ]);
+    let block = panel(title, focused, Borders::TOP);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(layer) = layer.filter(|l| l.error.is_none() || l.stats.is_some()) else {
+        return;
+    };
+    let scroll = app.details_scroll.min(u16::MAX as usize) as u16;
+    if inner.width >= 120 {
+        // Side by side: numbers left, warnings right.
+        let [left, right] =
+            Layout::horizontal([Constraint::Length(62), Constraint::Min(0)]).areas(inner);
+        let mut lines = cast_lines(layer, false);
+        lines.push(Line::default());
+        lines.push(stats_line(layer));
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
+        frame.render_widget(
+            Paragraph::new(warning_lines(layer))
+                .wrap(Wrap { trim: false })
+                .scroll((scroll, 0)),
+            right.inner(Margin::new(1, 0)),
+        );
+    } else {
+        let mut lines = cast_lines(layer, inner.width >= 90);
+        lines.extend(warning_lines(layer));
+        lines.push(stats_line(layer));
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((scroll, 0)),
+            inner,
+        );
+    }
+}

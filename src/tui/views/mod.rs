@@ -1,0 +1,150 @@
+//! Drawing: `draw(frame, &App)` is a pure function of the state, one module per view. Where
+//! things go comes from [`super::layout`], which the mouse handling in `app` reads too.
+
+mod help;
+mod main;
+mod overview;
+mod status;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use crate::analysis::{MethodKind, MethodResult};
+
+use super::app::App;
+use super::layout::{self, MIN_HEIGHT, MIN_WIDTH, View};
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let size = frame.area();
+    if layout::too_small(size) {
+        draw_too_small(frame, size);
+        return;
+    }
+    match app.view {
+        View::Main => main::draw(frame, app, size),
+        View::Overview => overview::draw(frame, app, size),
+    }
+    if app.help {
+        help::draw(frame, size);
+    }
+}
+
+fn draw_too_small(frame: &mut Frame, size: Rect) {
+    let text = vec![
+        Line::from("terminal too small".bold()),
+        Line::from(format!(
+            "{}×{}: need {MIN_WIDTH}×{MIN_HEIGHT}",
+            size.width, size.height
+        )),
+        Line::from("q quits"),
+    ];
+    let y = size.y + size.height.saturating_sub(3) / 2;
+    let area = Rect {
+        y,
+        height: size.height.saturating_sub(y - size.y).min(3),
+        ..size
+    };
+    frame.render_widget(Paragraph::new(text).centered(), area);
+}
+
+// ---------------------------------------------------------------- colours and formatting
+
+/// Colour of a method's markers (distinct per row of the table).
+pub fn method_color(i: usize, m: &MethodResult) -> Color {
+    match m.method {
+        MethodKind::Minmax => Color::LightBlue,
+        MethodKind::Ema => Color::Cyan,
+        MethodKind::Entropy => Color::Green,
+        MethodKind::Mse => Color::Yellow,
+        MethodKind::Percentile => [
+            Color::Magenta,
+            Color::LightMagenta,
+            Color::LightCyan,
+            Color::White,
+        ][i % 4],
+    }
+}
+
+/// The letter of a method's markers.
+pub fn method_tag(i: usize, m: &MethodResult, methods: &[MethodResult]) -> char {
+    match m.method {
+        MethodKind::Minmax => 'M',
+        MethodKind::Ema => 'A',
+        MethodKind::Entropy => 'H',
+        MethodKind::Mse => 'S',
+        MethodKind::Percentile => {
+            let k = methods[..i]
+                .iter()
+                .filter(|x| x.method == MethodKind::Percentile)
+                .count();
+            char::from_digit((k as u32 + 1) % 10, 10).unwrap_or('P')
+        }
+    }
+}
+
+/// Short label: `p99.99` for percentiles.
+fn short_label(m: &MethodResult) -> String {
+    match m.percentile {
+        Some(p) => format!("p{p}"),
+        None => m.method.name().to_string(),
+    }
+}
+
+/// SQNR colour relative to the floor: red below it, yellow within 10 dB, green above.
+fn sqnr_color(db: f64, floor: f64) -> Color {
+    if db.is_nan() {
+        Color::DarkGray
+    } else if db < floor {
+        Color::Red
+    } else if db < floor + 10.0 {
+        Color::Yellow
+    } else {
+        Color::Green
+    }
+}
+
+/// Cuts `s` to `w` characters with `…` in the middle, so `archive/member` names keep both the
+/// file's number and the member (`09_s…/fc1_relu`).
+pub fn fit_middle(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    if w < 6 {
+        return fit(s, w);
+    }
+    let head = (w - 1) / 3;
+    let tail = w - 1 - head;
+    let mut t: String = s.chars().take(head).collect();
+    t.push('…');
+    t.extend(s.chars().skip(n - tail));
+    t
+}
+
+/// Cuts `s` to `w` characters, ending with `…` if cut.
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_string()
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut t: String = s.chars().take(w - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn panel(title: Line<'static>, focused: bool, borders: Borders) -> Block<'static> {
+    let style = if focused {
+        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    } else {
+        Style::new().fg(Color::DarkGray)
+    };
+    Block::new()
+        .borders(borders)
+        .border_style(style)
+        .title(title)
+}

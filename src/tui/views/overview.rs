@@ -1,0 +1,169 @@
+//! The overview: every layer × method SQNR, most sensitive layer first.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Borders, Cell, Row, Table};
+
+use crate::analysis::{MethodKind, MethodResult};
+
+use super::status::{draw_header, draw_status};
+use super::{fit, fit_middle, panel, short_label, sqnr_color};
+use crate::report::fmt::db_short;
+use crate::tui::app::App;
+use crate::tui::layout;
+
+pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
+    let areas = layout::overview_areas(size);
+    let body = areas.table;
+    draw_header(frame, app, areas.header);
+    draw_status(frame, app, areas.status);
+    frame.render_widget(
+        panel(
+            Line::from(vec![
+                Span::raw(" overview "),
+                Span::styled(
+                    "· SQNR dB per method, most sensitive layer first · ★ best ",
+                    Style::new().fg(Color::DarkGray),
+                ),
+            ]),
+            true,
+            Borders::TOP,
+        ),
+        areas.title,
+    );
+    let order = app.by_sensitivity();
+    // Method columns from the first layer that has methods (all share the options).
+    let methods: Vec<MethodResult> = app
+        .slots
+        .iter()
+        .filter_map(|s| s.result.as_ref())
+        .find(|l| !l.methods.is_empty())
+        .map(|l| l.methods.clone())
+        .unwrap_or_default();
+    let floor = app.opts.thresholds.sqnr_floor_db;
+    let wide = body.width >= 120;
+    let col_w: u16 = if wide { 8 } else { 6 };
+    let n_m = methods.len() as u16;
+    // name + best(6) + [method(10) + bar] + methods + warn(3), one space between columns.
+    // Columns: name, best, [bar, method], methods..., warn; one space between each.
+    let spacing = if wide { n_m + 4 } else { n_m + 2 };
+    let fixed = 6 + n_m * col_w + 4 + spacing;
+    let longest = app
+        .slots
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5) as u16;
+    let (name_w, bar_w) = if wide {
+        let name_w = longest.min(40);
+        let bar_w = body.width.saturating_sub(fixed + name_w + 10);
+        (name_w, bar_w)
+    } else {
+        (body.width.saturating_sub(fixed).max(8), 0)
+    };
+    let top_db = order
+        .iter()
+        .filter_map(|&i| app.slots[i].sensitivity())
+        .filter(|v| v.is_finite())
+        .fold(60.0_f64, f64::max);
+    let h = usize::from(areas.rows.height);
+    let first = layout::scroll_start(app.overview_scroll, h, order.len());
+    let rows = order
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(h)
+        .map(|(pos, &i)| {
+            let slot = &app.slots[i];
+            let mut cells = vec![Cell::from(fit_middle(&slot.name, usize::from(name_w)))];
+            match &slot.result {
+                None => cells.push(Cell::from("   …").fg(Color::DarkGray)),
+                Some(l) if l.error.is_some() => cells.push(Cell::from(" error").fg(Color::Red)),
+                Some(l) => {
+                    let best = l.sensitivity_sqnr_db.unwrap_or(f64::NAN);
+                    cells.push(
+                        Cell::from(format!("{:>5} ", db_short(best)))
+                            .style(Style::new().fg(Color::Black).bg(sqnr_color(best, floor))),
+                    );
+                    if wide {
+                        let filled = if best.is_finite() && best > 0.0 {
+                            ((best / top_db * f64::from(bar_w)).round() as usize)
+                                .min(usize::from(bar_w))
+                        } else {
+                            0
+                        };
+                        cells.push(Cell::from("▇".repeat(filled)).fg(sqnr_color(best, floor)));
+                        cells.push(Cell::from(
+                            l.recommended_method().map(short_label).unwrap_or_default(),
+                        ));
+                    }
+                    for m in &methods {
+                        let label = m.label();
+                        let cell = match l.methods.iter().find(|x| x.label() == label) {
+                            Some(x) => {
+                                let v = x.metrics.sqnr_db;
+                                let is_best = l.recommended.as_deref() == Some(label.as_str());
+                                let mut st = Style::new().fg(sqnr_color(v, floor));
+                                if is_best {
+                                    st = st.bold();
+                                }
+                                let w = usize::from(col_w) - 1;
+                                Cell::from(format!(
+                                    "{:>w$}{}",
+                                    db_short(v),
+                                    if is_best { "★" } else { " " }
+                                ))
+                                .style(st)
+                            }
+                            None => Cell::from("  —").fg(Color::DarkGray),
+                        };
+                        cells.push(cell);
+                    }
+                    cells.push(
+                        Cell::from(if l.warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!("⚠{}", l.warnings.len())
+                        })
+                        .fg(Color::Yellow),
+                    );
+                }
+            }
+            let mut row = Row::new(cells);
+            if pos == app.overview_scroll {
+                row = row.style(Style::new().bg(Color::Blue).bold());
+            }
+            row
+        });
+    let mut head: Vec<String> = vec!["layer".into(), " best".into()];
+    let mut widths = vec![Constraint::Length(name_w), Constraint::Length(6)];
+    if wide {
+        head.push(format!("best SQNR (0–{top_db:.0} dB)"));
+        head.push("method".into());
+        widths.push(Constraint::Length(bar_w));
+        widths.push(Constraint::Length(10));
+    }
+    for m in &methods {
+        let label = if wide {
+            short_label(m)
+        } else {
+            match (m.method, m.percentile) {
+                (MethodKind::Entropy, _) => "entr".into(),
+                (_, Some(p)) => format!("{p}"),
+                _ => m.method.name().to_string(),
+            }
+        };
+        let w = usize::from(col_w);
+        head.push(format!("{:>w$}", fit(&label, w)));
+        widths.push(Constraint::Length(col_w));
+    }
+    head.push("warn".into());
+    widths.push(Constraint::Length(4));
+    let table = Table::new(rows, widths)
+        .header(Row::new(head).style(Style::new().fg(Color::DarkGray).bold()))
+        .column_spacing(1);
+    frame.render_widget(table, body);
+}
