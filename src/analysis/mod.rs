@@ -29,7 +29,7 @@ pub mod warnings;
 
 pub use crate::calib::MethodKind;
 pub use model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings, ser_num};
-pub use options::{FINE_BINS, MAX_BATCHES, Options, Progress, SEARCH_BINS};
+pub use options::{FINE_BINS, MAX_BATCHES, OptionError, Options, Progress, SEARCH_BINS};
 pub use passes::{measure, profile_layer};
 pub use pipeline::{LayerEvent, LayerJob, analyze, analyze_layer, open_layer, run_layers};
 pub use profile::{KeptProfile, Profile};

@@ -317,10 +317,7 @@ pub(crate) fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Op
     let absmax = p.absmax();
     let kurt = m.kurtosis();
     if p9999 > 0.0 && (absmax / p9999 > t.outlier_ratio || kurt > t.kurtosis) {
-        let qmax = match opts.scheme {
-            Scheme::Symmetric => (1u64 << (opts.bits - 1)) - 1,
-            Scheme::Affine => (1u64 << opts.bits) - 1,
-        };
+        let qmax = opts.scheme.qmax(opts.bits) as u64;
         // Levels min-max leaves to the bulk of the data: |x| ≤ P maps to ceil(P/max·qmax).
         let levels = |pv: f64| ((pv / absmax) * qmax as f64).ceil().max(1.0) as u64;
         w.push(Warning::new(

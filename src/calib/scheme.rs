@@ -14,11 +14,30 @@ pub enum Scheme {
     Affine,
 }
 
+/// Bit widths the integer grids support.
+pub const MIN_BITS: u8 = 2;
+pub const MAX_BITS: u8 = 16;
+
+/// `bits` brought into [`MIN_BITS`]`..=`[`MAX_BITS`] (options are validated; this keeps the
+/// arithmetic safe for any caller).
+pub fn clamp_bits(bits: u8) -> u32 {
+    u32::from(bits.clamp(MIN_BITS, MAX_BITS))
+}
+
 impl Scheme {
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Symmetric => "symmetric",
             Scheme::Affine => "affine",
+        }
+    }
+
+    /// The largest integer of the grid: 2^(b−1) − 1 (symmetric, narrow) or 2^b − 1 (affine).
+    pub fn qmax(self, bits: u8) -> i64 {
+        let bits = clamp_bits(bits);
+        match self {
+            Scheme::Symmetric => (1i64 << (bits - 1)) - 1,
+            Scheme::Affine => (1i64 << bits) - 1,
         }
     }
 }
@@ -56,10 +75,9 @@ pub struct QParams {
 impl QParams {
     /// Parameters for the range `[lo, hi]` (for symmetric, `amax = max(|lo|, |hi|)`).
     pub fn new(scheme: Scheme, bits: u8, lo: f64, hi: f64) -> QParams {
-        let bits = u32::from(bits.clamp(2, 16));
+        let qmax = scheme.qmax(bits);
         match scheme {
             Scheme::Symmetric => {
-                let qmax = (1i64 << (bits - 1)) - 1;
                 let amax = lo.abs().max(hi.abs());
                 // NaN ranges count as degenerate too.
                 let degenerate = amax.is_nan() || amax < ZERO_RANGE;
@@ -75,7 +93,6 @@ impl QParams {
                 }
             }
             Scheme::Affine => {
-                let qmax = (1i64 << bits) - 1;
                 let lo0 = lo.min(0.0);
                 let hi0 = hi.max(0.0);
                 let degenerate = (hi0 - lo0).is_nan() || hi0 - lo0 < ZERO_RANGE;

@@ -15,6 +15,7 @@ mod tests;
 pub use affine::affine;
 pub use symmetric::symmetric;
 
+use super::scheme::clamp_bits;
 use super::{Found, Search, near_minimum};
 use crate::histogram::Histogram;
 
@@ -22,11 +23,6 @@ use crate::histogram::Histogram;
 pub(super) const START_BIN: usize = 128;
 /// ONNX Runtime's `smooth_distribution` epsilon (also MXNet's).
 pub(super) const ORT_EPS: f64 = 1e-4;
-
-/// Bits as `QParams::new` accepts them.
-pub(super) fn clamp_bits(bits: u8) -> u32 {
-    u32::from(bits.clamp(2, 16))
-}
 
 /// numpy's `add.reduce` on a contiguous float64 array (`pairwise_sum` in `loops_utils.h`:
 /// 8 accumulators in blocks of at most 128, halves split at multiples of 8). scipy's `entropy`

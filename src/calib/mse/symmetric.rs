@@ -560,7 +560,7 @@ impl SymContext {
 /// change nothing.
 pub fn symmetric(abs_hist: &Histogram, bits: u8) -> Search {
     let nbins = abs_hist.bins();
-    let max_bound = ((1u64 << (u32::from(bits.clamp(2, 16)) - 1)) - 1) as f64;
+    let max_bound = Scheme::Symmetric.qmax(bits) as f64;
     let (cs, ws): (Vec<f64>, Vec<f64>) = weighted_centres(abs_hist).into_iter().unzip();
     let start = START_BIN.min(nbins.saturating_sub(1));
     // abs: an |x| histogram's centres are ≥ 0; this keeps lo ≤ hi on any other input.
