@@ -1,8 +1,31 @@
-//! Command-line definitions (clap). `main.rs` turns these into library calls.
+//! Command-line definitions (clap) and their one conversion into validated library values.
+//! Defaults come from the library's own `Default`s, so `--help` shows what the library uses.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use calibscope::analysis::Options;
+use calibscope::analysis::warnings::{Thresholds, WarningKind};
+use calibscope::calib::Scheme;
+use calibscope::source::{BatchLayout, Limits};
+
+/// The command line asked for something the tool cannot do: one line, exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn defaults() -> Options {
+    Options::default()
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,49 +87,145 @@ pub struct ReportArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct AnalysisArgs {
-    /// Integer bit width (2..=16).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(2..=16), global = true)]
+    /// Integer bit width.
+    #[arg(long, default_value_t = defaults().bits, global = true)]
     pub bits: u8,
     /// Quantization scheme.
-    #[arg(long, value_enum, default_value_t = SchemeArg::Symmetric, global = true)]
+    #[arg(long, value_enum, default_value_t = SchemeArg::of(defaults().scheme), global = true)]
     pub scheme: SchemeArg,
     /// Percentiles for the percentile method, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "99.9,99.99,99.999",
+        default_values_t = defaults().percentiles,
         global = true
     )]
     pub percentile: Vec<f64>,
     /// Averaging constant of the moving-average min-max.
-    #[arg(long, default_value_t = 0.01, global = true)]
+    #[arg(long, default_value_t = defaults().ema_constant, global = true)]
     pub ema_constant: f64,
     /// Axis that splits a tensor into calibration batches, or `none`.
-    #[arg(long, default_value = "0", value_parser = parse_axis, global = true)]
+    #[arg(long, default_value_t = Axis(defaults().batch_axis), value_parser = parse_axis, global = true)]
     pub batch_axis: Axis,
     /// How folders of sub-folders are read (see README "Batch layouts").
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto, global = true)]
     pub layout: LayoutArg,
     /// Best SQNR below this (dB) flags a sensitive layer.
-    #[arg(long, default_value_t = 20.0, global = true)]
+    #[arg(long, default_value_t = Thresholds::default().sqnr_floor_db, global = true)]
     pub sqnr_floor: f64,
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     /// Largest .npy header accepted, in bytes.
-    #[arg(long, default_value_t = 1 << 20, global = true)]
+    #[arg(long, default_value_t = Limits::default().max_header_bytes, global = true)]
     pub max_header_bytes: usize,
     /// Largest inflate ratio accepted for a compressed .npz member.
-    #[arg(long, default_value_t = 1024, global = true)]
+    #[arg(long, default_value_t = Limits::default().max_inflate_ratio, global = true)]
     pub max_inflate_ratio: u64,
     /// Most files a folder walk visits.
-    #[arg(long, default_value_t = 100_000, global = true)]
+    #[arg(long, default_value_t = Limits::default().max_files, global = true)]
     pub max_files: usize,
+}
+
+impl AnalysisArgs {
+    /// The one conversion into the library's options, validated by the library's rules.
+    pub fn options(&self) -> Result<Options, UsageError> {
+        let opts = Options {
+            bits: self.bits,
+            scheme: match self.scheme {
+                SchemeArg::Symmetric => Scheme::Symmetric,
+                SchemeArg::Affine => Scheme::Affine,
+            },
+            percentiles: self.percentile.clone(),
+            ema_constant: self.ema_constant,
+            batch_axis: self.batch_axis.0,
+            thresholds: Thresholds {
+                sqnr_floor_db: self.sqnr_floor,
+                ..Thresholds::default()
+            },
+            limits: Limits {
+                max_header_bytes: self.max_header_bytes,
+                max_inflate_ratio: self.max_inflate_ratio,
+                max_files: self.max_files,
+            },
+            ..defaults()
+        };
+        opts.validate().map_err(|e| UsageError(e.to_string()))?;
+        Ok(opts)
+    }
+
+    pub fn layout(&self) -> BatchLayout {
+        match self.layout {
+            LayoutArg::Auto => BatchLayout::Auto,
+            LayoutArg::Files => BatchLayout::Files,
+            LayoutArg::Batches => BatchLayout::Batches,
+        }
+    }
+}
+
+/// What `--export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    TrtCache,
+    Json,
+}
+
+impl ReportArgs {
+    /// `--fail-on`: `None` no gate; `Some(empty)` any warning; otherwise the listed kinds.
+    pub fn fail_on(&self) -> Result<Option<Vec<WarningKind>>, UsageError> {
+        let Some(s) = self.fail_on.as_deref() else {
+            return Ok(None);
+        };
+        if s == "warnings" || s == "any" {
+            return Ok(Some(Vec::new()));
+        }
+        s.split(',')
+            .map(|k| {
+                WarningKind::from_name(k.trim()).ok_or_else(|| {
+                    let all: Vec<&str> = WarningKind::ALL.iter().map(|k| k.name()).collect();
+                    UsageError(format!(
+                        "unknown warning kind `{k}` for --fail-on (expected `warnings` or some of: {})",
+                        all.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// `--export KIND FILE`, checked before any analysis runs.
+    pub fn export(&self) -> Result<Option<(ExportKind, PathBuf)>, UsageError> {
+        let Some(ex) = &self.export else {
+            return Ok(None);
+        };
+        let [kind, file] = ex.as_slice() else {
+            return Err(UsageError("--export takes KIND FILE".into()));
+        };
+        let kind = match kind.as_str() {
+            "trt-cache" => ExportKind::TrtCache,
+            "json" => ExportKind::Json,
+            other => {
+                return Err(UsageError(format!(
+                    "unknown export kind `{other}` (expected trt-cache or json)"
+                )));
+            }
+        };
+        Ok(Some((kind, PathBuf::from(file))))
+    }
 }
 
 /// `--batch-axis N` or `none`.
 #[derive(Clone, Copy, Debug)]
 pub struct Axis(pub Option<usize>);
+
+impl fmt::Display for Axis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("none"),
+        }
+    }
+}
 
 fn parse_axis(s: &str) -> Result<Axis, String> {
     if s.eq_ignore_ascii_case("none") {
@@ -130,6 +249,15 @@ pub enum FormatArg {
 pub enum SchemeArg {
     Symmetric,
     Affine,
+}
+
+impl SchemeArg {
+    fn of(s: Scheme) -> SchemeArg {
+        match s {
+            Scheme::Symmetric => SchemeArg::Symmetric,
+            Scheme::Affine => SchemeArg::Affine,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

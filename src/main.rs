@@ -13,12 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use calibscope::analysis::warnings::{Thresholds, WarningKind};
 use calibscope::analysis::{Analysis, Options, Progress, analyze};
-use calibscope::calib::Scheme;
 use calibscope::report::{self, Format, export, write};
-use calibscope::source::{BatchLayout, Discovery, Limits, discover};
-use cli::{AnalysisArgs, Cli, Command, FormatArg, LayoutArg, ReportArgs, SchemeArg};
+use calibscope::source::{Discovery, discover};
+use cli::{AnalysisArgs, Cli, Command, ExportKind, FormatArg, ReportArgs};
 
 fn main() -> ExitCode {
     keep_freed_memory();
@@ -27,7 +25,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::from(1)
+            // A usage error exits 2, as clap's own do; any other failure 1.
+            ExitCode::from(if e.is::<cli::UsageError>() { 2 } else { 1 })
         }
     }
 }
@@ -80,58 +79,25 @@ fn setup_threads(a: &AnalysisArgs) -> Result<()> {
     Ok(())
 }
 
-fn options(a: &AnalysisArgs) -> Result<Options> {
-    if let Some(p) = a.percentile.iter().find(|p| !(0.0..=100.0).contains(*p)) {
-        bail!("--percentile {p} is outside 0..=100");
-    }
-    if !(a.ema_constant > 0.0 && a.ema_constant <= 1.0) {
-        bail!("--ema-constant must be in (0, 1]");
-    }
-    Ok(Options {
-        bits: a.bits,
-        scheme: match a.scheme {
-            SchemeArg::Symmetric => Scheme::Symmetric,
-            SchemeArg::Affine => Scheme::Affine,
-        },
-        percentiles: a.percentile.clone(),
-        ema_constant: a.ema_constant,
-        batch_axis: a.batch_axis.0,
-        thresholds: Thresholds {
-            sqnr_floor_db: a.sqnr_floor,
-            ..Thresholds::default()
-        },
-        limits: Limits {
-            max_header_bytes: a.max_header_bytes,
-            max_inflate_ratio: a.max_inflate_ratio,
-            max_files: a.max_files,
-        },
-        ..Options::default()
-    })
-}
-
 /// Options and the layers to analyse (the bundled samples when no path is given).
 fn prepare(paths: &[PathBuf], a: &AnalysisArgs) -> Result<(Options, Discovery)> {
-    let opts = options(a)?;
+    let opts = a.options()?;
     let paths = if paths.is_empty() {
         vec![calibscope::samples::extract().context("could not unpack the bundled samples")?]
     } else {
         paths.to_vec()
     };
-    let layout = match a.layout {
-        LayoutArg::Auto => BatchLayout::Auto,
-        LayoutArg::Files => BatchLayout::Files,
-        LayoutArg::Batches => BatchLayout::Batches,
-    };
-    let found = discover(&paths, layout, &opts.limits);
+    let found = discover(&paths, a.layout(), &opts.limits);
     Ok((opts, found))
 }
 
 fn report_command(args: ReportArgs) -> Result<ExitCode> {
     setup_threads(&args.analysis).ok();
-    let fail_on = parse_fail_on(args.fail_on.as_deref())?;
+    let fail_on = args.fail_on()?;
+    let export_to = args.export()?;
     let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
     opts.keep_profiles = false;
-    let analysis = run_with_progress(&found, &opts, args.quiet);
+    let analysis = run_with_progress(&found, &opts, args.quiet)?;
     let format = match args.format {
         FormatArg::Text => Format::Text,
         FormatArg::Json => Format::Json,
@@ -140,21 +106,17 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
     };
     print(report::render(&analysis, format).as_bytes())?;
 
-    if let Some(ex) = &args.export {
-        let [kind, file] = ex.as_slice() else {
-            bail!("--export takes KIND FILE");
-        };
-        let contents = match kind.as_str() {
-            "trt-cache" => export::trt_cache(&analysis, &args.method),
-            "json" => export::ranges_json(&analysis, &args.method),
-            other => bail!("unknown export kind `{other}` (expected trt-cache or json)"),
+    if let Some((kind, file)) = &export_to {
+        let contents = match kind {
+            ExportKind::TrtCache => export::trt_cache(&analysis, &args.method),
+            ExportKind::Json => export::ranges_json(&analysis, &args.method),
         }
         .map_err(anyhow::Error::msg)?;
         let inputs: Vec<&Path> = (args.paths.iter().map(PathBuf::as_path))
             .chain(write::input_files(&found.layers))
             .chain(found.errors.iter().map(|e| Path::new(&e.path)))
             .collect();
-        write::write_atomic(Path::new(file), contents.as_bytes(), &inputs)?;
+        write::write_atomic(file, contents.as_bytes(), &inputs)?;
     }
 
     let failed = analysis.layers.iter().any(|l| l.error.is_some());
@@ -190,29 +152,9 @@ fn print(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// `None`: no gate; `Some(empty)`: any warning; otherwise the listed kinds.
-fn parse_fail_on(s: Option<&str>) -> Result<Option<Vec<WarningKind>>> {
-    let Some(s) = s else { return Ok(None) };
-    if s == "warnings" || s == "any" {
-        return Ok(Some(Vec::new()));
-    }
-    s.split(',')
-        .map(|k| {
-            WarningKind::from_name(k.trim()).with_context(|| {
-                let all: Vec<&str> = WarningKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown warning kind `{k}` for --fail-on (expected `warnings` or some of: {})",
-                    all.join(", ")
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
-}
-
 /// Runs the analysis on a worker thread while the main thread draws a progress bar on stderr
 /// (only when stderr is a terminal and not `--quiet`).
-fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Analysis {
+fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Result<Analysis> {
     let progress = Progress::default();
     let show = !quiet && std::io::stderr().is_terminal();
     std::thread::scope(|s| {
@@ -237,10 +179,9 @@ fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Analysis
             }
             bar.finish_and_clear();
         }
-        worker.join().unwrap_or_else(|_| Analysis {
-            version: calibscope::analysis::JSON_VERSION,
-            settings: calibscope::analysis::Settings::of(opts),
-            layers: Vec::new(),
+        // Layers catch their own panics; one outside them is a bug, never an empty report.
+        worker.join().map_err(|_| {
+            anyhow::anyhow!("the analysis failed unexpectedly (a bug: please report it)")
         })
     })
 }

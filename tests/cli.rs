@@ -190,6 +190,67 @@ fn missing_path_is_reported_and_usage_errors_exit_2() {
         .code(2);
 }
 
+/// Every usage error the library's rules or ours catch: exit 2, one line naming the value,
+/// before any analysis runs (the export target of the last case is never created).
+#[test]
+fn each_usage_error_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (&["--bits", "1"], "bit width 1 is outside 2..=16"),
+        (&["--bits", "17"], "bit width 17 is outside 2..=16"),
+        (&["--percentile", "0"], "percentile 0 is outside (0, 100]"),
+        (
+            &["--percentile", "99,101"],
+            "percentile 101 is outside (0, 100]",
+        ),
+        (
+            &["--percentile", "99.9,99.9"],
+            "percentile 99.9 is listed twice",
+        ),
+        (
+            &["--ema-constant", "0"],
+            "moving-average constant 0 is outside (0, 1]",
+        ),
+        (
+            &["--ema-constant", "1.5"],
+            "moving-average constant 1.5 is outside (0, 1]",
+        ),
+        (
+            &["--fail-on", "nan_inf,bogus"],
+            "unknown warning kind `bogus` for --fail-on",
+        ),
+        (
+            &["--export", "xml", out],
+            "unknown export kind `xml` (expected trt-cache or json)",
+        ),
+    ];
+    for (args, msg) in cases {
+        let a = calibscope()
+            .arg("report")
+            .arg(data())
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout("");
+        let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("Error: ") && err.contains(msg),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!dir.path().join("out.json").exists());
+    // The bare command (UI or text report) follows the same rules.
+    calibscope()
+        .arg(data())
+        .args(["--bits", "20"])
+        .assert()
+        .code(2)
+        .stderr("Error: bit width 20 is outside 2..=16\n");
+}
+
 #[test]
 fn fail_on_gates_on_warning_kinds() {
     let gelu = data().join("02_block_gelu.npy");

@@ -158,7 +158,8 @@ mod tests {
             f(&mut o);
             o.validate().err().map(|e| e.to_string())
         };
-        let cases: [(&dyn Fn(&mut Options), &str); 8] = [
+        type Edit<'a> = &'a dyn Fn(&mut Options);
+        let cases: [(Edit, &str); 8] = [
             (&|o| o.bits = 1, "bit width 1 is outside 2..=16"),
             (&|o| o.bits = 17, "bit width 17 is outside 2..=16"),
             (

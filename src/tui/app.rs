@@ -9,8 +9,10 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
+use crate::analysis::options::parse_percentiles;
 use crate::analysis::{Analysis, JSON_VERSION, KeptProfile, LayerAnalysis, Options, Settings};
 use crate::calib::Scheme;
+use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
@@ -455,9 +457,12 @@ impl App {
     }
 
     fn set_bits(&mut self, delta: i32) -> Option<Command> {
-        let bits = (i32::from(self.opts.bits) + delta).clamp(2, 16) as u8;
+        let bits =
+            (i32::from(self.opts.bits) + delta).clamp(MIN_BITS.into(), MAX_BITS.into()) as u8;
         if bits == self.opts.bits {
-            self.message = Some(format!("bit width stays within 2..=16 ({bits})"));
+            self.message = Some(format!(
+                "bit width stays within {MIN_BITS}..={MAX_BITS} ({bits})"
+            ));
             return None;
         }
         self.opts.bits = bits;
@@ -496,7 +501,7 @@ impl App {
                         }
                     }
                     Err(e) => {
-                        self.message = Some(e);
+                        self.message = Some(e.to_string());
                         self.input = Some(Input::Percentiles(s));
                     }
                 },
@@ -685,27 +690,4 @@ fn offset(pos: usize, delta: i64, n: usize) -> usize {
     }
     let p = pos as i64 + delta;
     p.clamp(0, n as i64 - 1) as usize
-}
-
-/// `99.9, 99.99` → `[99.9, 99.99]`; each in (0, 100], at most 8, no duplicates.
-pub fn parse_percentiles(s: &str) -> Result<Vec<f64>, String> {
-    let mut out: Vec<f64> = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let v: f64 = part
-            .parse()
-            .map_err(|_| format!("not a number: {part:?}"))?;
-        if !(v > 0.0 && v <= 100.0) {
-            return Err(format!("percentile {part} is not in (0, 100]"));
-        }
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    if out.is_empty() {
-        return Err("give at least one percentile, e.g. 99.9,99.99".into());
-    }
-    if out.len() > 8 {
-        return Err("at most 8 percentiles".into());
-    }
-    Ok(out)
 }

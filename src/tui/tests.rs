@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::Rect;
 
-use super::app::{App, Command, Input, Sort, parse_percentiles};
+use super::app::{App, Command, Input, Sort};
 use super::layout::{self, Focus, View};
 use super::{jobs, views};
 use crate::analysis::{LayerAnalysis, Options, Progress};
@@ -258,15 +258,32 @@ fn scheme_bits_and_percentiles_rerun_with_profiles() {
     assert!(matches!(app.input, Some(Input::Percentiles(_))));
 }
 
+/// The UI's `p` edit follows the command line's rule (one validator), with its message.
 #[test]
-fn percentile_parsing() {
-    assert_eq!(parse_percentiles("99.9, 99.99").unwrap(), vec![99.9, 99.99]);
-    assert_eq!(parse_percentiles("100,100").unwrap(), vec![100.0]);
-    assert!(parse_percentiles("").is_err());
-    assert!(parse_percentiles("0").is_err());
-    assert!(parse_percentiles("101").is_err());
-    assert!(parse_percentiles("nan").is_err());
-    assert!(parse_percentiles("1,2,3,4,5,6,7,8,9").is_err());
+fn percentile_edits_follow_the_one_rule() {
+    let mut app = App::new(Vec::new(), Vec::new(), Options::default());
+    for (typed, want) in [
+        ("100,100", Some("percentile 100 is listed twice")),
+        ("0", Some("percentile 0 is outside (0, 100]")),
+        ("101", Some("percentile 101 is outside (0, 100]")),
+        ("99.5, 99.95", None),
+    ] {
+        app.message = None;
+        app.handle_key(ch('p'));
+        while matches!(&app.input, Some(Input::Percentiles(s)) if !s.is_empty()) {
+            app.handle_key(key(KeyCode::Backspace));
+        }
+        for c in typed.chars() {
+            app.handle_key(ch(c));
+        }
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(app.message.as_deref(), want, "{typed}");
+        if want.is_none() {
+            assert_eq!(app.opts.percentiles, [99.5, 99.95]);
+        } else {
+            app.handle_key(key(KeyCode::Esc));
+        }
+    }
 }
 
 #[test]
