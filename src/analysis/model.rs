@@ -133,9 +133,13 @@ impl LayerAnalysis {
         l
     }
 
+    /// Whether `m` is this layer's recommended method.
+    pub fn is_recommended(&self, m: &MethodResult) -> bool {
+        self.recommended.as_deref() == Some(m.label().as_str())
+    }
+
     pub fn recommended_method(&self) -> Option<&MethodResult> {
-        let label = self.recommended.as_deref()?;
-        self.methods.iter().find(|m| m.label() == label)
+        self.methods.iter().find(|m| self.is_recommended(m))
     }
 }
 

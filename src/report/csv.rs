@@ -43,7 +43,7 @@ pub fn render(a: &Analysis) -> String {
             let _ = writeln!(out, "{head},,,,,,,,,,,,,,,,,{warnings},{error}");
         }
         for m in &l.methods {
-            let rec = l.recommended.as_deref() == Some(m.label().as_str());
+            let rec = l.is_recommended(m);
             let _ = writeln!(
                 out,
                 "{head},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{warnings},{error}",

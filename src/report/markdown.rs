@@ -75,7 +75,7 @@ pub fn render(a: &Analysis) -> String {
             );
             let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
             for m in &l.methods {
-                let rec = l.recommended.as_deref() == Some(m.label().as_str());
+                let rec = l.is_recommended(m);
                 let label = if rec {
                     format!("**{}** ✓", m.label())
                 } else {

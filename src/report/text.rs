@@ -90,11 +90,7 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
             "method", "range", "scale", "zp", "clip%", "MSE", "SQNR", "cosine"
         );
         for m in &l.methods {
-            let mark = if l.recommended.as_deref() == Some(m.label().as_str()) {
-                "*"
-            } else {
-                " "
-            };
+            let mark = if l.is_recommended(m) { "*" } else { " " };
             let range = format!("[{}, {}]", num(m.range[0]), num(m.range[1]));
             let _ = writeln!(
                 out,

@@ -354,16 +354,13 @@ impl App {
         }
         match self.method {
             Some(i) => Some(i.min(layer.methods.len() - 1)),
-            None => {
-                let rec = layer.recommended.as_deref();
-                Some(
-                    layer
-                        .methods
-                        .iter()
-                        .position(|m| Some(m.label().as_str()) == rec)
-                        .unwrap_or(0),
-                )
-            }
+            None => Some(
+                layer
+                    .methods
+                    .iter()
+                    .position(|m| layer.is_recommended(m))
+                    .unwrap_or(0),
+            ),
         }
     }
 

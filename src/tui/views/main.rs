@@ -397,7 +397,6 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
     let wide = inner.width >= 96;
     let sel = app.method_index();
     let floor = app.opts.thresholds.sqnr_floor_db;
-    let rec = layer.recommended.as_deref();
     let header: Vec<&str> = if wide {
         vec![
             "", "method", "lo", "hi", "scale", "zp", "clip↓%", "clip↑%", "MSE", "SQNR dB", "cosine",
@@ -408,11 +407,7 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
     let rows = layer.methods.iter().enumerate().map(|(i, m)| {
         let tag = method_tag(i, m, &layer.methods);
         let color = method_color(i, m);
-        let star = if Some(m.label().as_str()) == rec {
-            "★"
-        } else {
-            " "
-        };
+        let star = if layer.is_recommended(m) { "★" } else { " " };
         let mx = &m.metrics;
         let sq =
             Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));

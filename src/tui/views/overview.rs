@@ -105,7 +105,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                         let cell = match l.methods.iter().find(|x| x.label() == label) {
                             Some(x) => {
                                 let v = x.metrics.sqnr_db;
-                                let is_best = l.recommended.as_deref() == Some(label.as_str());
+                                let is_best = l.is_recommended(x);
                                 let mut st = Style::new().fg(sqnr_color(v, floor));
                                 if is_best {
                                     st = st.bold();
