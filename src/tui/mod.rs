@@ -63,6 +63,11 @@ pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyh
     };
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A panic on an analysis worker is caught by the pipeline and shown as that layer's
+        // error: the UI goes on, so neither restore the terminal nor print over the screen.
+        if rayon::current_thread_index().is_some() {
+            return;
+        }
         let _ = execute!(std::io::stdout(), DisableMouseCapture);
         prev(info);
     }));
