@@ -142,10 +142,9 @@ impl Histogram {
     /// For each rank (1-based), the smallest bin index whose cumulative count reaches it, i.e.
     /// the bin that holds the rank-th smallest value; `None` for rank 0 or a rank beyond
     /// `total`, which must be the histogram's count ([`Self::total`]; the analysis knows it as
-    /// the finite count). One sweep from each end for all ranks: a layer asks for ~20 ranks of
-    /// 65536 bins, which one bin and one rank at a time was a tenth of a small layer's fixed
-    /// cost, and the ranks in the upper half (the calibration percentiles, 99.9 % and up, and
-    /// the statistics' p99s) are met soon going down, where a sweep up crosses most bins.
+    /// the finite count). One sweep from each end for all ranks (a layer asks for ~20 ranks of
+    /// 65536 bins): the ranks in the upper half (the calibration percentiles, 99.9 % and up,
+    /// and the statistics' p99s) are met soon going down, where a sweep up crosses most bins.
     pub fn bins_of_ranks(&self, ranks: &[u64], total: u64) -> Vec<Option<usize>> {
         let high = |r: u64| r > total / 2 && r <= total;
         let low: Vec<u64> = ranks
@@ -395,7 +394,7 @@ const SPARES: usize = 2;
 
 thread_local! {
     /// Count arrays (x, abs) of counters this thread has emptied, all zero: the next pass
-    /// here takes them instead of zero-filling new ones (a fill per small layer was most of
+    /// here takes them instead of zero-filling new ones (a fill per small layer would dominate
     /// its fixed cost). Few, so memory stays a few MiB per thread.
     static SPARE: std::cell::RefCell<Vec<(Vec<u32>, Vec<u32>)>> = const {
         std::cell::RefCell::new(Vec::new())

@@ -32,9 +32,9 @@ fn main() -> ExitCode {
 }
 
 /// Each layer allocates and frees a few MiB of histograms. glibc hands blocks that large back
-/// to the kernel on free, so every layer of a folder paid page faults and zeroing for fresh
-/// pages (a sixth of the per-layer cost); keeping freed memory in the heap reuses it. Peak RSS
-/// is unchanged (the same blocks are reused, not added).
+/// to the kernel on free, so every layer of a folder would pay page faults and zeroing for
+/// fresh pages; keeping freed memory in the heap reuses it. Peak RSS is unchanged (the same
+/// blocks are reused, not added).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.

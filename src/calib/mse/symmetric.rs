@@ -104,11 +104,10 @@ pub(super) fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: 
     errs
 }
 
-/// Nonzero bins per level from which the symmetric search scores per level: measured, a
-/// level (a guess, two quantizations to check it, two loads) costs about as much as 8 bins
-/// of the exact 8-lane scoring (2048 dense bins at 8 bits, 16 per level: ~2× faster; the
-/// 4096-value layers of a small model, ~1100 bins: about even). Many bits on few bins (e.g.
-/// 16 bits on 2048 bins) have more levels than bins: exact scoring there.
+/// Nonzero bins per level from which the symmetric search scores per level: a level (a guess,
+/// two quantizations to check it, two loads) costs about as much as 8 bins of the exact
+/// 8-lane scoring. Many bits on few bins (e.g. 16 bits on 2048 bins) have more levels than
+/// bins: exact scoring there.
 pub(super) const FAST_LEVELS_PER_BIN: usize = 8;
 
 /// What the fast scoring of every symmetric candidate reads: the histogram's bin geometry
