@@ -4,6 +4,11 @@
 use half::f16;
 use serde::Serialize;
 
+/// Largest finite float16.
+pub const F16_MAX: f64 = 65504.0;
+/// The magnitude from which float16 rounds to ±inf (halfway between 65504 and the next step).
+pub const F16_OVERFLOW: f64 = 65520.0;
+
 /// The two casts we audit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

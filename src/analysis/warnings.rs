@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::calib::{self, Scheme};
 use crate::source::DType;
 
-use super::cast::CastType;
+use super::cast::{CastType, F16_MAX, F16_OVERFLOW};
 use super::model::LayerAnalysis;
 use super::options::Options;
 use super::profile::Profile;
@@ -217,7 +217,7 @@ pub(crate) fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Op
                         WarningKind::Fp16Overflow,
                         acc.overflow as f64,
                         format!(
-                            "{} beyond ±65504 become ±inf in float16 (max |x| {:.4e}); keep this op in float32 or bfloat16",
+                            "{} beyond ±{F16_MAX} become ±inf in float16 (max |x| {:.4e}); keep this op in float32 or bfloat16",
                             values(acc.overflow, "value"),
                             p.absmax()
                         ),
@@ -263,7 +263,7 @@ pub(crate) fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Op
             WarningKind::Fp16SumSquaresOverflow,
             over as f64,
             format!(
-                "{} of {} rows have Σx² over the last axis > 65504 (max {:.4e}): a float16 norm over them overflows",
+                "{} of {} rows have Σx² over the last axis > {F16_MAX} (max {:.4e}): a float16 norm over them overflows",
                 fmt_count(over),
                 fmt_count(rows),
                 max_sum
@@ -275,12 +275,12 @@ pub(crate) fn profile_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Op
             let n = p.info.shape.last().copied().unwrap_or(1) as f64;
             if m.n > 0 && p.info.shape.len() >= 2 {
                 let mean_row = n * m.sum_sq / m.n as f64;
-                if mean_row >= 65520.0 {
+                if mean_row >= F16_OVERFLOW {
                     w.push(Warning::new(
                         WarningKind::Fp16SumSquaresOverflow,
                         mean_row,
                         format!(
-                            "the mean Σx² over the last axis is {mean_row:.4e} > 65504: a float16 norm over it overflows"
+                            "the mean Σx² over the last axis is {mean_row:.4e} > {F16_MAX}: a float16 norm over it overflows"
                         ),
                     ));
                 }

@@ -11,10 +11,11 @@ use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
 use super::{fit, fit_middle, method_color, method_tag, panel, short_label, sqnr_color};
+use crate::analysis::cast::F16_MAX;
 use crate::report::fmt::{count_short, db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
 use crate::tui::layout::{self, Focus, MainAreas};
-use crate::tui::widgets::histogram::{FP16_MAX, HistogramPlot, Marker, column_of};
+use crate::tui::widgets::histogram::{HistogramPlot, Marker, column_of};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     let a = layout::main_areas(size);
@@ -363,9 +364,9 @@ fn draw_legend(frame: &mut Frame, app: &App, layer: &LayerAnalysis, area: Rect, 
         ));
         spans.push(Span::styled(format!(" {}  ", short_label(m)), style));
     }
-    if lo <= -FP16_MAX || hi >= FP16_MAX {
+    if lo <= -F16_MAX || hi >= F16_MAX {
         spans.push(Span::styled(
-            "╎ fp16 ±65504  ",
+            format!("╎ fp16 ±{F16_MAX}  "),
             Style::new().fg(Color::LightRed),
         ));
     }

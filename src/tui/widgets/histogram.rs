@@ -6,10 +6,8 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::Widget;
 
+use crate::analysis::cast::F16_MAX;
 use crate::histogram::PackedHistogram;
-
-/// Largest finite float16.
-pub const FP16_MAX: f64 = 65504.0;
 
 /// One clip point of one method.
 #[derive(Clone, Debug)]
@@ -125,7 +123,7 @@ impl Widget for HistogramPlot<'_> {
             }
         }
         // The fp16 limit, under the method markers.
-        for limit in [-FP16_MAX, FP16_MAX] {
+        for limit in [-F16_MAX, F16_MAX] {
             if let Some(c) = column_of(limit, self.lo, self.hi, cols) {
                 let x = area.x + c as u16;
                 for y in area.top()..area.bottom() {
