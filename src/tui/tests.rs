@@ -407,6 +407,15 @@ fn shows_name(text: &str, name: &str) -> bool {
     text.contains(&head) && text.contains(&tail)
 }
 
+fn click(app: &mut App, column: u16, row: u16) {
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    });
+}
+
 #[test]
 fn clicks_land_on_the_rows_drawn_there() {
     let mut app = sample_app();
@@ -418,12 +427,7 @@ fn clicks_land_on_the_rows_drawn_there() {
             let t = render(&mut app, w, h);
             let text = row_text(&t, y, rows.x, rows.right());
             let before = app.selected;
-            app.handle_mouse(MouseEvent {
-                kind: MouseEventKind::Down(MouseButton::Left),
-                column: rows.x + 1,
-                row: y,
-                modifiers: KeyModifiers::NONE,
-            });
+            click(&mut app, rows.x + 1, y);
             if text.trim().is_empty() {
                 assert_eq!(app.selected, before, "{w}×{h}: a click below the list");
                 continue;
@@ -440,12 +444,7 @@ fn clicks_land_on_the_rows_drawn_there() {
             let t = render(&mut app, w, h);
             let text = row_text(&t, y, rows.x, rows.right());
             let before = app.overview_scroll;
-            app.handle_mouse(MouseEvent {
-                kind: MouseEventKind::Down(MouseButton::Left),
-                column: rows.x + 1,
-                row: y,
-                modifiers: KeyModifiers::NONE,
-            });
+            click(&mut app, rows.x + 1, y);
             if text.trim().is_empty() {
                 assert_eq!(app.view, View::Overview);
                 assert_eq!(
