@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
+
 /// `counts.len()` equal-width bins over `[lo, hi]`; values equal to `hi` fall in the last bin.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Histogram {
@@ -63,9 +66,8 @@ impl Histogram {
     /// the same total (each lane's partial sum is at most the total).
     pub fn total(&self) -> u64 {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { total_avx2(&self.counts) };
+        if let Some(cpu) = simd::avx2() {
+            return total_avx2(cpu, &self.counts);
         }
         total_lanes(&self.counts)
     }
@@ -82,9 +84,8 @@ impl Histogram {
 
     fn add(&mut self, values: &[f32], abs: bool) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.add_avx2(values, abs) };
+        if let Some(cpu) = simd::avx2() {
+            self.add_avx2(cpu, values, abs);
             return;
         }
         self.add_blocks(values, abs);
@@ -92,9 +93,13 @@ impl Histogram {
 
     /// The same code compiled for AVX2 (same arithmetic, same bins).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn add_avx2(&mut self, values: &[f32], abs: bool) {
-        self.add_blocks(values, abs);
+    fn add_avx2(&mut self, _: Avx2, values: &[f32], abs: bool) {
+        #[target_feature(enable = "avx2")]
+        fn run(h: &mut Histogram, values: &[f32], abs: bool) {
+            h.add_blocks(values, abs);
+        }
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, values, abs) }
     }
 
     /// Bin indices are computed a block at a time without branches (so that part vectorises),
@@ -206,10 +211,15 @@ impl Histogram {
 /// Bins summed at a time by the rank sweeps.
 const RANK_BLOCK: usize = 64;
 
+/// [`total_lanes`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn total_avx2(counts: &[u64]) -> u64 {
-    total_lanes(counts)
+fn total_avx2(_: Avx2, counts: &[u64]) -> u64 {
+    #[target_feature(enable = "avx2")]
+    fn run(counts: &[u64]) -> u64 {
+        total_lanes(counts)
+    }
+    // SAFETY: the token proves the CPU has AVX2.
+    unsafe { run(counts) }
 }
 
 #[inline(always)]
@@ -449,10 +459,9 @@ impl PairCounter {
     pub fn add(&mut self, values: &[f32]) {
         self.pending += values.len() as u64;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            let done = unsafe { self.add_avx2(values) };
-            self.add_portable(&values[done..]);
+        if let Some(cpu) = simd::avx2() {
+            let rest = self.add_avx2(cpu, values);
+            self.add_portable(rest);
             return;
         }
         self.add_portable(values);
@@ -484,51 +493,53 @@ impl PairCounter {
     }
 
     /// Four values at a time: bins computed in AVX registers (the same f64 operations as
-    /// [`Self::bins_of`], truncation included), then counted. Returns how many values it took.
+    /// [`Self::bins_of`], truncation included), then counted. Returns the values it left (fewer
+    /// than four).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn add_avx2(&mut self, values: &[f32]) -> usize {
-        use std::arch::x86_64::*;
-        let trash = (self.x.len() - 1) as i32;
-        let last = _mm256_set1_pd(f64::from(trash - 1));
-        let (lo, scale, abs_scale) = (
-            _mm256_set1_pd(self.lo),
-            _mm256_set1_pd(self.scale),
-            _mm256_set1_pd(self.abs_scale),
-        );
-        let zero = _mm256_setzero_pd();
-        let abs_ps = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
-        let inf = _mm_set1_ps(f32::INFINITY);
-        let vtrash = _mm_set1_epi32(trash);
-        let (mut xi, mut ai) = ([0u32; 4], [0u32; 4]);
-        let mut chunks = values.chunks_exact(4);
-        for c in &mut chunks {
-            // SAFETY: `c` holds exactly 4 f32; the load is unaligned.
-            let v = unsafe { _mm_loadu_ps(c.as_ptr()) };
-            let av = _mm_and_ps(v, abs_ps);
-            let fin = _mm_castps_si128(_mm_cmplt_ps(av, inf));
-            let b = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), scale);
-            let b = _mm256_min_pd(_mm256_max_pd(b, zero), last);
-            let i = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(b), fin);
-            let a = _mm256_mul_pd(_mm256_cvtps_pd(av), abs_scale);
-            let a = _mm256_min_pd(_mm256_max_pd(a, zero), last);
-            let j = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(a), fin);
-            // SAFETY: both arrays hold exactly 4 u32; the stores are unaligned.
-            unsafe {
-                _mm_storeu_si128(xi.as_mut_ptr().cast(), i);
-                _mm_storeu_si128(ai.as_mut_ptr().cast(), j);
-            }
-            for k in 0..4 {
-                // Always in range (clamped, or the trash slot); `get_mut` keeps it panic-free.
-                if let Some(c) = self.x.get_mut(xi[k] as usize) {
-                    *c += 1;
+    fn add_avx2<'v>(&mut self, _: Avx2, values: &'v [f32]) -> &'v [f32] {
+        #[target_feature(enable = "avx2")]
+        fn run<'v>(c: &mut PairCounter, values: &'v [f32]) -> &'v [f32] {
+            use std::arch::x86_64::*;
+            let trash = (c.x.len() - 1) as i32;
+            let last = _mm256_set1_pd(f64::from(trash - 1));
+            let (lo, scale, abs_scale) = (
+                _mm256_set1_pd(c.lo),
+                _mm256_set1_pd(c.scale),
+                _mm256_set1_pd(c.abs_scale),
+            );
+            let zero = _mm256_setzero_pd();
+            let abs_ps = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+            let inf = _mm_set1_ps(f32::INFINITY);
+            let vtrash = _mm_set1_epi32(trash);
+            let (mut xi, mut ai) = ([0u32; 4], [0u32; 4]);
+            let (fours, rest) = values.as_chunks::<4>();
+            for v in fours {
+                let v = simd::load_f32x4(v);
+                let av = _mm_and_ps(v, abs_ps);
+                let fin = _mm_castps_si128(_mm_cmplt_ps(av, inf));
+                let b = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), scale);
+                let b = _mm256_min_pd(_mm256_max_pd(b, zero), last);
+                let i = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(b), fin);
+                let a = _mm256_mul_pd(_mm256_cvtps_pd(av), abs_scale);
+                let a = _mm256_min_pd(_mm256_max_pd(a, zero), last);
+                let j = _mm_blendv_epi8(vtrash, _mm256_cvttpd_epi32(a), fin);
+                simd::store_u32x4(&mut xi, i);
+                simd::store_u32x4(&mut ai, j);
+                for k in 0..4 {
+                    // Always in range (clamped, or the trash slot); `get_mut` keeps it
+                    // panic-free.
+                    if let Some(n) = c.x.get_mut(xi[k] as usize) {
+                        *n += 1;
+                    }
+                    if let Some(n) = c.abs.get_mut(ai[k] as usize) {
+                        *n += 1;
+                    }
                 }
-                if let Some(c) = self.abs.get_mut(ai[k] as usize) {
-                    *c += 1;
-                }
             }
+            rest
         }
-        values.len() - chunks.remainder().len()
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, values) }
     }
 }
 
@@ -789,6 +800,83 @@ mod tests {
                 )
             );
             assert_eq!(t.finish(), (h, a));
+        }
+    }
+
+    /// The AVX2 kernels against their portable twins, directly (not through the dispatch, which
+    /// on a CPU with AVX2 would compare a kernel with itself).
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::super::*;
+        use crate::simd::{self, testing};
+
+        /// Ranges: ordinary, one bin, a subnormal width, one wider than f32, offset from 0.
+        const RANGES: [(f64, f64, usize); 6] = [
+            (-3.0, 5.0, 4096),
+            (-1.0, 1.0, 1),
+            (0.0, 1e-40, 64),
+            (-1e300, 1e300, 1000),
+            (2.0, 2.0, 8),
+            (65500.0, 65530.0, 77),
+        ];
+
+        #[test]
+        fn total_is_the_portable_sum() {
+            let Some(cpu) = simd::avx2() else {
+                // No AVX2 on this CPU: nothing to compare.
+                return;
+            };
+            for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+                let counts: Vec<u64> = testing::values(len, seed as u64)
+                    .iter()
+                    .map(|v| u64::from(v.to_bits()) << (seed % 28))
+                    .collect();
+                assert_eq!(total_avx2(cpu, &counts), total_lanes(&counts), "len {len}");
+                assert_eq!(total_lanes(&counts), counts.iter().sum::<u64>());
+            }
+        }
+
+        #[test]
+        fn histogram_fill_bins_as_the_portable_code() {
+            let Some(cpu) = simd::avx2() else {
+                // No AVX2 on this CPU: nothing to compare.
+                return;
+            };
+            for (lo, hi, bins) in RANGES {
+                for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+                    let v = testing::values(len, seed as u64);
+                    for abs in [false, true] {
+                        let mut fast = Histogram::new(lo, hi, bins);
+                        let mut portable = fast.clone();
+                        fast.add_avx2(cpu, &v, abs);
+                        portable.add_blocks(&v, abs);
+                        assert_eq!(fast, portable, "[{lo}, {hi}] len {len} abs {abs}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn pair_counter_bins_as_the_portable_code() {
+            let Some(cpu) = simd::avx2() else {
+                // No AVX2 on this CPU: nothing to compare.
+                return;
+            };
+            for (lo, hi, bins) in RANGES {
+                let absmax = f64::max(lo.abs(), hi.abs());
+                let edges = PairTotals::new(lo, hi, absmax, bins).edges();
+                for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+                    let v = testing::values(len, seed as u64);
+                    let mut fast = PairCounter::with_edges(edges);
+                    let mut portable = PairCounter::with_edges(edges);
+                    let rest = fast.add_avx2(cpu, &v);
+                    assert_eq!(rest.len(), len % 4);
+                    fast.add_portable(rest);
+                    portable.add_portable(&v);
+                    assert_eq!(fast.x, portable.x, "[{lo}, {hi}] len {len}");
+                    assert_eq!(fast.abs, portable.abs, "[{lo}, {hi}] len {len}");
+                }
+            }
         }
     }
 

@@ -20,5 +20,6 @@ pub mod calib;
 pub mod histogram;
 pub mod report;
 pub mod samples;
+pub mod simd;
 pub mod source;
 pub mod tui;

@@ -4,6 +4,9 @@
 use half::f16;
 use serde::Serialize;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
+
 /// Largest finite float16.
 pub const F16_MAX: f64 = 65504.0;
 /// The magnitude from which float16 rounds to ±inf (halfway between 65504 and the next step).
@@ -135,12 +138,8 @@ pub struct CastAccum {
 /// same results as the portable path (a unit test checks it).
 pub fn audit_chunk(values: &[f32]) -> [CastAccum; 2] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
-        // SAFETY: the CPU supports AVX2, FMA and F16C, checked just above.
-        return unsafe { audit_avx2(values) };
+    if let Some(cpu) = simd::avx2() {
+        return audit_avx2(cpu, values);
     }
     audit_portable(values)
 }
@@ -164,26 +163,31 @@ fn finish_scalar(mut l: [Lanes; 2], values: &[f32], from: usize) -> [CastAccum; 
     [a.into_accum(values.len()), b.into_accum(values.len())]
 }
 
+/// [`audit_portable`] 8 values at a time with AVX2, FMA and F16C, the tail one at a time.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn audit_avx2(values: &[f32]) -> [CastAccum; 2] {
-    let mut l: [Lanes; 2] = Default::default();
-    let whole = values.len() / LANES * LANES;
-    // One cast at a time over an L1/L2-sized block keeps each loop's sums in registers.
-    for block in values[..whole].chunks(BLOCK) {
-        cast_block_avx2::<false>(block, &mut l[0]);
-        cast_block_avx2::<true>(block, &mut l[1]);
+fn audit_avx2(_: Avx2, values: &[f32]) -> [CastAccum; 2] {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn run(values: &[f32]) -> [CastAccum; 2] {
+        let mut l: [Lanes; 2] = Default::default();
+        let (eights, rest) = values.as_chunks::<LANES>();
+        // One cast at a time over an L1/L2-sized block keeps each loop's sums in registers.
+        for block in eights.chunks(BLOCK / LANES) {
+            cast_block_avx2::<false>(block, &mut l[0]);
+            cast_block_avx2::<true>(block, &mut l[1]);
+        }
+        finish_scalar(l, values, values.len() - rest.len())
     }
-    finish_scalar(l, values, whole)
+    // SAFETY: the token proves the CPU has AVX2, FMA and F16C.
+    unsafe { run(values) }
 }
 
-/// [`Lanes::step`] on 8 values at a time (`xs.len()` a multiple of 8, at most 2^28 so the
-/// 32-bit counters cannot wrap). The max relative error is found without dividing: the best
+/// [`Lanes::step`] on 8 values at a time (at most 2^28 values, so the 32-bit counters cannot
+/// wrap). The max relative error is found without dividing: the best
 /// (e, |x|) per lane is kept and e·|x|' > e'·|x| compared exactly (f32 products are exact in
 /// f64); its one division at the end equals the max of the divisions the portable path makes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
+fn cast_block_avx2<const BF16: bool>(xs: &[[f32; LANES]], l: &mut Lanes) {
     use std::arch::x86_64::*;
     let tiny = if BF16 {
         CastType::Bfloat16.smallest_normal()
@@ -196,24 +200,14 @@ fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
     let zero = _mm256_setzero_ps();
     let zi = _mm256_setzero_si256();
     let (mut fin, mut over, mut under, mut sub, mut n) = (zi, zi, zi, zi, zi);
-    let load = |a: &[f64; LANES]| {
-        // SAFETY: `a` holds 8 f64; the loads are unaligned.
-        unsafe {
-            (
-                _mm256_loadu_pd(a.as_ptr()),
-                _mm256_loadu_pd(a.as_ptr().add(4)),
-            )
-        }
-    };
-    let (mut err0, mut err1) = load(&l.err);
-    let (mut sig0, mut sig1) = load(&l.sig);
+    let (mut err0, mut err1) = simd::load_f64x8(&l.err);
+    let (mut sig0, mut sig1) = simd::load_f64x8(&l.sig);
     let mut mx = _mm256_set1_ps(l.max_abs);
     let (mut be0, mut be1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
     let (mut bx0, mut bx1) = (_mm256_set1_pd(1.0), _mm256_set1_pd(1.0));
     let mask = |m: __m256| _mm256_castps_si256(m);
-    for c in xs.chunks_exact(LANES) {
-        // SAFETY: `c` holds exactly 8 f32; the load is unaligned.
-        let x = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+    for x in xs {
+        let x = simd::load_f32x8(x);
         let y = if BF16 {
             let b = _mm256_castps_si256(x);
             let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
@@ -263,8 +257,7 @@ fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
     }
     let sum = |v: __m256i| {
         let mut a = [0u32; LANES];
-        // SAFETY: `a` holds 8 u32; the store is unaligned.
-        unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), v) };
+        simd::store_u32x8(&mut a, v);
         a.iter().map(|&c| u64::from(c)).sum::<u64>()
     };
     l.finite_in += sum(fin);
@@ -274,18 +267,11 @@ fn cast_block_avx2<const BF16: bool>(xs: &[f32], l: &mut Lanes) {
     l.n += sum(n);
     let mut m = [0.0f32; LANES];
     let (mut e, mut x) = ([0.0f64; LANES], [0.0f64; LANES]);
-    // SAFETY: every destination holds 8 (or 4 past the offset) elements; stores are unaligned.
-    unsafe {
-        _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
-        _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
-        _mm256_storeu_pd(l.sig.as_mut_ptr(), sig0);
-        _mm256_storeu_pd(l.sig.as_mut_ptr().add(4), sig1);
-        _mm256_storeu_ps(m.as_mut_ptr(), mx);
-        _mm256_storeu_pd(e.as_mut_ptr(), be0);
-        _mm256_storeu_pd(e.as_mut_ptr().add(4), be1);
-        _mm256_storeu_pd(x.as_mut_ptr(), bx0);
-        _mm256_storeu_pd(x.as_mut_ptr().add(4), bx1);
-    }
+    simd::store_f64x8(&mut l.err, err0, err1);
+    simd::store_f64x8(&mut l.sig, sig0, sig1);
+    simd::store_f32x8(&mut m, mx);
+    simd::store_f64x8(&mut e, be0, be1);
+    simd::store_f64x8(&mut x, bx0, bx1);
     l.max_abs = m.iter().fold(l.max_abs, |a, &b| a.max(b));
     for k in 0..LANES {
         l.max_rel = l.max_rel.max(e[k] / x[k]);
@@ -411,32 +397,47 @@ mod tests {
         assert_eq!(bf16_round_trip(f32::INFINITY), f32::INFINITY);
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn simd_path_matches_the_portable_path() {
+    fn avx2_path_matches_the_portable_path() {
+        use crate::simd::testing;
+        let Some(cpu) = simd::avx2() else {
+            // No AVX2 on this CPU: nothing to compare.
+            return;
+        };
+        let bits = |a: &[CastAccum; 2]| {
+            a.clone().map(|c| {
+                let f = [c.err_sq, c.sig_sq, c.max_abs_error, c.max_rel_error];
+                let n = [c.overflow, c.underflow, c.subnormal, c.nan_inf_input, c.n];
+                (n, f.map(f64::to_bits))
+            })
+        };
+        let check = |v: &[f32], what: &str| {
+            assert_eq!(
+                bits(&audit_avx2(cpu, v)),
+                bits(&audit_portable(v)),
+                "{what}"
+            );
+        };
+        // Long enough to cross blocks, over 18 decades, then special values.
         let mut v: Vec<f32> = (0..200_003)
             .map(|i| {
                 let t = i as f32 * 0.6123;
                 t.sin() * 10f32.powi(i % 17 - 9) * if i % 5 == 0 { 1e4 } else { 1.0 }
             })
             .collect();
-        v.extend([
-            f32::NAN,
-            f32::INFINITY,
-            -f32::INFINITY,
-            -0.0,
-            0.0,
-            65519.0,
-            65520.0,
-            f32::MAX,
-            2f32.powi(-25),
-            1e-40,
-            3.0e38,
-        ]);
-        for len in [0, 1, 7, 8, 9, 100, v.len()] {
+        v.extend(testing::SPECIAL);
+        for len in [0, 1, 7, 8, 9, 100, BLOCK + 9, v.len()] {
             for start in [0, 3] {
-                let s = &v[start.min(len)..len];
-                assert_eq!(audit_portable(s), audit_chunk(s), "len {len} from {start}");
+                check(&v[start.min(len)..len], &format!("len {len} from {start}"));
             }
+        }
+        for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+            let v = testing::values(len, seed as u64);
+            check(&v, &format!("len {len}"));
+            // The values just beside each one (beside the rounding boundaries, too).
+            let nudged: Vec<f32> = v.iter().map(|x| f32::from_bits(x.to_bits() ^ 1)).collect();
+            check(&nudged, &format!("len {len}, nudged"));
         }
     }
 

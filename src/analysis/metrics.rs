@@ -10,6 +10,8 @@
 use serde::Serialize;
 
 use crate::calib::QParams;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
 
 /// Error sums of one quantizer over one chunk; merged in chunk order.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -50,10 +52,8 @@ impl Prepared {
     /// Fills the block from `values` (at most [`BLOCK`] is typical, any length works).
     pub fn fill(&mut self, values: &[f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            unsafe { self.fill_avx2(values) };
+        if let Some(cpu) = simd::avx2() {
+            self.fill_avx2(cpu, values);
             return;
         }
         self.fill_lanes(values);
@@ -62,44 +62,37 @@ impl Prepared {
     /// [`Self::fill_lanes`] in AVX registers (same lanes, same sums: x² is exact, so the fused
     /// multiply-add rounds as the plain addition does).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn fill_avx2(&mut self, values: &[f32]) {
-        use std::arch::x86_64::*;
-        let len = values.len().div_ceil(LANES) * LANES;
-        self.x.resize(len, 0.0);
-        let whole = values.len() / LANES * LANES;
-        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let inf = _mm256_set1_ps(f32::INFINITY);
-        let (mut sig0, mut sig1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let mut n = _mm256_setzero_si256();
-        for (dst, src) in self.x[..whole]
-            .chunks_exact_mut(LANES)
-            .zip(values[..whole].chunks_exact(LANES))
-        {
-            // SAFETY: `src` and `dst` hold exactly 8 elements; loads and stores are unaligned.
-            unsafe {
-                let v = _mm256_loadu_ps(src.as_ptr());
+    fn fill_avx2(&mut self, _: Avx2, values: &[f32]) {
+        #[target_feature(enable = "avx2,fma")]
+        fn run(p: &mut Prepared, values: &[f32]) {
+            use std::arch::x86_64::*;
+            let len = values.len().div_ceil(LANES) * LANES;
+            p.x.resize(len, 0.0);
+            let (src, _) = values.as_chunks::<LANES>();
+            let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+            let inf = _mm256_set1_ps(f32::INFINITY);
+            let (mut sig0, mut sig1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+            let mut n = _mm256_setzero_si256();
+            for (dst, src) in p.x.as_chunks_mut::<LANES>().0.iter_mut().zip(src) {
+                let v = simd::load_f32x8(src);
                 let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v, abs), inf);
                 n = _mm256_sub_epi32(n, _mm256_castps_si256(fin));
                 let v = _mm256_and_ps(v, fin);
                 let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
                 let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-                _mm256_storeu_pd(dst.as_mut_ptr(), lo);
-                _mm256_storeu_pd(dst.as_mut_ptr().add(4), hi);
+                simd::store_f64x8(dst, lo, hi);
                 sig0 = _mm256_fmadd_pd(lo, lo, sig0);
                 sig1 = _mm256_fmadd_pd(hi, hi, sig1);
             }
+            let mut sig = [0.0f64; LANES];
+            let mut counts = [0u32; LANES];
+            simd::store_f64x8(&mut sig, sig0, sig1);
+            simd::store_u32x8(&mut counts, n);
+            let n = counts.iter().map(|&c| u64::from(c)).sum();
+            p.finish_scalar(values, src.len() * LANES, sig, n);
         }
-        let mut sig = [0.0f64; LANES];
-        let mut counts = [0u32; LANES];
-        // SAFETY: both arrays hold 8 elements; the stores are unaligned.
-        unsafe {
-            _mm256_storeu_pd(sig.as_mut_ptr(), sig0);
-            _mm256_storeu_pd(sig.as_mut_ptr().add(4), sig1);
-            _mm256_storeu_si256(counts.as_mut_ptr().cast(), n);
-        }
-        let n = counts.iter().map(|&c| u64::from(c)).sum();
-        self.finish_scalar(values, whole, sig, n);
+        // SAFETY: the token proves the CPU has AVX2 and FMA.
+        unsafe { run(self, values) }
     }
 
     /// The portable path: every value through [`Self::finish_scalar`].
@@ -160,19 +153,11 @@ impl ErrorAccum {
     /// in wider registers, so the result is bit-identical either way (a unit test checks it).
     pub fn add_prepared(&mut self, q: &QParams, p: &Prepared) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            let mut lanes = unsafe { lanes_avx2::<false>(q, &p.x) };
-            if lanes.near_tie {
-                // SAFETY: as above.
-                lanes = unsafe { lanes_avx2::<true>(q, &p.x) };
-            }
-            self.absorb(q, p, &lanes);
+        if let Some(cpu) = simd::avx2() {
+            self.absorb(q, p, &lanes_avx2(cpu, q, &p.x));
             return;
         }
-        let lanes = lanes_portable(q, &p.x);
-        self.absorb(q, p, &lanes);
+        self.absorb(q, p, &lanes_portable(q, &p.x));
     }
 
     /// Folds the lanes in lane order (both paths share it).
@@ -222,6 +207,17 @@ fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
     l
 }
 
+/// [`lanes_portable`] in AVX registers, bit for bit: [`lanes_div_avx2`] with the fast
+/// multiplication, redone with the division if a value lay near a half step.
+#[cfg(target_arch = "x86_64")]
+fn lanes_avx2(cpu: Avx2, q: &QParams, xs: &[f64]) -> Lanes {
+    let lanes = lanes_div_avx2::<false>(cpu, q, xs);
+    if lanes.near_tie {
+        return lanes_div_avx2::<true>(cpu, q, xs);
+    }
+    lanes
+}
+
 /// [`lanes_portable`] in AVX registers: lanes 0–3 and 4–7 are two registers per floating sum
 /// (same order, so the same sums); the max and the counts do not depend on order, so they
 /// use one register each. `vroundpd` needs no pre-clamp.
@@ -232,86 +228,84 @@ fn lanes_portable(q: &QParams, xs: &[f64]) -> Lanes {
 /// margin; exact ties are common in float16 or integer data) sets `near_tie`, and the caller
 /// redoes the block with `DIV = true`, so the result always equals the portable path's.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn lanes_avx2<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
-    use std::arch::x86_64::*;
-    const RINT: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let near_half = _mm256_set1_pd(0.5 - 1.0 / (1u64 << 30) as f64);
-    let mut tie = _mm256_setzero_pd();
-    let (qlo, qhi) = bounds(q);
-    let s = _mm256_set1_pd(q.scale);
-    let inv = _mm256_set1_pd(1.0 / q.scale);
-    let (vqlo, vqhi) = (_mm256_set1_pd(qlo), _mm256_set1_pd(qhi));
-    let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
-    let z = _mm256_setzero_pd();
-    let (mut err0, mut err1, mut rr0, mut rr1, mut mx) = (z, z, z, z, z);
-    let (mut below, mut above) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    for c in xs.chunks_exact(LANES) {
-        // SAFETY: `c` holds exactly 8 f64; the loads are unaligned.
-        let (x0, x1) = unsafe {
-            (
-                _mm256_loadu_pd(c.as_ptr()),
-                _mm256_loadu_pd(c.as_ptr().add(4)),
-            )
-        };
-        let (t0, t1) = if DIV {
-            (_mm256_div_pd(x0, s), _mm256_div_pd(x1, s))
-        } else {
-            (_mm256_mul_pd(x0, inv), _mm256_mul_pd(x1, inv))
-        };
-        let r0 = _mm256_round_pd::<RINT>(t0);
-        let r1 = _mm256_round_pd::<RINT>(t1);
-        if !DIV {
-            let d0 = _mm256_and_pd(_mm256_sub_pd(t0, r0), abs);
-            let d1 = _mm256_and_pd(_mm256_sub_pd(t1, r1), abs);
-            // The largest |t − rint(t)| of the block, compared once at the end.
-            tie = _mm256_max_pd(tie, _mm256_max_pd(d0, d1));
+fn lanes_div_avx2<const DIV: bool>(_: Avx2, q: &QParams, xs: &[f64]) -> Lanes {
+    #[target_feature(enable = "avx2,fma")]
+    fn run<const DIV: bool>(q: &QParams, xs: &[f64]) -> Lanes {
+        use std::arch::x86_64::*;
+        const RINT: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let near_half = _mm256_set1_pd(0.5 - 1.0 / (1u64 << 30) as f64);
+        let mut tie = _mm256_setzero_pd();
+        let (qlo, qhi) = bounds(q);
+        let s = _mm256_set1_pd(q.scale);
+        let inv = _mm256_set1_pd(1.0 / q.scale);
+        let (vqlo, vqhi) = (_mm256_set1_pd(qlo), _mm256_set1_pd(qhi));
+        let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+        let z = _mm256_setzero_pd();
+        let (mut err0, mut err1, mut rr0, mut rr1, mut mx) = (z, z, z, z, z);
+        let (mut below, mut above) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for c in xs.as_chunks::<LANES>().0 {
+            let (x0, x1) = simd::load_f64x8(c);
+            let (t0, t1) = if DIV {
+                (_mm256_div_pd(x0, s), _mm256_div_pd(x1, s))
+            } else {
+                (_mm256_mul_pd(x0, inv), _mm256_mul_pd(x1, inv))
+            };
+            let r0 = _mm256_round_pd::<RINT>(t0);
+            let r1 = _mm256_round_pd::<RINT>(t1);
+            if !DIV {
+                let d0 = _mm256_and_pd(_mm256_sub_pd(t0, r0), abs);
+                let d1 = _mm256_and_pd(_mm256_sub_pd(t1, r1), abs);
+                // The largest |t − rint(t)| of the block, compared once at the end.
+                tie = _mm256_max_pd(tie, _mm256_max_pd(d0, d1));
+            }
+            // A true compare is all ones (−1 as an integer): subtracting it counts one.
+            below = _mm256_sub_epi64(
+                below,
+                _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r0, vqlo)),
+            );
+            below = _mm256_sub_epi64(
+                below,
+                _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r1, vqlo)),
+            );
+            above = _mm256_sub_epi64(
+                above,
+                _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r0, vqhi)),
+            );
+            above = _mm256_sub_epi64(
+                above,
+                _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r1, vqhi)),
+            );
+            let r0 = _mm256_min_pd(_mm256_max_pd(r0, vqlo), vqhi);
+            let r1 = _mm256_min_pd(_mm256_max_pd(r1, vqlo), vqhi);
+            // x̂ = r·s rounded, as a framework dequantizes (not fused: a constant tensor that
+            // the grid holds must give error 0, though s itself is inexact).
+            let e0 = _mm256_sub_pd(x0, _mm256_mul_pd(r0, s));
+            let e1 = _mm256_sub_pd(x1, _mm256_mul_pd(r1, s));
+            err0 = _mm256_fmadd_pd(e0, e0, err0);
+            err1 = _mm256_fmadd_pd(e1, e1, err1);
+            rr0 = _mm256_fmadd_pd(r0, r0, rr0);
+            rr1 = _mm256_fmadd_pd(r1, r1, rr1);
+            mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
+            mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
         }
-        // A true compare is all ones (−1 as an integer): subtracting it counts one.
-        below = _mm256_sub_epi64(
-            below,
-            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r0, vqlo)),
-        );
-        below = _mm256_sub_epi64(
-            below,
-            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r1, vqlo)),
-        );
-        above = _mm256_sub_epi64(
-            above,
-            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r0, vqhi)),
-        );
-        above = _mm256_sub_epi64(
-            above,
-            _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r1, vqhi)),
-        );
-        let r0 = _mm256_min_pd(_mm256_max_pd(r0, vqlo), vqhi);
-        let r1 = _mm256_min_pd(_mm256_max_pd(r1, vqlo), vqhi);
-        // x̂ = r·s rounded, as a framework dequantizes (not fused: a constant tensor that the
-        // grid holds must give error 0, though s itself is inexact).
-        let e0 = _mm256_sub_pd(x0, _mm256_mul_pd(r0, s));
-        let e1 = _mm256_sub_pd(x1, _mm256_mul_pd(r1, s));
-        err0 = _mm256_fmadd_pd(e0, e0, err0);
-        err1 = _mm256_fmadd_pd(e1, e1, err1);
-        rr0 = _mm256_fmadd_pd(r0, r0, rr0);
-        rr1 = _mm256_fmadd_pd(r1, r1, rr1);
-        mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
-        mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
+        let mut l = Lanes {
+            near_tie: _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(tie, near_half)) != 0,
+            ..Lanes::default()
+        };
+        simd::store_f64x8(&mut l.err, err0, err1);
+        simd::store_f64x8(&mut l.rr, rr0, rr1);
+        // One register each for the max and the counts: lanes 4–7 stay 0.
+        let (mut m, mut b, mut a) = ([0.0f64; 4], [0u64; 4], [0u64; 4]);
+        simd::store_f64x4(&mut m, mx);
+        simd::store_u64x4(&mut b, below);
+        simd::store_u64x4(&mut a, above);
+        l.mx[..4].copy_from_slice(&m);
+        l.below[..4].copy_from_slice(&b);
+        l.above[..4].copy_from_slice(&a);
+        l
     }
-    let mut l = Lanes {
-        near_tie: _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(tie, near_half)) != 0,
-        ..Lanes::default()
-    };
-    // SAFETY: every destination holds at least 4 (or 8) elements; the stores are unaligned.
-    unsafe {
-        _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
-        _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
-        _mm256_storeu_pd(l.rr.as_mut_ptr(), rr0);
-        _mm256_storeu_pd(l.rr.as_mut_ptr().add(4), rr1);
-        _mm256_storeu_pd(l.mx.as_mut_ptr(), mx);
-        _mm256_storeu_si256(l.below.as_mut_ptr().cast(), below);
-        _mm256_storeu_si256(l.above.as_mut_ptr().cast(), above);
-    }
-    l
+    // SAFETY: the token proves the CPU has AVX2 and FMA.
+    unsafe { run::<DIV>(q, xs) }
 }
 
 impl ErrorAccum {
@@ -536,6 +530,111 @@ mod tests {
                 (a.n, a.sig_sq.to_bits(), &a.x),
                 (b.n, b.sig_sq.to_bits(), &b.x)
             );
+            // Finite values widened, the rest 0, padded to whole lanes.
+            let want: Vec<f64> = v[..len]
+                .iter()
+                .map(|&x| if x.is_finite() { f64::from(x) } else { 0.0 })
+                .chain(std::iter::repeat(0.0))
+                .take(len.div_ceil(LANES) * LANES)
+                .collect();
+            assert_eq!(b.x, want);
+            assert_eq!(
+                b.n,
+                v[..len].iter().filter(|x| x.is_finite()).count() as u64
+            );
+        }
+    }
+
+    /// The AVX2 kernels against their portable twins, directly.
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::super::*;
+        use crate::calib::Scheme;
+        use crate::simd::{self, testing};
+
+        /// What [`ErrorAccum::absorb`] reads: the floating sums lane by lane (as bit patterns),
+        /// the max and the counts over all lanes (they do not depend on order, and the AVX2
+        /// kernel keeps them in fewer lanes).
+        fn bits(l: &Lanes) -> ([u64; LANES], [u64; LANES], u64, u64, u64) {
+            (
+                l.err.map(f64::to_bits),
+                l.rr.map(f64::to_bits),
+                l.mx.iter().fold(0.0f64, |a, &b| a.max(b)).to_bits(),
+                l.below.iter().sum(),
+                l.above.iter().sum(),
+            )
+        }
+
+        /// Quantizers of every kind: both schemes, 2 to 16 bits, a range far inside the data
+        /// and one far outside, a subnormal scale, and s = 49/16 whose exact half steps
+        /// x·(1/s) misrounds.
+        fn quantizers() -> Vec<QParams> {
+            let mut qs = vec![QParams::new(Scheme::Symmetric, 8, -388.9375, 388.9375)];
+            for (lo, hi) in [(-50.0, 50.0), (-3.0, 700.0), (-1e-3, 2e-3), (-1e30, 1e30)] {
+                for bits in [2, 4, 8, 16] {
+                    qs.push(QParams::new(Scheme::Symmetric, bits, lo, hi));
+                    qs.push(QParams::new(Scheme::Affine, bits, lo, hi));
+                }
+            }
+            qs.push(QParams::new(Scheme::Symmetric, 8, -1e-300, 1e-300));
+            qs
+        }
+
+        #[test]
+        fn fill_matches_the_portable_lanes() {
+            let Some(cpu) = simd::avx2() else {
+                // No AVX2 on this CPU: nothing to compare.
+                return;
+            };
+            for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+                let v = testing::values(len, seed as u64);
+                let (mut a, mut b) = (Prepared::default(), Prepared::default());
+                // A longer block first, so a shorter one must clear what it left.
+                a.fill_avx2(cpu, &testing::values(len + 21, 99));
+                a.fill_avx2(cpu, &v);
+                b.fill_lanes(&v);
+                assert_eq!(
+                    (a.n, a.sig_sq.to_bits(), testing::bits64(&a.x)),
+                    (b.n, b.sig_sq.to_bits(), testing::bits64(&b.x)),
+                    "len {len}"
+                );
+            }
+        }
+
+        #[test]
+        fn error_lanes_match_the_portable_lanes() {
+            let Some(cpu) = simd::avx2() else {
+                // No AVX2 on this CPU: nothing to compare.
+                return;
+            };
+            let mut blocks: Vec<Vec<f32>> = testing::LENGTHS
+                .iter()
+                .enumerate()
+                .map(|(seed, &len)| testing::values(len, seed as u64))
+                .collect();
+            // Every exact half step of s = 49/16: ties for the division to break.
+            blocks.push((-127..127).map(|k| (2 * k + 1) as f32 * 1.53125).collect());
+            let mut ties = 0;
+            for v in &blocks {
+                let mut p = Prepared::default();
+                p.fill_lanes(v);
+                for q in quantizers() {
+                    let want = bits(&lanes_portable(&q, &p.x));
+                    let what = format!("len {} {q:?}", v.len());
+                    assert_eq!(bits(&lanes_avx2(cpu, &q, &p.x)), want, "{what}");
+                    // The division is exact on its own; the multiplication wherever it says
+                    // no value lay near a half step.
+                    let div = lanes_div_avx2::<true>(cpu, &q, &p.x);
+                    assert_eq!(bits(&div), want, "{what}, dividing");
+                    let mul = lanes_div_avx2::<false>(cpu, &q, &p.x);
+                    if mul.near_tie {
+                        ties += 1;
+                    } else {
+                        assert_eq!(bits(&mul), want, "{what}, multiplying");
+                    }
+                }
+            }
+            assert!(ties > 0, "no block took the division");
         }
     }
 

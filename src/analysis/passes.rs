@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use crate::calib::Chosen;
 use crate::calib::QParams;
 use crate::histogram::{PairCounter, PairTotals};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
-use super::cast::{self, CastAccum, CastType};
+use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
 use super::metrics::{self, ErrorAccum};
 use super::options::{FINE_BINS, MAX_BATCHES, Options, Progress};
 use super::profile::Profile;
@@ -300,85 +302,97 @@ fn update_batches(ex: &BatchExtremes, b: BatchMap, first: usize, values: &[f32])
 /// without branches so it vectorises (min and max do not depend on order).
 fn finite_extremes(values: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { finite_extremes_avx2(values) };
+    if let Some(cpu) = simd::avx2() {
+        return finite_extremes_avx2(cpu, values);
     }
     finite_extremes_lanes(values)
 }
 
+/// [`finite_extremes_lanes`] in one AVX register of 8 lanes (`minps`/`maxps` pick as its
+/// lanes do, down to the sign of a zero).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn finite_extremes_avx2(values: &[f32]) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-    let (inf, ninf) = (
-        _mm256_set1_ps(f32::INFINITY),
-        _mm256_set1_ps(f32::NEG_INFINITY),
-    );
-    let (mut lo, mut hi) = (inf, ninf);
-    let mut chunks = values.chunks_exact(8);
-    for c in &mut chunks {
-        // SAFETY: `c` holds exactly 8 f32; the load is unaligned.
-        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v, abs), inf);
-        lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, v, fin));
-        hi = _mm256_max_ps(hi, _mm256_blendv_ps(ninf, v, fin));
+fn finite_extremes_avx2(_: Avx2, values: &[f32]) -> (f32, f32) {
+    #[target_feature(enable = "avx2")]
+    fn run(values: &[f32]) -> (f32, f32) {
+        use std::arch::x86_64::*;
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let (inf, ninf) = (
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_set1_ps(f32::NEG_INFINITY),
+        );
+        let (mut lo, mut hi) = (inf, ninf);
+        let (eights, rest) = values.as_chunks::<8>();
+        for v in eights {
+            let v = simd::load_f32x8(v);
+            let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v, abs), inf);
+            lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, v, fin));
+            hi = _mm256_max_ps(hi, _mm256_blendv_ps(ninf, v, fin));
+        }
+        let (mut l, mut h) = ([0.0f32; 8], [0.0f32; 8]);
+        simd::store_f32x8(&mut l, lo);
+        simd::store_f32x8(&mut h, hi);
+        fold_extremes(l, h, rest)
     }
-    let (mut l, mut h) = ([0.0f32; 8], [0.0f32; 8]);
-    // SAFETY: both arrays hold 8 f32; the stores are unaligned.
-    unsafe {
-        _mm256_storeu_ps(l.as_mut_ptr(), lo);
-        _mm256_storeu_ps(h.as_mut_ptr(), hi);
-    }
-    let (tl, th) = finite_extremes_lanes(chunks.remainder());
-    (
-        l.iter().fold(tl, |a, &b| a.min(b)),
-        h.iter().fold(th, |a, &b| a.max(b)),
-    )
+    // SAFETY: the token proves the CPU has AVX2.
+    unsafe { run(values) }
 }
 
+/// Each lane keeps its extreme unless the new value is strictly beyond it (so of +0 and −0,
+/// the later), as `minps`/`maxps` do.
 #[inline(always)]
 fn finite_extremes_lanes(values: &[f32]) -> (f32, f32) {
     const L: usize = 8;
     let mut lo = [f32::INFINITY; L];
     let mut hi = [f32::NEG_INFINITY; L];
-    let mut chunks = values.chunks_exact(L);
-    for c in &mut chunks {
+    let (chunks, rest) = values.as_chunks::<L>();
+    for c in chunks {
         for k in 0..L {
             let v = c[k];
             let fin = v.abs() < f32::INFINITY;
             let a = if fin { v } else { f32::INFINITY };
             let b = if fin { v } else { f32::NEG_INFINITY };
-            lo[k] = if a < lo[k] { a } else { lo[k] };
-            hi[k] = if b > hi[k] { b } else { hi[k] };
+            lo[k] = if lo[k] < a { lo[k] } else { a };
+            hi[k] = if hi[k] > b { hi[k] } else { b };
         }
     }
-    for &v in chunks.remainder() {
+    fold_extremes(lo, hi, rest)
+}
+
+/// The extremes of the lanes and of the last values (fewer than 8), in one order for both
+/// paths.
+#[inline(always)]
+fn fold_extremes(lo: [f32; 8], hi: [f32; 8], rest: &[f32]) -> (f32, f32) {
+    let (mut tl, mut th) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in rest {
         if v.is_finite() {
-            lo[0] = lo[0].min(v);
-            hi[0] = hi[0].max(v);
+            tl = tl.min(v);
+            th = th.max(v);
         }
     }
-    let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
-    let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    (lo, hi)
+    (
+        lo.iter().fold(tl, |a, &b| a.min(b)),
+        hi.iter().fold(th, |a, &b| a.max(b)),
+    )
 }
 
 /// (rows, rows with Σx² ≥ 65520, largest Σx²) over complete rows of length `n`.
 fn row_sums(values: &[f32], n: usize) -> (u64, u64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { row_sums_avx2(values, n) };
+    if let Some(cpu) = simd::avx2() {
+        return row_sums_avx2(cpu, values, n);
     }
     row_sums_lanes(values, n)
 }
 
+/// [`row_sums_lanes`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn row_sums_avx2(values: &[f32], n: usize) -> (u64, u64, f64) {
-    row_sums_lanes(values, n)
+fn row_sums_avx2(_: Avx2, values: &[f32], n: usize) -> (u64, u64, f64) {
+    #[target_feature(enable = "avx2")]
+    fn run(values: &[f32], n: usize) -> (u64, u64, f64) {
+        row_sums_lanes(values, n)
+    }
+    // SAFETY: the token proves the CPU has AVX2.
+    unsafe { run(values, n) }
 }
 
 /// Each row's Σx² in 4 lanes (x² of a widened f32 is exact; only the additions round).
@@ -405,7 +419,7 @@ fn row_sums_lanes(values: &[f32], n: usize) -> (u64, u64, f64) {
         let s = chunks.remainder().iter().map(|&v| sq(v)).sum::<f64>()
             + ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
         out.0 += 1;
-        out.1 += u64::from(s >= 65520.0);
+        out.1 += u64::from(s >= F16_OVERFLOW);
         out.2 = out.2.max(s);
     }
     out
@@ -502,6 +516,53 @@ mod tests {
         let (rows, over, max) = row_sums(&v, 10);
         assert_eq!((rows, over), (3, 1));
         assert_eq!(max, 65610.0);
+    }
+
+    /// The AVX2 kernels against their portable twins, directly.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_extremes_and_row_sums_match_the_portable_lanes() {
+        use crate::simd::testing;
+        let Some(cpu) = simd::avx2() else {
+            // No AVX2 on this CPU: nothing to compare.
+            return;
+        };
+        for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+            let v = testing::values(len, seed as u64);
+            let (a, b) = finite_extremes_avx2(cpu, &v);
+            let (c, d) = finite_extremes_lanes(&v);
+            assert_eq!(
+                testing::bits32(&[a, b]),
+                testing::bits32(&[c, d]),
+                "len {len}"
+            );
+            // Rows of every length up to past a few lanes, and one row of everything.
+            for n in (1..=13).chain([len.max(1)]) {
+                let (r, o, m) = row_sums_avx2(cpu, &v, n);
+                let (rp, op, mp) = row_sums_lanes(&v, n);
+                assert_eq!(
+                    (r, o, m.to_bits()),
+                    (rp, op, mp.to_bits()),
+                    "len {len} rows of {n}"
+                );
+            }
+        }
+        // All non-finite: no extremes.
+        let nan = [f32::NAN; 17];
+        assert_eq!(finite_extremes_avx2(cpu, &nan), finite_extremes_lanes(&nan));
+        // Zeros of both signs in every arrangement (extremes 0 or 1), lanes and tail.
+        for pattern in 0u32..1 << 10 {
+            let v: Vec<f32> = (0..10)
+                .map(|i| if pattern >> i & 1 == 1 { -0.0 } else { 0.0 })
+                .chain([1.0; 9])
+                .collect();
+            for len in [8, 9, 10, 17, 19] {
+                let (a, b) = finite_extremes_avx2(cpu, &v[..len]);
+                let (c, d) = finite_extremes_lanes(&v[..len]);
+                let what = format!("{pattern:010b} len {len}");
+                assert_eq!(testing::bits32(&[a, b]), testing::bits32(&[c, d]), "{what}");
+            }
+        }
     }
 
     #[test]

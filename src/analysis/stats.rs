@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::simd::{self, Avx2};
+
+use super::cast::F16_OVERFLOW;
+
 /// Moments and extremes of one chunk (or of several merged). Merged in chunk order so the
 /// result does not depend on the thread count.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,59 +91,60 @@ impl Pass1 {
     /// lanes (a true compare is −1), where one f64 lane per count cost three operations per
     /// value; the sum, min and max take the two halves in order, exactly as two groups of four.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn body_avx2(&mut self, body: &[f32]) {
-        use std::arch::x86_64::*;
-        // Counts per block stay far below 2^31 per lane.
-        const BLOCK: usize = 1 << 24;
-        let ld = |a: &[f64; 4]| unsafe { _mm256_loadu_pd(a.as_ptr()) };
-        let st = |a: &mut [f64; 4], v: __m256d| unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
-        let mut sum = ld(&self.sum);
-        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 (or 8) elements.
-        let mut lo = unsafe { _mm_loadu_ps(self.lo.as_ptr()) };
-        let mut hi = unsafe { _mm_loadu_ps(self.hi.as_ptr()) };
-        let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
-        let inf = _mm_set1_ps(f32::INFINITY);
-        let abs8 = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let inf8 = _mm256_set1_ps(f32::INFINITY);
-        let zero8 = _mm256_setzero_ps();
-        let eights = body.len() / 8 * 8;
-        for block in body[..eights].chunks(BLOCK) {
-            let z = _mm256_setzero_si256();
-            let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
-            for ch in block.chunks_exact(8) {
-                let v8 = unsafe { _mm256_loadu_ps(ch.as_ptr()) };
-                let fin8 = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v8, abs8), inf8);
-                let count = |c: __m256i, m: __m256| _mm256_sub_epi32(c, _mm256_castps_si256(m));
-                c0 = count(c0, fin8);
-                c1 = count(c1, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, zero8));
-                c2 = count(c2, _mm256_cmp_ps::<_CMP_UNORD_Q>(v8, v8));
-                c3 = count(c3, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, inf8));
-                for v in [_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8)] {
-                    let fin = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
-                    sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_and_ps(v, fin)));
-                    lo = _mm_min_ps(_mm_blendv_ps(lo, v, fin), lo);
-                    hi = _mm_max_ps(_mm_blendv_ps(hi, v, fin), hi);
+    fn body_avx2(&mut self, _: Avx2, body: &[f32]) {
+        #[target_feature(enable = "avx2")]
+        fn run(p: &mut Pass1, body: &[f32]) {
+            use std::arch::x86_64::*;
+            // Counts per block stay far below 2^31 per lane.
+            const BLOCK: usize = 1 << 24;
+            let mut sum = simd::load_f64x4(&p.sum);
+            let mut lo = simd::load_f32x4(&p.lo);
+            let mut hi = simd::load_f32x4(&p.hi);
+            let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+            let inf = _mm_set1_ps(f32::INFINITY);
+            let abs8 = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+            let inf8 = _mm256_set1_ps(f32::INFINITY);
+            let zero8 = _mm256_setzero_ps();
+            let (eights, four) = body.as_chunks::<8>();
+            for block in eights.chunks(BLOCK / 8) {
+                let z = _mm256_setzero_si256();
+                let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
+                for v8 in block {
+                    let v8 = simd::load_f32x8(v8);
+                    let fin8 = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v8, abs8), inf8);
+                    let count = |c: __m256i, m: __m256| _mm256_sub_epi32(c, _mm256_castps_si256(m));
+                    c0 = count(c0, fin8);
+                    c1 = count(c1, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, zero8));
+                    c2 = count(c2, _mm256_cmp_ps::<_CMP_UNORD_Q>(v8, v8));
+                    c3 = count(c3, _mm256_cmp_ps::<_CMP_EQ_OQ>(v8, inf8));
+                    for v in [_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8)] {
+                        let fin = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
+                        sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_and_ps(v, fin)));
+                        lo = _mm_min_ps(_mm_blendv_ps(lo, v, fin), lo);
+                        hi = _mm_max_ps(_mm_blendv_ps(hi, v, fin), hi);
+                    }
+                }
+                // Lanes j and j + 4 both hold positions ≡ j (mod 4): lane j of the 4-lane sums.
+                for (acc, c) in p.c.iter_mut().zip([c0, c1, c2, c3]) {
+                    let mut a = [0u32; 8];
+                    simd::store_u32x8(&mut a, c);
+                    for (k, t) in acc.iter_mut().enumerate() {
+                        *t += f64::from(a[k]) + f64::from(a[k + 4]);
+                    }
                 }
             }
-            // Lanes j and j + 4 both hold positions ≡ j (mod 4): lane j of the 4-lane sums.
-            for (acc, c) in self.c.iter_mut().zip([c0, c1, c2, c3]) {
-                let mut a = [0i32; 8];
-                unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), c) };
-                for (k, t) in acc.iter_mut().enumerate() {
-                    *t += f64::from(a[k]) + f64::from(a[k + 4]);
+            simd::store_f64x4(&mut p.sum, sum);
+            simd::store_f32x4(&mut p.lo, lo);
+            simd::store_f32x4(&mut p.hi, hi);
+            // A last group of four (the body is a multiple of 4, not always of 8).
+            for ch in four.chunks_exact(4) {
+                for (k, &v) in ch.iter().enumerate() {
+                    p.step(k, v);
                 }
             }
         }
-        st(&mut self.sum, sum);
-        unsafe { _mm_storeu_ps(self.lo.as_mut_ptr(), lo) };
-        unsafe { _mm_storeu_ps(self.hi.as_mut_ptr(), hi) };
-        // A last group of four (the body is a multiple of 4, not always of 8).
-        for ch in body[eights..].chunks_exact(4) {
-            for (k, &v) in ch.iter().enumerate() {
-                self.step(k, v);
-            }
-        }
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, body) }
     }
 }
 
@@ -161,63 +166,53 @@ impl Pass2 {
         self.s[2][k] += d2 * d2;
         let sq = if fin { x * x } else { 0.0 };
         self.s[3][k] += sq;
-        self.over[k] += if sq >= 65520.0 { 1.0 } else { 0.0 };
+        self.over[k] += if sq >= F16_OVERFLOW { 1.0 } else { 0.0 };
     }
 
     /// `step` over groups of four with AVX: the same operations per lane, so the same sums.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn body_avx2(&mut self, body: &[f32], mean: f64) {
-        use std::arch::x86_64::*;
-        let ld = |a: &[f64; 4]| unsafe { _mm256_loadu_pd(a.as_ptr()) };
-        let st = |a: &mut [f64; 4], v: __m256d| unsafe { _mm256_storeu_pd(a.as_mut_ptr(), v) };
-        // SAFETY (all loads/stores here): the arrays and chunks hold exactly 4 elements.
-        let (mut m2, mut m3, mut m4, mut sq) = (
-            ld(&self.s[0]),
-            ld(&self.s[1]),
-            ld(&self.s[2]),
-            ld(&self.s[3]),
-        );
-        let mut over = ld(&self.over);
-        let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
-        let inf = _mm_set1_ps(f32::INFINITY);
-        let vmean = _mm256_set1_pd(mean);
-        let limit = _mm256_set1_pd(65520.0);
-        let one = _mm256_set1_pd(1.0);
-        for ch in body.chunks_exact(4) {
-            let v = unsafe { _mm_loadu_ps(ch.as_ptr()) };
-            let fin32 = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
-            let fin = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(fin32)));
-            let x = _mm256_blendv_pd(vmean, _mm256_cvtps_pd(_mm_and_ps(v, fin32)), fin);
-            let d = _mm256_sub_pd(x, vmean);
-            let d2 = _mm256_mul_pd(d, d);
-            m2 = _mm256_add_pd(m2, d2);
-            m3 = _mm256_add_pd(m3, _mm256_mul_pd(d2, d));
-            m4 = _mm256_add_pd(m4, _mm256_mul_pd(d2, d2));
-            let s = _mm256_and_pd(_mm256_mul_pd(x, x), fin);
-            sq = _mm256_add_pd(sq, s);
-            over = _mm256_add_pd(
-                over,
-                _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(s, limit), one),
+    fn body_avx2(&mut self, _: Avx2, body: &[f32], mean: f64) {
+        #[target_feature(enable = "avx2")]
+        fn run(p: &mut Pass2, body: &[f32], mean: f64) {
+            use std::arch::x86_64::*;
+            let [m2, m3, m4, sq] = &mut p.s;
+            let (mut m2v, mut m3v, mut m4v, mut sqv) = (
+                simd::load_f64x4(m2),
+                simd::load_f64x4(m3),
+                simd::load_f64x4(m4),
+                simd::load_f64x4(sq),
             );
+            let mut over = simd::load_f64x4(&p.over);
+            let abs = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+            let inf = _mm_set1_ps(f32::INFINITY);
+            let vmean = _mm256_set1_pd(mean);
+            let limit = _mm256_set1_pd(F16_OVERFLOW);
+            let one = _mm256_set1_pd(1.0);
+            for v in body.as_chunks::<4>().0 {
+                let v = simd::load_f32x4(v);
+                let fin32 = _mm_cmplt_ps(_mm_and_ps(v, abs), inf);
+                let fin = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_castps_si128(fin32)));
+                let x = _mm256_blendv_pd(vmean, _mm256_cvtps_pd(_mm_and_ps(v, fin32)), fin);
+                let d = _mm256_sub_pd(x, vmean);
+                let d2 = _mm256_mul_pd(d, d);
+                m2v = _mm256_add_pd(m2v, d2);
+                m3v = _mm256_add_pd(m3v, _mm256_mul_pd(d2, d));
+                m4v = _mm256_add_pd(m4v, _mm256_mul_pd(d2, d2));
+                let s = _mm256_and_pd(_mm256_mul_pd(x, x), fin);
+                sqv = _mm256_add_pd(sqv, s);
+                over = _mm256_add_pd(
+                    over,
+                    _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(s, limit), one),
+                );
+            }
+            simd::store_f64x4(m2, m2v);
+            simd::store_f64x4(m3, m3v);
+            simd::store_f64x4(m4, m4v);
+            simd::store_f64x4(sq, sqv);
+            simd::store_f64x4(&mut p.over, over);
         }
-        st(&mut self.s[0], m2);
-        st(&mut self.s[1], m3);
-        st(&mut self.s[2], m4);
-        st(&mut self.s[3], sq);
-        st(&mut self.over, over);
-    }
-}
-
-/// Whether the AVX2 bodies may run (checked once per chunk; the check is a cached load).
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, body, mean) }
     }
 }
 
@@ -226,10 +221,11 @@ impl Moments {
     /// keeps four independent lanes of sums, branch-free; with AVX2 the lanes are one register
     /// (same operations per lane, so the same result either way).
     pub fn of_chunk(values: &[f32]) -> Moments {
-        Self::of_chunk_with(values, avx2())
+        Self::of_chunk_with(values, simd::avx2())
     }
 
-    fn of_chunk_with(values: &[f32], simd: bool) -> Moments {
+    /// [`Self::of_chunk`] with the AVX2 bodies if given the token, else the portable ones.
+    fn of_chunk_with(values: &[f32], cpu: Option<Avx2>) -> Moments {
         const L: usize = 4;
         let mut m = Moments {
             count: values.len() as u64,
@@ -238,15 +234,14 @@ impl Moments {
         let full = values.len() / L * L;
         let (body, rest) = values.split_at(full);
         let mut p1 = Pass1::new();
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: `simd` is only true when the CPU has AVX2.
-            unsafe { p1.body_avx2(body) };
-        }
-        if !simd || cfg!(not(target_arch = "x86_64")) {
-            for ch in body.chunks_exact(L) {
-                for (k, &v) in ch.iter().enumerate() {
-                    p1.step(k, v);
+        match cpu {
+            #[cfg(target_arch = "x86_64")]
+            Some(cpu) => p1.body_avx2(cpu, body),
+            _ => {
+                for ch in body.chunks_exact(L) {
+                    for (k, &v) in ch.iter().enumerate() {
+                        p1.step(k, v);
+                    }
                 }
             }
         }
@@ -271,15 +266,14 @@ impl Moments {
             s: [[0.0; 4]; 4],
             over: [0.0; 4],
         };
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: `simd` is only true when the CPU has AVX2.
-            unsafe { p2.body_avx2(body, m.mean) };
-        }
-        if !simd || cfg!(not(target_arch = "x86_64")) {
-            for ch in body.chunks_exact(L) {
-                for (k, &v) in ch.iter().enumerate() {
-                    p2.step(k, v, m.mean);
+        match cpu {
+            #[cfg(target_arch = "x86_64")]
+            Some(cpu) => p2.body_avx2(cpu, body, m.mean),
+            _ => {
+                for ch in body.chunks_exact(L) {
+                    for (k, &v) in ch.iter().enumerate() {
+                        p2.step(k, v, m.mean);
+                    }
                 }
             }
         }
@@ -402,6 +396,7 @@ pub fn percentile_key(p: f64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::simd::testing;
 
     fn direct(values: &[f32]) -> (f64, f64, f64) {
         let xs: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
@@ -428,19 +423,64 @@ mod tests {
         assert_eq!(merged.n, 1000);
     }
 
+    /// Every field, floats as bit patterns (so NaN = NaN and −0 ≠ +0).
+    fn bits(m: &Moments) -> [u64; 14] {
+        [
+            m.count,
+            m.nan,
+            m.pos_inf,
+            m.neg_inf,
+            m.zeros,
+            m.n,
+            u64::from(m.min.to_bits()),
+            u64::from(m.max.to_bits()),
+            m.mean.to_bits(),
+            m.m2.to_bits(),
+            m.m3.to_bits(),
+            m.m4.to_bits(),
+            m.sum_sq.to_bits(),
+            m.square_overflow,
+        ]
+    }
+
     #[test]
-    fn simd_and_portable_lanes_agree_exactly() {
-        let v: Vec<f32> = (0..4099)
+    fn avx2_and_portable_lanes_agree_exactly() {
+        let Some(cpu) = crate::simd::avx2() else {
+            // No AVX2 on this CPU: nothing to compare.
+            return;
+        };
+        let smooth: Vec<f32> = (0..4099)
             .map(|i| ((i as f32 * 0.37).cos() * 300.0).powi(3) / 1e4)
             .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 256.0])
             .collect();
         // Lengths with and without a last group of four after the groups of eight; reversed,
         // the special values come first.
-        let r: Vec<f32> = v.iter().rev().copied().collect();
-        for v in [&v, &r] {
+        let reversed: Vec<f32> = smooth.iter().rev().copied().collect();
+        let mut cases = vec![smooth, reversed];
+        // Large magnitudes (sums that overflow to ∞, moments that become NaN), subnormals.
+        for (seed, &len) in testing::LENGTHS.iter().enumerate() {
+            cases.push(testing::values(len, seed as u64));
+            cases.push(
+                testing::values(len, seed as u64)
+                    .iter()
+                    .map(|v| v * 1e-30)
+                    .collect(),
+            );
+        }
+        // Zeros of both signs in every arrangement: min and max are a zero of some sign.
+        for pattern in 0u32..1 << 12 {
+            cases.push(
+                (0..12)
+                    .map(|i| if pattern >> i & 1 == 1 { -0.0 } else { 0.0 })
+                    .collect(),
+            );
+        }
+        for v in &cases {
             for len in [0, 1, 4, 7, 8, 12, 13, 4101, v.len()] {
-                let portable = Moments::of_chunk_with(&v[..len], false);
-                assert_eq!(portable, Moments::of_chunk(&v[..len]), "len {len}");
+                let v = &v[..len.min(v.len())];
+                let portable = Moments::of_chunk_with(v, None);
+                let fast = Moments::of_chunk_with(v, Some(cpu));
+                assert_eq!(bits(&fast), bits(&portable), "len {}", v.len());
             }
         }
     }

@@ -3,6 +3,8 @@
 use rayon::prelude::*;
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
 
 /// Σ h·(qdq(c) − c)² for the affine range [lo, hi], with the scheme's own zero point, one
 /// range at a time: the reference for `affine_sse_lanes`. `pts` is sorted by centre (bins
@@ -72,13 +74,18 @@ pub(super) fn affine_sse_lanes(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -
 
 /// [`affine_sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
 pub(super) fn affine_sse_lanes_avx2(
+    _: Avx2,
     cs: &[f64],
     ws: &[f64],
     qps: &[QParams; LANES],
 ) -> [f64; LANES] {
-    affine_sse_lanes(cs, ws, qps)
+    #[target_feature(enable = "avx2")]
+    fn run(cs: &[f64], ws: &[f64], qps: &[QParams; LANES]) -> [f64; LANES] {
+        affine_sse_lanes(cs, ws, qps)
+    }
+    // SAFETY: the token proves the CPU has AVX2.
+    unsafe { run(cs, ws, qps) }
 }
 
 /// Prefix sums of w, w·c and w·c² over the nonzero bins' centres (in order), for the lower
@@ -177,14 +184,13 @@ pub(super) fn pair_errors(
     floor: Option<&ClipFloor>,
 ) -> Vec<f64> {
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let cpu = simd::avx2();
     let found = Found::new(0.0);
     found.lower(known);
     let score = |qps: &[QParams; LANES]| {
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU supports AVX2, checked above.
-            return unsafe { affine_sse_lanes_avx2(cs, ws, qps) };
+        if let Some(cpu) = cpu {
+            return affine_sse_lanes_avx2(cpu, cs, ws, qps);
         }
         affine_sse_lanes(cs, ws, qps)
     };

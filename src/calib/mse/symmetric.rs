@@ -3,6 +3,8 @@
 use rayon::prelude::*;
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx2};
 
 /// First candidate bin of Model Optimizer's search (`start_bin=128`).
 pub(super) const START_BIN: usize = 128;
@@ -66,20 +68,25 @@ pub(super) fn sse_lanes(
 
 /// [`sse_lanes`] compiled for AVX2 (same operations per lane: the same sums).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
 pub(super) fn sse_lanes_avx2(
+    _: Avx2,
     cs: &[f64],
     ws: &[f64],
     amax: &[f64; LANES],
     max_bound: f64,
 ) -> [f64; LANES] {
-    sse_lanes(cs, ws, amax, max_bound)
+    #[target_feature(enable = "avx2")]
+    fn run(cs: &[f64], ws: &[f64], amax: &[f64; LANES], max_bound: f64) -> [f64; LANES] {
+        sse_lanes(cs, ws, amax, max_bound)
+    }
+    // SAFETY: the token proves the CPU has AVX2.
+    unsafe { run(cs, ws, amax, max_bound) }
 }
 
 /// The errors of the candidates `amax`, each exactly as [`symmetric_sse`] computes it.
 pub(super) fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: f64) -> Vec<f64> {
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let cpu = simd::avx2();
     let mut errs = Vec::with_capacity(amax.len() + LANES);
     for block in amax.chunks(LANES) {
         if block.iter().any(|&a| a.is_nan() || a <= MODELOPT_ZERO_AMAX) {
@@ -91,11 +98,9 @@ pub(super) fn symmetric_errors(cs: &[f64], ws: &[f64], amax: &[f64], max_bound: 
         let mut lanes = [block[block.len() - 1]; LANES];
         lanes[..block.len()].copy_from_slice(block);
         #[cfg(target_arch = "x86_64")]
-        let e = if avx2 {
-            // SAFETY: the CPU supports AVX2, checked above.
-            unsafe { sse_lanes_avx2(cs, ws, &lanes, max_bound) }
-        } else {
-            sse_lanes(cs, ws, &lanes, max_bound)
+        let e = match cpu {
+            Some(cpu) => sse_lanes_avx2(cpu, cs, ws, &lanes, max_bound),
+            None => sse_lanes(cs, ws, &lanes, max_bound),
         };
         #[cfg(not(target_arch = "x86_64"))]
         let e = sse_lanes(cs, ws, &lanes, max_bound);
@@ -260,8 +265,10 @@ impl SymContext {
         //   Σ1 = Σ k_g·S1(g)  = k_hi·p1[j1] − k_lo·p1[j0] − Σ_{g<levels} p1[B(g)],
         //   Σ0 = Σ k_g²·S0(g) = k_hi²·p0[j1] − k_lo²·p0[j0] − Σ_{g<levels} (2k_g + 1)·p0[B(g)]:
         // two loads and two multiply-adds per level. Four accumulators each, so the additions
-        // do not wait on each other (the bound allows any order); plain loops, as iterator
-        // adapters would be compiled outside the AVX2 caller.
+        // do not wait on each other (the bound allows any order), and the last levels (fewer
+        // than four) in one more, added last: the order of [`Self::sse_fast_avx2`], so the two
+        // agree bit for bit. Plain loops, as iterator adapters would be compiled outside the
+        // AVX2 caller.
         let (p0, p1) = (&self.p0[..], &self.p1[..]);
         let top = p0.len() - 1;
         let (mut a0, mut a1) = ([0.0f64; 4], [0.0f64; 4]);
@@ -277,16 +284,17 @@ impl SymContext {
             }
             g += 4;
         }
+        let (mut t0, mut t1) = (0.0, 0.0);
         for &e in chunks.remainder() {
             let i = (e as usize).min(top);
-            a0[0] += (2.0 * (k_lo + f64::from(g as i32)) + 1.0) * p0[i];
-            a1[0] += p1[i];
+            t0 += (2.0 * (k_lo + f64::from(g as i32)) + 1.0) * p0[i];
+            t1 += p1[i];
             g += 1;
         }
         self.by_parts(
             &plan,
-            (a0[0] + a0[1]) + (a0[2] + a0[3]),
-            (a1[0] + a1[1]) + (a1[2] + a1[3]),
+            ((a0[0] + a0[1]) + (a0[2] + a0[3])) + t0,
+            ((a1[0] + a1[1]) + (a1[2] + a1[3])) + t1,
         )
     }
 
@@ -431,14 +439,29 @@ impl SymContext {
     /// [`Self::score`] with AVX2: [`Self::sse_fast_avx2`] where its checks all pass, else
     /// [`Self::sse_fast`] (a tie at some k + ½, or a guess off by one: rare).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn score_avx2(&self, cw: (&[f64], &[f64]), amax: &[f64], found: &Found) -> Vec<f64> {
-        let mut s = Scratch::default();
-        // The closure inherits AVX2, so the call needs no `unsafe`.
-        self.score(cw, amax, found, |a| match self.sse_fast_avx2(a) {
-            Some(e) => e,
-            None => self.sse_fast(a, &mut s),
-        })
+    pub(super) fn score_avx2(
+        &self,
+        cpu: Avx2,
+        cw: (&[f64], &[f64]),
+        amax: &[f64],
+        found: &Found,
+    ) -> Vec<f64> {
+        #[target_feature(enable = "avx2")]
+        fn run(
+            ctx: &SymContext,
+            cpu: Avx2,
+            cw: (&[f64], &[f64]),
+            amax: &[f64],
+            found: &Found,
+        ) -> Vec<f64> {
+            let mut s = Scratch::default();
+            ctx.score(cw, amax, found, |a| match ctx.sse_fast_avx2(cpu, a) {
+                Some(e) => e,
+                None => ctx.sse_fast(a, &mut s),
+            })
+        }
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, cpu, cw, amax, found) }
     }
 
     /// [`Self::sse_fast`] four levels at a time in AVX2 registers, with the same guesses and
@@ -446,89 +469,89 @@ impl SymContext {
     /// by-parts sums in four lanes; None if any check fails. Needs fewer than 2^31 bins (i32
     /// indices).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn sse_fast_avx2(&self, amax: f64) -> Option<f64> {
-        use std::arch::x86_64::*;
-        let plan = self.plan(amax);
-        let LevelPlan {
-            scale,
-            k_lo,
-            levels,
-            per_bin,
-            offset,
-            first,
-            last,
-            ..
-        } = plan;
-        let p0 = &self.p0[..];
-        let v = _mm256_set1_pd;
-        let (one, half_v) = (v(1.0), v(0.5));
-        let mut k = _mm256_add_pd(v(k_lo), _mm256_set_pd(3.0, 2.0, 1.0, 0.0));
-        let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let mut ok = 0b1111;
-        let full = levels / 4 * 4;
-        let mut g = 0;
-        while g < full {
-            let half = _mm256_add_pd(k, half_v);
-            let t = _mm256_sub_pd(_mm256_mul_pd(half, v(per_bin)), v(offset));
-            let b = _mm256_add_pd(_mm256_floor_pd(t), one);
-            // maxpd returns its second operand for a NaN: `first`, a valid index.
-            let b = _mm256_min_pd(_mm256_max_pd(b, v(first)), v(last));
-            let centre = |j| {
-                _mm256_add_pd(
-                    v(self.lo),
-                    _mm256_mul_pd(v(self.width), _mm256_add_pd(j, half_v)),
-                )
-            };
-            let below = _mm256_mul_pd(centre(_mm256_sub_pd(b, one)), v(scale));
-            let above = _mm256_mul_pd(centre(b), v(scale));
-            let pass = _mm256_and_pd(
-                _mm256_cmp_pd::<_CMP_LT_OQ>(below, half),
-                _mm256_cmp_pd::<_CMP_GT_OQ>(above, half),
-            );
-            ok &= _mm256_movemask_pd(pass);
-            // b ∈ [j0 + 1, j1 − 1] ⊂ [0, p0.len()): the gathers stay inside the slices.
-            // Scalar loads, not gathers (microcoded and slower on some x86 cores): the pair
-            // (p0, p1) of each boundary is one 16-byte load.
-            let mut idx = [0i32; 4];
-            // SAFETY: `idx` holds 4 i32; unaligned store.
-            unsafe { _mm_storeu_si128(idx.as_mut_ptr().cast(), _mm256_cvttpd_epi32(b)) };
-            // b ∈ [j0 + 1, j1 − 1] (clamped above): in bounds; the index checks stay cheap.
-            let q = idx.map(|i| self.p01[i as usize]);
-            let g0 = _mm256_set_pd(q[3][0], q[2][0], q[1][0], q[0][0]);
-            let g1 = _mm256_set_pd(q[3][1], q[2][1], q[1][1], q[0][1]);
-            let odd = _mm256_add_pd(_mm256_add_pd(k, k), one);
-            a0 = _mm256_add_pd(a0, _mm256_mul_pd(odd, g0));
-            a1 = _mm256_add_pd(a1, g1);
-            k = _mm256_add_pd(k, v(4.0));
-            g += 4;
-        }
-        if ok != 0b1111 {
-            return None;
-        }
-        let (mut l0, mut l1) = ([0.0f64; 4], [0.0f64; 4]);
-        // SAFETY: 4 f64 fit the arrays; unaligned stores.
-        unsafe {
-            _mm256_storeu_pd(l0.as_mut_ptr(), a0);
-            _mm256_storeu_pd(l1.as_mut_ptr(), a1);
-        }
-        let (mut t0, mut t1) = (0.0, 0.0);
-        for g in full..levels {
-            let half = k_lo + g as f64 + 0.5;
-            let b = ((half * per_bin - offset).floor() + 1.0)
-                .max(first)
-                .min(last);
-            if !(self.centre(b - 1.0) * scale < half && self.centre(b) * scale > half) {
+    pub(super) fn sse_fast_avx2(&self, _: Avx2, amax: f64) -> Option<f64> {
+        #[target_feature(enable = "avx2")]
+        fn run(ctx: &SymContext, amax: f64) -> Option<f64> {
+            use std::arch::x86_64::*;
+            let plan = ctx.plan(amax);
+            let LevelPlan {
+                scale,
+                k_lo,
+                levels,
+                per_bin,
+                offset,
+                first,
+                last,
+                ..
+            } = plan;
+            let p0 = &ctx.p0[..];
+            let v = _mm256_set1_pd;
+            let (one, half_v) = (v(1.0), v(0.5));
+            let mut k = _mm256_add_pd(v(k_lo), _mm256_set_pd(3.0, 2.0, 1.0, 0.0));
+            let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+            let mut ok = 0b1111;
+            let full = levels / 4 * 4;
+            let mut g = 0;
+            while g < full {
+                let half = _mm256_add_pd(k, half_v);
+                let t = _mm256_sub_pd(_mm256_mul_pd(half, v(per_bin)), v(offset));
+                let b = _mm256_add_pd(_mm256_floor_pd(t), one);
+                // maxpd returns its second operand for a NaN: `first`, a valid index.
+                let b = _mm256_min_pd(_mm256_max_pd(b, v(first)), v(last));
+                let centre = |j| {
+                    _mm256_add_pd(
+                        v(ctx.lo),
+                        _mm256_mul_pd(v(ctx.width), _mm256_add_pd(j, half_v)),
+                    )
+                };
+                let below = _mm256_mul_pd(centre(_mm256_sub_pd(b, one)), v(scale));
+                let above = _mm256_mul_pd(centre(b), v(scale));
+                let pass = _mm256_and_pd(
+                    _mm256_cmp_pd::<_CMP_LT_OQ>(below, half),
+                    _mm256_cmp_pd::<_CMP_GT_OQ>(above, half),
+                );
+                ok &= _mm256_movemask_pd(pass);
+                // b ∈ [j0 + 1, j1 − 1] ⊂ [0, p0.len()): the gathers stay inside the slices.
+                // Scalar loads, not gathers (microcoded and slower on some x86 cores): the pair
+                // (p0, p1) of each boundary is one 16-byte load.
+                let mut idx = [0u32; 4];
+                simd::store_u32x4(&mut idx, _mm256_cvttpd_epi32(b));
+                // b ∈ [j0 + 1, j1 − 1] (clamped above): in bounds; the index checks stay cheap.
+                let q = idx.map(|i| ctx.p01[i as usize]);
+                let g0 = _mm256_set_pd(q[3][0], q[2][0], q[1][0], q[0][0]);
+                let g1 = _mm256_set_pd(q[3][1], q[2][1], q[1][1], q[0][1]);
+                let odd = _mm256_add_pd(_mm256_add_pd(k, k), one);
+                a0 = _mm256_add_pd(a0, _mm256_mul_pd(odd, g0));
+                a1 = _mm256_add_pd(a1, g1);
+                k = _mm256_add_pd(k, v(4.0));
+                g += 4;
+            }
+            if ok != 0b1111 {
                 return None;
             }
-            t0 += (2.0 * (k_lo + g as f64) + 1.0) * p0[b as usize];
-            t1 += self.p1[b as usize];
+            let (mut l0, mut l1) = ([0.0f64; 4], [0.0f64; 4]);
+            simd::store_f64x4(&mut l0, a0);
+            simd::store_f64x4(&mut l1, a1);
+            let (mut t0, mut t1) = (0.0, 0.0);
+            for g in full..levels {
+                let half = k_lo + g as f64 + 0.5;
+                let b = ((half * per_bin - offset).floor() + 1.0)
+                    .max(first)
+                    .min(last);
+                if !(ctx.centre(b - 1.0) * scale < half && ctx.centre(b) * scale > half) {
+                    return None;
+                }
+                t0 += (2.0 * (k_lo + g as f64) + 1.0) * p0[b as usize];
+                t1 += ctx.p1[b as usize];
+            }
+            Some(ctx.by_parts(
+                &plan,
+                ((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0,
+                ((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1,
+            ))
         }
-        Some(self.by_parts(
-            &plan,
-            ((l0[0] + l0[1]) + (l0[2] + l0[3])) + t0,
-            ((l1[0] + l1[1]) + (l1[2] + l1[3])) + t1,
-        ))
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, amax) }
     }
 }
 
@@ -709,14 +732,14 @@ pub(super) fn fast_scores_pruned(
     if levels * FAST_LEVELS_PER_BIN > cs.len() {
         return None;
     }
+    // The AVX2 form indexes bins by i32.
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2") && ctx.p0.len() < i32::MAX as usize;
+    let cpu = simd::avx2().filter(|_| ctx.p0.len() < i32::MAX as usize);
     let found = Found::new(if prune { 2.0 * tol } else { f64::INFINITY });
     let run = |chunk: &[f64]| {
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU supports AVX2, checked above.
-            return unsafe { ctx.score_avx2((cs, ws), chunk, &found) };
+        if let Some(cpu) = cpu {
+            return ctx.score_avx2(cpu, (cs, ws), chunk, &found);
         }
         ctx.score_plain((cs, ws), chunk, &found)
     };

@@ -89,9 +89,8 @@ fn lanes_match_the_plain_loop_bit_for_bit() {
             let got = sse_lanes(&cs, &ws, &amax, max_bound).map(f64::to_bits);
             assert_eq!(got, want, "bits {bits}");
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                let got = unsafe { sse_lanes_avx2(&cs, &ws, &amax, max_bound) };
+            if let Some(cpu) = crate::simd::avx2() {
+                let got = sse_lanes_avx2(cpu, &cs, &ws, &amax, max_bound);
                 assert_eq!(got.map(f64::to_bits), want, "bits {bits}, AVX2");
             }
         }
@@ -196,6 +195,71 @@ fn fast_search_picks_the_exact_searchs_range() {
     );
     gap.report("candidates");
     assert!(fast_searches > 100, "{fast_searches}");
+}
+
+/// The AVX2 fast score against its portable twin, directly: wherever its checks all pass it
+/// gives [`SymContext::sse_fast`]'s value bit for bit, and where one fails (c·scale exactly
+/// at some k + ½) it declines, leaving the candidate to `sse_fast`. Random histograms of every
+/// shape and size, 2 to 16 bits, candidates at centres and edges; and one made of ties.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sse_fast_avx2_is_the_portable_fast_score_bit_for_bit() {
+    let Some(cpu) = crate::simd::avx2() else {
+        // No AVX2 on this CPU: nothing to compare.
+        return;
+    };
+    let mut rng = Rng(0xa5a5_f00d_0bad_0007);
+    let mut s = Scratch::default();
+    let (mut same, mut declined) = (0usize, 0usize);
+    for case in 0..400 {
+        let len = match case % 8 {
+            0 => 2048,
+            1 => 1 + rng.below(4) as usize,
+            2 => 129 + rng.below(8) as usize,
+            _ => 1 + rng.below(1200) as usize,
+        };
+        let bits = 2 + rng.below(15) as u8;
+        let max_bound = ((1u64 << (bits - 1)) - 1) as f64;
+        let (lo, hi) = random_range(&mut rng);
+        let h = hist(lo, hi, random_counts(&mut rng, len));
+        let Some(ctx) = SymContext::new(&h, max_bound) else {
+            continue;
+        };
+        for _ in 0..24 {
+            let i = rng.below(len as u64 + 1) as usize;
+            let a = if rng.below(2) == 0 {
+                h.centre(i)
+            } else {
+                h.edge(i)
+            };
+            let a = a.abs();
+            if a <= MODELOPT_ZERO_AMAX {
+                continue;
+            }
+            let want = ctx.sse_fast(a, &mut s);
+            match ctx.sse_fast_avx2(cpu, a) {
+                Some(got) => {
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "case {case}: len {len}, bits {bits}, [{lo}, {hi}], amax {a}"
+                    );
+                    same += 1;
+                }
+                None => declined += 1,
+            }
+        }
+    }
+    // Centres j + ½ and scale 1: every boundary check meets c·scale = k + ½ exactly.
+    let ctx = SymContext::new(&hist(0.0, 64.0, vec![1; 64]), 127.0).expect("nonempty");
+    assert_eq!(ctx.sse_fast_avx2(cpu, 127.0), None);
+    // x̂ = round-half-even(c) for c = j + ½: an error of ¼ in each of the 64 bins.
+    assert_eq!(ctx.sse_fast(127.0, &mut s), 16.0);
+    eprintln!("{same} candidates scored alike, {declined} declined");
+    assert!(
+        same > 5000 && declined > 0,
+        "{same} alike, {declined} declined"
+    );
 }
 
 /// Skipping candidates by their tail floor leaves the re-check window exactly as scoring
@@ -473,9 +537,8 @@ fn affine_lanes_match_the_one_range_loop_bit_for_bit() {
                 let got = affine_sse_lanes(&cs, &ws, &qps).map(f64::to_bits);
                 assert_eq!(got, want, "bits {bits}: {ranges:?}");
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    let got = unsafe { affine_sse_lanes_avx2(&cs, &ws, &qps) };
+                if let Some(cpu) = crate::simd::avx2() {
+                    let got = affine_sse_lanes_avx2(cpu, &cs, &ws, &qps);
                     assert_eq!(got.map(f64::to_bits), want, "bits {bits}, AVX2");
                 }
             }
