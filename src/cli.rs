@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use calibscope::analysis::Options;
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
 use calibscope::calib::Scheme;
+use calibscope::report::export::NameMap;
 use calibscope::source::{BatchLayout, Limits};
 
 /// The command line asked for something the tool cannot do: one line, exit status 2.
@@ -73,14 +74,21 @@ pub struct ReportArgs {
     /// list of kinds (e.g. `fp16_overflow,nan_inf`).
     #[arg(long, value_name = "KINDS")]
     pub fail_on: Option<String>,
-    /// Also write the chosen ranges: `trt-cache FILE` (TensorRT calibration cache) or
-    /// `json FILE` ({layer: {min, max, scale, zero_point}}).
+    /// Also write the chosen ranges: `trt-cache FILE` (TensorRT calibration cache), `ort FILE`
+    /// (ONNX Runtime calibration cache) or `json FILE` ({layer: {min, max, scale, zero_point}}).
     #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
     pub export: Option<Vec<String>>,
     /// Method whose ranges are exported: recommended, minmax, ema, entropy, mse, percentile,
     /// or a label such as "percentile 99.99".
     #[arg(long, default_value = "recommended")]
     pub method: String,
+    /// First line of an exported TensorRT cache (TensorRT refuses another version's header).
+    #[arg(long, default_value = calibscope::report::export::TRT_HEADER)]
+    pub trt_header: String,
+    /// Two columns a line, dump name and tensor name in the model graph: exported ranges are
+    /// named by the second.
+    #[arg(long, value_name = "FILE")]
+    pub name_map: Option<PathBuf>,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
 }
@@ -167,6 +175,7 @@ impl AnalysisArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportKind {
     TrtCache,
+    Ort,
     Json,
 }
 
@@ -203,14 +212,25 @@ impl ReportArgs {
         };
         let kind = match kind.as_str() {
             "trt-cache" => ExportKind::TrtCache,
+            "ort" => ExportKind::Ort,
             "json" => ExportKind::Json,
             other => {
                 return Err(UsageError(format!(
-                    "unknown export kind `{other}` (expected trt-cache or json)"
+                    "unknown export kind `{other}` (expected trt-cache, ort or json)"
                 )));
             }
         };
         Ok(Some((kind, PathBuf::from(file))))
+    }
+
+    /// `--name-map FILE`, read and checked before any analysis runs.
+    pub fn name_map(&self) -> Result<NameMap, UsageError> {
+        let Some(path) = &self.name_map else {
+            return Ok(NameMap::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--name-map {}: {e}", path.display())))?;
+        NameMap::parse(&text).map_err(|e| UsageError(format!("--name-map {}: {e}", path.display())))
     }
 }
 

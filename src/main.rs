@@ -62,6 +62,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     fail_on: None,
                     export: None,
                     method: "recommended".into(),
+                    trt_header: export::TRT_HEADER.into(),
+                    name_map: None,
                     analysis: args.analysis,
                 })
             }
@@ -95,6 +97,7 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
     setup_threads(&args.analysis).ok();
     let fail_on = args.fail_on()?;
     let export_to = args.export()?;
+    let names = args.name_map()?;
     let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
     opts.keep_profiles = false;
     let analysis = run_with_progress(&found, &opts, args.quiet)?;
@@ -108,8 +111,11 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
 
     if let Some((kind, file)) = &export_to {
         let contents = match kind {
-            ExportKind::TrtCache => export::trt_cache(&analysis, &args.method),
-            ExportKind::Json => export::ranges_json(&analysis, &args.method),
+            ExportKind::TrtCache => {
+                export::trt_cache(&analysis, &args.method, &args.trt_header, &names)
+            }
+            ExportKind::Ort => export::ort_cache(&analysis, &args.method, &names),
+            ExportKind::Json => export::ranges_json(&analysis, &args.method, &names),
         }
         .map_err(anyhow::Error::msg)?;
         let inputs: Vec<&Path> = (args.paths.iter().map(PathBuf::as_path))

@@ -559,3 +559,92 @@ fn export_into_a_missing_folder_fails() {
     ));
     assert!(!missing.exists());
 }
+
+/// `--export ort` is what ONNX Runtime's own writer (`save_tensors_data`) makes of the same
+/// ranges, value for value (fixture by scripts/ort_cache_fixture.py, which also checked that
+/// ONNX Runtime's `load_tensors_data` reads our file back), with the name map applied.
+#[test]
+fn ort_export_matches_onnx_runtimes_own_writer() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ort");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("minmax_data.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cache.json");
+    calibscope()
+        .args(["report", "-q", "--method", "minmax", "--name-map"])
+        .arg(fixtures.join("name_map.tsv"))
+        .arg(data())
+        .arg("--export")
+        .arg("ort")
+        .arg(&out)
+        .assert()
+        .success();
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(got, want);
+    assert!(got["data"]["/conv1/Relu_output_0"].is_object());
+    assert!(got["data"].get("01_conv1_relu").is_none());
+}
+
+/// The cache names one ORT method: the exported one where ORT has it, MinMax otherwise.
+#[test]
+fn ort_export_names_the_method_ort_has() {
+    let dir = tempfile::tempdir().unwrap();
+    for (method, want) in [
+        ("entropy", "CalibrationMethod.Entropy"),
+        ("percentile 99.99", "CalibrationMethod.Percentile"),
+        ("mse", "CalibrationMethod.MinMax"),
+        ("ema", "CalibrationMethod.MinMax"),
+    ] {
+        let out = dir.path().join("c.json");
+        calibscope()
+            .args(["report", "-q", "--method", method])
+            .arg(gelu())
+            .arg("--export")
+            .arg("ort")
+            .arg(&out)
+            .assert()
+            .success();
+        let got: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(got["calibration_method"]["value"], want, "{method}");
+    }
+}
+
+#[test]
+fn trt_cache_takes_the_header_and_the_name_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("names.csv");
+    std::fs::write(&map, "02_block_gelu,/block/gelu_output\n").unwrap();
+    let out = dir.path().join("calib.cache");
+    calibscope()
+        .args([
+            "report",
+            "-q",
+            "--trt-header",
+            "TRT-100300-EntropyCalibration2",
+        ])
+        .arg("--name-map")
+        .arg(&map)
+        .arg(gelu())
+        .arg("--export")
+        .arg("trt-cache")
+        .arg(&out)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "TRT-100300-EntropyCalibration2");
+    assert!(lines[1].starts_with("/block/gelu_output: "), "{text}");
+    assert_eq!(lines.len(), 2);
+    // A bad name map is a usage error naming the file, before any analysis.
+    std::fs::write(&map, "a b c\n").unwrap();
+    calibscope()
+        .args(["report", "-q", "--name-map"])
+        .arg(&map)
+        .arg(gelu())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "names.csv: line 1: expected two columns",
+        ));
+}
