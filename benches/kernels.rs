@@ -6,7 +6,7 @@
 use calibscope::analysis::metrics::ErrorAccum;
 use calibscope::analysis::stats::Moments;
 use calibscope::calib::{QParams, Scheme};
-use calibscope::histogram::{Histogram, PairCounter};
+use calibscope::histogram::{Histogram, NumpyBins, PairCounter};
 use divan::{Bencher, black_box};
 
 fn main() {
@@ -93,10 +93,35 @@ fn signed_hist() -> Histogram {
     h
 }
 
+/// ONNX Runtime's entropy histogram (x over ±max|x|, numpy's bins) of the values: (it, min, max).
+fn entropy_hist() -> (Histogram, f64, f64) {
+    let v = values();
+    let absmax = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    let bins = NumpyBins::new(-absmax, absmax, 2048);
+    let mut counts = vec![0; 2048];
+    bins.add(&v, &mut counts);
+    let (min, max) = v
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    (bins.histogram(counts), f64::from(min), f64::from(max))
+}
+
 #[divan::bench]
 fn entropy_search_affine(b: Bencher) {
-    let h = signed_hist();
-    b.bench(|| calibscope::calib::entropy::affine(black_box(&h), 8));
+    let (h, min, max) = entropy_hist();
+    b.bench(|| calibscope::calib::entropy::affine(black_box(&h), min, max, 8));
+}
+
+/// Pass 2's extra sweep for `--scheme affine`: ONNX Runtime's entropy histogram.
+#[divan::bench]
+fn entropy_histogram(b: Bencher) {
+    let v = values();
+    let bins = NumpyBins::new(-27.0, 27.0, 2048);
+    b.counter(divan::counter::ItemsCount::new(N)).bench(|| {
+        let mut c = vec![0u64; 2048];
+        bins.add(black_box(&v), &mut c);
+        c
+    });
 }
 
 #[divan::bench]

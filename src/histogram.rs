@@ -622,6 +622,156 @@ impl PairTotals {
     }
 }
 
+/// The bins `numpy.histogram(x, bins, range=(lo, hi))` makes for float32 x, as ONNX Runtime's
+/// entropy calibrator calls it (`HistogramCollector.collect_value`, range ±max|x|): float32
+/// edges from `np.linspace` (k·step + lo, the last edge hi; an empty range widened to
+/// lo − 0.5, hi + 0.5), and a value v in bin k where edges[k] ≤ v < edges[k+1], the last bin
+/// closed. numpy computes an index by arithmetic and moves it one bin where an edge says
+/// otherwise; the edges decide, so they alone are kept. Where numpy refuses the range (edges
+/// not finite and increasing: 2·|lo| or 2·hi beyond f32::MAX, or bins narrower than
+/// float32's spacing) the edges come from f64 arithmetic instead, rounded to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumpyBins {
+    edges: Vec<f32>,
+    /// edges[k+1] for bin k, +inf for the last (closed) bin.
+    upper: Vec<f32>,
+    lo: f64,
+    scale: f64,
+    /// Whether (v − lo)·scale (in float32), rounded, is always v's bin or the next: every edge
+    /// lies within a quarter bin of its exact place (float32 rounding moves it by ~bins·2⁻²⁴
+    /// of a bin, but far more for subnormal ranges), the scale is a float32, and the guess's
+    /// own rounding (≤ ~3·bins·2⁻²⁴ of a bin) stays under a quarter bin (bins < 2²⁰).
+    one_step: bool,
+}
+
+impl NumpyBins {
+    pub fn new(lo: f32, hi: f32, bins: usize) -> Self {
+        let bins = bins.max(1);
+        let (lo, hi) = if lo == hi {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
+        let div = bins as f32;
+        let delta = hi - lo;
+        let step = delta / div;
+        let mut edges: Vec<f32> = (0..=bins)
+            .map(|k| {
+                let k = k as f32;
+                // linspace's branch for a step that underflows to 0.
+                if step == 0.0 {
+                    k / div * delta + lo
+                } else {
+                    k * step + lo
+                }
+            })
+            .collect();
+        edges[bins] = hi;
+        // Counted rather than short-circuited, so the sweeps vectorise.
+        let increasing = |e: &[f32]| e.windows(2).filter(|w| w[0] >= w[1]).count() == 0;
+        if !increasing(&edges) || edges.iter().filter(|e| !e.is_finite()).count() > 0 {
+            let (l, h) = (f64::from(lo), f64::from(hi));
+            for (k, e) in edges.iter_mut().enumerate() {
+                *e = (l + (h - l) * k as f64 / bins as f64) as f32;
+            }
+            (edges[0], edges[bins]) = (lo, hi);
+        }
+        let mut upper = edges[1..].to_vec();
+        upper[bins - 1] = f32::INFINITY;
+        let (first, last) = (f64::from(edges[0]), f64::from(edges[bins]));
+        let scale = bins as f64 / (last - first);
+        let near = edges
+            .iter()
+            .enumerate()
+            .map(|(k, &e)| ((f64::from(e) - first) * scale - k as f64).abs())
+            .fold(0.0, f64::max)
+            < 0.25;
+        NumpyBins {
+            one_step: near && increasing(&edges) && (scale as f32).is_finite() && bins < 1 << 20,
+            edges,
+            upper,
+            lo: first,
+            scale,
+        }
+    }
+
+    pub fn bins(&self) -> usize {
+        self.edges.len() - 1
+    }
+
+    /// The bins+1 edges.
+    pub fn edges(&self) -> &[f32] {
+        &self.edges
+    }
+
+    /// The bin of `v`, None outside `[edges[0], edges[bins]]` or NaN (numpy drops those).
+    pub fn bin(&self, v: f32) -> Option<usize> {
+        let e = &self.edges;
+        let n = e.len() - 1;
+        if !(v >= e[0] && v <= e[n]) {
+            return None;
+        }
+        let mut k = position(f64::from(v), self.lo, self.scale, (n - 1) as f64) as usize;
+        while k > 0 && v < e[k] {
+            k -= 1;
+        }
+        while k + 1 < n && v >= e[k + 1] {
+            k += 1;
+        }
+        Some(k)
+    }
+
+    /// Counts `values` into `counts` (`bins()` long); values outside the range, NaN and ±inf
+    /// are not counted. The guesses are computed a block at a time without branches (so that
+    /// part vectorises), then moved at most one bin by the edges (see `one_step`).
+    pub fn add(&self, values: &[f32], counts: &mut [u64]) {
+        if !self.one_step {
+            for &v in values {
+                if let Some(c) = self.bin(v).and_then(|k| counts.get_mut(k)) {
+                    *c += 1;
+                }
+            }
+            return;
+        }
+        const BLOCK: usize = 256;
+        let n = self.bins();
+        let (lower, upper) = (&self.edges[..n], &self.upper[..n]);
+        let (first, last) = (self.edges[0], self.edges[n]);
+        // The guess in float32 (as numpy's own; its rounding is ~n·2⁻²² of a bin), rounded to
+        // the nearest bin index by adding 2²³, which leaves round(b) in the low mantissa bits
+        // (b ∈ [0, n−1], NaN taken to 0): it vectorises, where a float-to-int cast saturates
+        // lane by lane. Rounding rather than truncating keeps the guess within one bin.
+        let (scale, top) = (self.scale as f32, (n - 1) as f32);
+        let mut guess = [0u32; BLOCK];
+        for block in values.chunks(BLOCK) {
+            for (g, &v) in guess.iter_mut().zip(block) {
+                let b = ((v - first) * scale).max(0.0).min(top);
+                *g = (b + 8_388_608.0).to_bits() & 0x7f_ffff;
+            }
+            for (&v, &g) in block.iter().zip(&guess) {
+                let g = (g as usize).min(n - 1);
+                let k = (g + usize::from(v >= upper[g])).wrapping_sub(usize::from(v < lower[g]));
+                if v >= first
+                    && v <= last
+                    && let Some(c) = counts.get_mut(k)
+                {
+                    *c += 1;
+                }
+            }
+        }
+    }
+
+    /// `counts` as a [`Histogram`] over these bins' range (its `edge` is f64 arithmetic:
+    /// read the exact edges from [`Self::edges`]).
+    pub fn histogram(&self, counts: Vec<u64>) -> Histogram {
+        Histogram {
+            lo: f64::from(self.edges[0]),
+            hi: f64::from(self.edges[self.bins()]),
+            counts,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,6 +1026,125 @@ mod tests {
                     assert_eq!(fast.x, portable.x, "[{lo}, {hi}] len {len}");
                     assert_eq!(fast.abs, portable.abs, "[{lo}, {hi}] len {len}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn numpy_bins_are_numpys() {
+        // numpy 2.4: np.histogram(v, 16, range=(-T, T)) for float32 T = 0.7 (inexact edges),
+        // v = every edge and its float32 neighbours either side, ±0, a few inside, NaN, inf
+        // and a value beyond the range (the last three not counted).
+        let t = 0.7f32;
+        let b = NumpyBins::new(-t, t, 16);
+        let want_edges: [u32; 17] = [
+            0xbf33_3333,
+            0xbf1c_cccd,
+            0xbf06_6666,
+            0xbee0_0000,
+            0xbeb3_3333,
+            0xbe86_6666,
+            0xbe33_3334,
+            0xbdb3_3330,
+            0x0,
+            0x3db3_3330,
+            0x3e33_3334,
+            0x3e86_6666,
+            0x3eb3_3332,
+            0x3edf_fffe,
+            0x3f06_6667,
+            0x3f1c_cccd,
+            0x3f33_3333,
+        ];
+        let edges: Vec<u32> = b.edges().iter().map(|e| e.to_bits()).collect();
+        assert_eq!(edges, want_edges);
+        let mut v = Vec::new();
+        for &e in b.edges() {
+            v.extend([e, e.next_down(), e.next_up()]);
+        }
+        v.extend([0.0, -0.0, 0.3, -0.51, f32::NAN, f32::INFINITY, 2.0]);
+        let mut counts = vec![0; 16];
+        b.add(&v, &mut counts);
+        assert_eq!(
+            counts,
+            [3, 3, 4, 3, 3, 3, 3, 3, 5, 3, 3, 4, 3, 3, 3, 4],
+            "{v:?}"
+        );
+        // An empty range is widened by 0.5 each way: np.histogram([0, .5, -.5, .25, 1], 4,
+        // range=(0, 0)) = [1, 0, 1, 2] over edges −0.5, −0.25, 0, 0.25, 0.5.
+        let z = NumpyBins::new(-0.0, 0.0, 4);
+        assert_eq!(z.edges(), [-0.5, -0.25, 0.0, 0.25, 0.5]);
+        let mut c = vec![0; 4];
+        z.add(&[0.0, 0.5, -0.5, 0.25, 1.0], &mut c);
+        assert_eq!(c, [1, 0, 1, 2]);
+        assert_eq!(
+            z.histogram(c),
+            Histogram {
+                lo: -0.5,
+                hi: 0.5,
+                counts: vec![1, 0, 1, 2]
+            }
+        );
+    }
+
+    #[test]
+    fn numpy_bins_one_step_counting_is_the_edges_verdict() {
+        // Values on, beside and between the edges of several ranges: the block count (a guess
+        // moved one bin) gives each value the bin `bin` finds by walking the edges.
+        let mut kinds = [0; 2];
+        let cases = [
+            (0.7f32, 16),
+            (5.914_631_4, 2048),
+            (1e-30, 2048),
+            (3e-41, 64),
+            (1e-44, 8),
+            (1e-44, 2048),
+        ];
+        for (t, bins) in cases {
+            let b = NumpyBins::new(-t, t, bins);
+            kinds[usize::from(b.one_step)] += 1;
+            let mut v: Vec<f32> = b
+                .edges()
+                .iter()
+                .flat_map(|&e| [e, e.next_down(), e.next_up()])
+                .collect();
+            v.extend((0..5000).map(|i| t * ((i as f32 * 0.618_034).fract() * 2.0 - 1.0)));
+            v.extend([f32::NAN, f32::INFINITY, -f32::INFINITY, 2.0 * t, -2.0 * t]);
+            let mut want = vec![0; bins];
+            for &x in &v {
+                if let Some(k) = b.bin(x) {
+                    let e = b.edges();
+                    assert!(
+                        e[k] <= x && (x < e[k + 1] || k == bins - 1),
+                        "{t}: {x} in {k}"
+                    );
+                    want[k] += 1;
+                }
+            }
+            let mut got = vec![0; bins];
+            b.add(&v, &mut got);
+            assert_eq!(got, want, "T = {t}, {bins} bins (one step: {})", b.one_step);
+        }
+        // Both ways of counting ran (subnormal ranges walk the edges).
+        assert!(kinds[0] > 0 && kinds[1] > 0, "{kinds:?}");
+    }
+
+    #[test]
+    fn numpy_bins_where_numpy_refuses_the_range_stay_finite_and_ordered() {
+        // ±f32::MAX: 2·MAX overflows float32 (numpy: "Too many bins for data range").
+        for (lo, hi) in [(-f32::MAX, f32::MAX), (-1e-44, 1e-44), (-2e38, 2e38)] {
+            let b = NumpyBins::new(lo, hi, 2048);
+            let e = b.edges();
+            assert!(e.iter().all(|x| x.is_finite()), "{lo} {hi}");
+            assert!(e.windows(2).all(|w| w[0] <= w[1]), "{lo} {hi}");
+            assert_eq!((e[0], e[2048]), (lo, hi));
+            let v = [lo, hi, 0.0, lo / 2.0, hi / 3.0];
+            let mut c = vec![0; 2048];
+            b.add(&v, &mut c);
+            assert_eq!(c.iter().sum::<u64>(), 5);
+            for x in v {
+                let k = b.bin(x).expect("inside the range");
+                assert!(e[k] <= x && (x < e[k + 1] || k == 2047), "{x} in bin {k}");
             }
         }
     }

@@ -4,7 +4,8 @@
 //! Passes, each a parallel fold over chunks of a few MiB (no pass holds a whole tensor):
 //! 1. profile: moments, NaN/Inf, casts, per-batch extremes, row sums of squares;
 //! 2. histograms of x over `[min, max]` and of |x| over `[0, max|x|]` (65536 bins; the 2048-bin
-//!    histograms the searches use are exact sums of 32 fine bins);
+//!    histograms the searches use are exact sums of 32 fine bins), and for the affine entropy
+//!    ONNX Runtime's own (x over ±max|x|, 2048 numpy bins);
 //! 3. metrics: every method's quantizer evaluated on each chunk while it is hot.
 //!
 //! The calibrators ([`crate::calib`]) only see the merged profile, never raw values.

@@ -1,12 +1,14 @@
 //! The three passes over a layer's chunks: 1 (moments, casts, batch extremes, row sums),
-//! 2 (the two fine histograms) and 3 (every chosen quantizer's exact error).
+//! 2 (the two fine histograms, and ONNX Runtime's entropy histogram where it is needed) and
+//! 3 (every chosen quantizer's exact error).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::calib::Chosen;
 use crate::calib::QParams;
-use crate::histogram::{PairCounter, PairTotals};
+use crate::calib::{SEARCH_BINS, Scheme};
+use crate::histogram::{NumpyBins, PairCounter, PairTotals};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
@@ -251,6 +253,10 @@ pub(crate) fn profile_parts(
     // Counters that would overflow are folded into the totals under the lock (rarely: after
     // 2^32 values in one worker).
     let totals = Mutex::new(totals);
+    // ONNX Runtime's entropy histogram, only where it may be read: its own loop over each chunk.
+    let entropy_bins = (opts.scheme == Scheme::Affine || opts.keep_profiles)
+        .then(|| NumpyBins::new(-absmax as f32, absmax as f32, SEARCH_BINS));
+    let entropy_pool: Pool<Vec<u64>> = Pool::new();
     for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |_, values| {
@@ -262,6 +268,9 @@ pub(crate) fn profile_parts(
                 }
                 c.add(values);
             });
+            if let Some(b) = &entropy_bins {
+                entropy_pool.with(|| vec![0; b.bins()], |c| b.add(values, c));
+            }
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
@@ -272,6 +281,15 @@ pub(crate) fn profile_parts(
         totals.take(c);
     }
     let (hist, abs_hist) = totals.finish();
+    let entropy_hist = entropy_bins.map(|b| {
+        let mut counts = vec![0u64; b.bins()];
+        for c in entropy_pool.into_items() {
+            for (t, n) in counts.iter_mut().zip(c) {
+                *t += n;
+            }
+        }
+        b.histogram(counts)
+    });
 
     Ok(Profile {
         info,
@@ -282,6 +300,7 @@ pub(crate) fn profile_parts(
         rows,
         hist,
         abs_hist,
+        entropy_hist,
         f64_overflows,
         trailing_bytes,
     })

@@ -20,6 +20,10 @@ pub struct Profile<H = Histogram> {
     /// x over `[min, max]` and |x| over `[0, max|x|]`, FINE_BINS each.
     pub hist: H,
     pub abs_hist: H,
+    /// x over `[−max|x|, max|x|]` in SEARCH_BINS bins with numpy's edges: ONNX Runtime's
+    /// entropy histogram, which the affine entropy reads. Counted where a run may need it
+    /// (an affine scheme, or a kept profile that a re-run may take to affine); else None.
+    pub entropy_hist: Option<H>,
     pub f64_overflows: u64,
     pub trailing_bytes: u64,
 }
@@ -43,6 +47,7 @@ impl<H> Profile<H> {
             rows: self.rows,
             hist: f(&self.hist),
             abs_hist: f(&self.abs_hist),
+            entropy_hist: self.entropy_hist.as_ref().map(&f),
             f64_overflows: self.f64_overflows,
             trailing_bytes: self.trailing_bytes,
         }
@@ -63,6 +68,7 @@ impl Profile {
             batches: &self.batches,
             hist: &self.hist,
             abs_hist: &self.abs_hist,
+            entropy_hist: self.entropy_hist.as_ref(),
         }
     }
 

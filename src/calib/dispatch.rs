@@ -51,6 +51,10 @@ pub struct Observed<'a> {
     /// x over `[min, max]` and |x| over `[0, max|x|]`, with a multiple of [`SEARCH_BINS`] bins.
     pub hist: &'a Histogram,
     pub abs_hist: &'a Histogram,
+    /// x over `[−max|x|, max|x|]` in [`SEARCH_BINS`] bins with numpy's edges (ONNX Runtime's
+    /// entropy histogram, `crate::histogram::NumpyBins`), for the affine entropy; None where
+    /// the scheme is symmetric (the affine entropy then falls back to min-max, 0 candidates).
+    pub entropy_hist: Option<&'a Histogram>,
 }
 
 /// The settings the calibrators depend on.
@@ -101,8 +105,8 @@ pub fn calibrate(p: &Observed, opts: &Config) -> Vec<Chosen> {
         }
     });
     push(MethodKind::Ema, None, ema);
-    // A scheme's searches read one of the two histograms: coarsen only that one (each is a
-    // sweep of 65536 bins).
+    // A scheme's searches read one of the two fine histograms (the affine entropy reads its
+    // own): coarsen only that one (each is a sweep of 65536 bins).
     let h = if sym {
         p.abs_hist.coarsen(factor)
     } else {
@@ -116,11 +120,15 @@ pub fn calibrate(p: &Observed, opts: &Config) -> Vec<Chosen> {
         );
         push(MethodKind::Mse, None, super::mse::symmetric(&h, opts.bits));
     } else {
-        push(
-            MethodKind::Entropy,
-            None,
-            super::entropy::affine(&h, opts.bits),
+        let entropy = p.entropy_hist.map_or(
+            Search {
+                lo: min,
+                hi: max,
+                candidates: 0,
+            },
+            |eh| super::entropy::affine(eh, min, max, opts.bits),
         );
+        push(MethodKind::Entropy, None, entropy);
         push(MethodKind::Mse, None, super::mse::affine(&h, opts.bits));
     }
     let pcts = if sym {

@@ -1,16 +1,18 @@
-//! ONNX Runtime's window search (`HistogramCollector.get_entropy_threshold`), adapted.
+//! ONNX Runtime's entropy calibration (`HistogramCollector.get_entropy_threshold`).
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::*;
+use crate::histogram::NumpyBins;
 
-/// ONNX Runtime's `smooth_distribution` (in float64, ORT uses float32): zeros become eps,
-/// nonzero entries lose eps·#zeros/#nonzeros. `false` where ORT gives up (all zero → its −1,
-/// scored ∞) or would fail its assertion (eps1 ≥ 1, only for windows > 10⁴ mostly-empty bins).
-pub(super) fn smooth(v: &mut [f64]) -> bool {
-    let zeros = v.iter().filter(|&&x| x == 0.0).count();
+/// ONNX Runtime's `smooth_distribution` in float32, as it computes it, on `v` holding the
+/// counts as f32: zeros become f32(eps), nonzero entries f32(count) − f32(eps·#zeros/
+/// #nonzeros) (that quotient in f64). `false` where ORT gives up (all zero: its None, scored
+/// ∞) or would fail its assertion (eps1 ≥ 1: only windows of over 10⁴ bins, almost all empty).
+pub(super) fn smooth32(v: &mut [f32]) -> bool {
+    let zeros = v.iter().filter(|&&c| c == 0.0).count();
     let nonzeros = v.len() - zeros;
     if nonzeros == 0 {
         return false;
@@ -19,34 +21,80 @@ pub(super) fn smooth(v: &mut [f64]) -> bool {
     if eps1 >= 1.0 {
         return false;
     }
-    for x in v.iter_mut() {
-        *x = if *x == 0.0 { ORT_EPS } else { *x - eps1 };
+    let (eps, eps1) = (ORT_EPS as f32, eps1 as f32);
+    for c in v.iter_mut() {
+        *c = if *c == 0.0 { eps } else { *c - eps1 };
     }
     true
 }
 
-/// ORT's divergence of one window `slice` (bins [l, r)) with `below`/`above` counts outside it.
-/// `p` and `q` are scratch buffers of at least `slice.len()`.
+/// float32 ln for numpy's `np.log` on float32: the f64 logarithm rounded to f32 (numpy's SIMD
+/// float32 log, which differs by CPU, is up to 4 ulps from it; see [`ort_window_kl`]).
+#[inline]
+pub(super) fn ln32(x: f32) -> f32 {
+    f64::from(x).ln() as f32
+}
+
+/// ORT's `entropy(p, q)` on smoothed float32 vectors, in float32 as it computes it: each
+/// normalised by its numpy (pairwise) sum, `rel_entr` = p·ln(p/q) (0 for p = 0 ≤ q, ∞ where
+/// either is not positive), summed pairwise. Overwrites `p` and `q`.
+pub(super) fn entropy32(p: &mut [f32], q: &mut [f32]) -> f32 {
+    let (ps, qs) = (pairwise_sum(p), pairwise_sum(q));
+    for x in p.iter_mut() {
+        *x /= ps;
+    }
+    for x in q.iter_mut() {
+        *x /= qs;
+    }
+    // Reuse p for the terms: each p[j] is read before it is overwritten.
+    for (pj, &qj) in p.iter_mut().zip(q.iter()) {
+        *pj = if *pj > 0.0 && qj > 0.0 {
+            *pj * ln32(*pj / qj)
+        } else if *pj == 0.0 && qj >= 0.0 {
+            0.0
+        } else {
+            f32::INFINITY
+        };
+    }
+    pairwise_sum(p)
+}
+
+/// ORT's divergence of one window `slice` (bins [l, r)) with `below`/`above` counts outside
+/// it, in float32 as `get_entropy_threshold` computes it (`p` and `q`: scratch of at least
+/// `slice.len()`):
+/// * p = the window, the outlier counts added to its first and last bins;
+/// * q = the window without outliers in nq chunks of ⌊len/nq⌋ bins (the remainder's mass goes
+///   to the last chunk, the remainder bins stay 0); each chunk's mass / #(nonzero p bins in
+///   it) fills every bin of the chunk, truncated to an integer (ORT's int64 q);
+/// * both smoothed ([`smooth32`]) and compared by [`entropy32`].
+///
+/// The one operation not reproduced bit for bit is numpy's float32 log (SIMD code that differs
+/// by CPU): [`ln32`] rounds the f64 one. On the reference dumps (numpy 2.4, AVX-512) that
+/// changes ~15 % of ORT's divergences, by at most 2·10⁻⁶, and none of its choices.
 pub(super) fn ort_window_kl(
     slice: &[u64],
     below: u64,
     above: u64,
     nq: usize,
-    p: &mut [f64],
-    q: &mut [f64],
-) -> f64 {
+    p: &mut [f32],
+    q: &mut [f32],
+) -> f32 {
     let len = slice.len();
     let (p, q) = (&mut p[..len], &mut q[..len]);
-    // Reference p: the window, outliers added to its first and last bins.
-    for (pj, &c) in p.iter_mut().zip(slice) {
-        *pj = c as f64;
-    }
-    p[0] += below as f64;
-    p[len - 1] += above as f64;
-    // Candidate q: the window without outliers in nq chunks of len/nq bins (the remainder's
-    // mass goes to the last chunk, its bins stay 0); each chunk's mass / #(nonzero p bins in
-    // it) fills every bin of the chunk, truncated to an integer as ORT's int64 array does.
+    let p_count = |j: usize| {
+        let mut c = slice[j];
+        if j == 0 {
+            c = c.saturating_add(below);
+        }
+        if j == len - 1 {
+            c = c.saturating_add(above);
+        }
+        c
+    };
     let merged = len / nq;
+    for (j, pj) in p.iter_mut().enumerate() {
+        *pj = p_count(j) as f32;
+    }
     q.fill(0.0);
     for idx in 0..nq {
         let (s, e) = (idx * merged, idx * merged + merged);
@@ -54,111 +102,100 @@ pub(super) fn ort_window_kl(
         if idx == nq - 1 {
             m = m.saturating_add(count_sum(&slice[nq * merged..]));
         }
-        let norm = p[s..e].iter().filter(|&&x| x != 0.0).count();
+        let norm = p[s..e].iter().filter(|&&c| c != 0.0).count();
         if norm != 0 {
-            q[s..e].fill((m as f64 / norm as f64).trunc());
+            // int64(m / norm), then to float32 (one rounding of the integer).
+            q[s..e].fill((u64_f64(m) / usize_f64(norm)).trunc() as f32);
         }
     }
-    if !smooth(p) || !smooth(q) {
-        return f64::INFINITY;
+    if !smooth32(p) || !smooth32(q) {
+        return f32::INFINITY;
     }
-    let (ps, qs) = (pairwise_sum(p), pairwise_sum(q));
-    // Reuse p for the terms: each p[j] is read before it is overwritten.
-    for (pj, &qj) in p.iter_mut().zip(q.iter()) {
-        *pj = rel_entr(*pj / ps, qj / qs);
-    }
-    pairwise_sum(p)
+    entropy32(p, q)
 }
 
-/// Affine entropy calibration on the signed histogram over `[min, max]` (ONNX Runtime's window
-/// search, adapted).
-///
-/// ORT histograms x over `[-T, T]` (T = max|x|) with the zero bin z = N/2 and tries the windows
-/// of bins `[z−i, z+i+1)` for i = nq/2..=N/2 (one bin wider on the + side). Our histogram is
-/// over `[min, max]`, so the natural adaptation is:
-/// * z = the bin that holds 0 (bin 0 if min ≥ 0, bin N−1 if max ≤ 0);
-/// * window i = bins `[max(z−i, 0), min(z+i+1, N))`: symmetric in value about the zero bin
-///   (±i bins, as ORT) until it meets an end of the histogram, then growing on the other side
-///   only; i = nq/2 ..= max(z, N−1−z), the last being the first window that is the whole
-///   histogram (later ones would repeat it). nq = 2^b (256 for 8 bits; ORT's default is 128).
-/// * Windows with fewer than nq bins are skipped (not counted): ORT's merge gives them
-///   len/nq = 0 bins per chunk, an all-zero q and KL = ∞. They occur only at a histogram end,
-///   e.g. for one-sided data (min ≥ 0) the windows start at nq bins. This makes one-sided
-///   data use the whole histogram, where ORT's [−T, T] histogram wastes half its bins
-///   (reference README §5 item 2).
-/// * Per window, exactly ORT: p = window with the outlier counts added to its first and last
-///   bins; q = window in nq chunks of ⌊len/nq⌋ bins (remainder mass into the last chunk, the
-///   remainder bins themselves stay 0), each chunk's mass / #(nonzero p bins in the chunk)
-///   written into every bin of the chunk and truncated to an integer (ORT's int64 q);
-///   both smoothed with eps = 1e-4 (`smooth_distribution`, on raw counts); KL(p‖q) as scipy.
-/// * The **first** minimum wins (ORT's `argmin`); the range is (edge(l), edge(r)), clipped to
-///   `[min, max]` (a no-op here since windows never leave the histogram). lo ≤ 0 ≤ hi is not
-///   enforced: for min > 0 the range is `[min, …]` and the affine scheme widens it to 0.
+/// Affine entropy calibration: ONNX Runtime's `HistogramCollector.get_entropy_threshold`
+/// (onnxruntime/quantization/calibrate.py, what `CalibrationMethod.Entropy` gives every ORT
+/// user) on `hist`, x over `[−max|x|, max|x|]` with numpy's edges ([`NumpyBins`] of
+/// `(hist.lo, hist.hi)` as f32, as `collect_value` makes it), and the data's `[min, max]`:
+/// * zero bin z = N/2; windows of bins `[z−i, min(z+i+1, N))` for i = nq/2 ..= z (one bin
+///   wider on the + side), nq = 2^(b−1) quantized bins (ORT's default 128 at 8 bits);
+/// * each window scored by [`ort_window_kl`] (float32, as ORT);
+/// * the **first** minimum wins (`np.argmin`; if every window is ∞, the first window); the
+///   range is its edges (edges[z−i], edges[z+i+1]) clipped to `[min, max]`.
 ///
 /// Evaluating every window literally costs one ln per bin of the window. Instead every window
-/// is scored with a closed form from prefix sums (O(1) per window after one pass per chunk
-/// width, see `AffineContext::fast_kl`), and only the windows within a rounding bound of its minimum are
-/// re-scored exactly as above, so the choice, ties included, is the literal search's.
+/// is scored with a closed form of its exact divergence from prefix sums (O(1) per window
+/// after one pass per chunk width, see `AffineContext::fast_kl`), and only the windows whose
+/// float32 divergence may be (or tie) the least are scored as ORT does
+/// ([`AffineContext::recheck_cut`]), so the choice, ties included, is the literal search's.
 ///
-/// Inherited quirk: q's last len mod nq bins stay 0 (up to nq−1 = 255 bins here, against
-/// ORT's default ≤ 127 of 2048), so windows just short of a multiple of nq whose remainder
-/// lies in an empty tail score well and the chosen hi can sit well past the data's bulk.
-///
-/// Differences from ORT beyond the adaptation: float64 throughout (ORT smooths and sums in
-/// float32), so near-ties may break differently. A histogram with fewer than nq bins, or with
-/// no counts, returns `[min, max]` with 0 candidates (ORT raises or degenerates to min-max).
-pub fn affine(signed_hist: &Histogram, bits: u8) -> Search {
-    let nbins = signed_hist.bins();
-    let nq = 1usize << clamp_bits(bits);
-    let full = Search {
-        lo: signed_hist.lo,
-        hi: signed_hist.hi,
-        candidates: 0,
+/// ORT quirks kept: q's last len mod nq bins stay 0 (every window but the full one has such
+/// bins), so windows whose remainder lies in an empty tail score well; one-sided data uses
+/// half the histogram (its bins on the other side of 0 stay empty). Where ORT fails we return
+/// `[min, max]` with 0 candidates: nq/2 > z (over 12 bits at 2048 bins; ORT's `np.zeros` of
+/// a negative size).
+pub fn affine(hist: &Histogram, min: f64, max: f64, bits: u8) -> Search {
+    let nbins = hist.bins();
+    let nq = 1usize << (clamp_bits(bits) - 1);
+    let bins = NumpyBins::new(hist.lo as f32, hist.hi as f32, nbins);
+    let edges = bins.edges();
+    let clip = |(l, r): (usize, usize)| {
+        let (lo, hi) = (f64::from(edges[l]), f64::from(edges[r]));
+        (
+            if lo < min { min } else { lo },
+            if hi > max { max } else { hi },
+        )
     };
-    let h = &signed_hist.counts;
-    if count_sum(h) == 0 || nbins < nq {
-        return full;
-    }
-    let windows = affine_windows(signed_hist, nq);
+    let windows = affine_windows(nbins, nq);
+    let Some(&first) = windows.first() else {
+        let (lo, hi) = clip((0, nbins));
+        return Search {
+            lo,
+            hi,
+            candidates: 0,
+        };
+    };
     let candidates = windows.len();
-    if candidates == 0 {
-        return full;
-    }
-    let ctx = AffineContext::new(h, nq);
-    // Fast pass in parallel chunks; the choice below does not depend on the threads.
-    let fast = ctx.fast_pass(&windows);
-    // All windows ∞ (fast is ∞ exactly where exact is): the exact rule keeps its initial value.
-    let mut best = (f64::INFINITY, (0, nbins));
-    let mut p = vec![0.0f64; nbins];
-    let mut q = vec![0.0f64; nbins];
-    for k in near_minimum(&fast, ctx.tolerance()) {
-        let (l, r) = windows[k];
-        let kl = ort_window_kl(
-            &h[l..r],
-            ctx.mass[l],
-            ctx.total - ctx.mass[r],
-            nq,
-            &mut p,
-            &mut q,
-        );
-        // Strict `<` in window order keeps the first minimum (ORT's `np.argmin`).
-        if kl < best.0 {
-            best = (kl, (l, r));
+    let h = &hist.counts;
+    let mut best = (f32::INFINITY, first);
+    if count_sum(h) > 0 {
+        let ctx = AffineContext::new(h, nq);
+        // Fast pass in parallel chunks; the choice below does not depend on the threads.
+        let fast = ctx.fast_pass(&windows);
+        let m = fast.iter().copied().fold(f64::INFINITY, f64::min);
+        let within = if m < f64::INFINITY {
+            ctx.recheck_cut(m) - m
+        } else {
+            0.0
+        };
+        let mut p = vec![0.0f32; nbins];
+        let mut q = vec![0.0f32; nbins];
+        for k in near_minimum(&fast, within) {
+            let (l, r) = windows[k];
+            let kl = ort_window_kl(
+                &h[l..r],
+                ctx.mass[l],
+                ctx.total - ctx.mass[r],
+                nq,
+                &mut p,
+                &mut q,
+            );
+            // Strict `<` in window order keeps the first minimum (ORT's `np.argmin`).
+            if kl < best.0 {
+                best = (kl, (l, r));
+            }
         }
     }
-    let best_window = best.1;
-    let lo = signed_hist.edge(best_window.0).max(signed_hist.lo);
-    let hi = signed_hist.edge(best_window.1).min(signed_hist.hi);
+    let (lo, hi) = clip(best.1);
     Search { lo, hi, candidates }
 }
 
-/// The candidate windows [l, r) of [`affine`] in ORT's order: at least nq bins each.
-pub(super) fn affine_windows(signed_hist: &Histogram, nq: usize) -> Vec<(usize, usize)> {
-    let nbins = signed_hist.bins();
-    let z = signed_hist.bin_of(0.0);
-    (nq / 2..=z.max(nbins - 1 - z))
-        .map(|i| (z.saturating_sub(i), (z + i + 1).min(nbins)))
-        .filter(|&(l, r)| r - l >= nq)
+/// The candidate windows [l, r) of [`affine`] in ORT's order (each at least nq bins).
+pub(super) fn affine_windows(nbins: usize, nq: usize) -> Vec<(usize, usize)> {
+    let z = nbins / 2;
+    (nq / 2..=z)
+        .map(|i| (z - i, (z + i + 1).min(nbins)))
         .collect()
 }
 
@@ -242,20 +279,23 @@ impl ChunkVals {
 }
 
 /// The middle chunks (no outliers, no remainder) of affine windows of one chunk width w, as
-/// prefix sums along each chain of chunks [s, s+w), [s+w, s+2w), …: entry e sums the chunks
-/// of e's chain that end at or before e, so the middle chunks [l+w, l+(nq−1)·w) of a window
-/// cost one difference per sum instead of nq − 2 chunk visits. Each chunk's S_c = b − e1p·n
+/// prefix sums along each chain of chunks [s, s+w), [s+w, s+2w), … from `base`: entry e
+/// (at e − base) sums the chunks of e's chain that start at or after `base` and end at or
+/// before e, so the middle chunks [l+w, l+(nq−1)·w) of a window with l + w ≥ base cost one
+/// difference per sum instead of nq − 2 chunk visits. Each chunk's S_c = b − e1p·n
 /// (b = p mass + eps·zeros, n = nonzero bins) is linear in the window's e1p, so the sums are
 /// kept separately for b and n; per v > 0 chunk the b and n sums weight 1, ln v, 1/v, 1/v²,
-/// 1/v³ (`sums[e]`: b·those in 0..5, n·those in 5..10, v in 10); `zeros` counts v = 0 chunks.
+/// 1/v³ (`sums`: b·those in 0..5, n·those in 5..10, v in 10); `zeros` counts v = 0 chunks.
 pub(super) struct ChunkChain {
+    pub(super) base: usize,
     pub(super) sums: Vec<[f64; 11]>,
     pub(super) zeros: Vec<usize>,
 }
 
 impl ChunkChain {
-    pub(super) fn new(mass: &[u64], nz: &[usize], w: usize) -> ChunkChain {
-        let n = mass.len();
+    /// The chain's entries base..=top (top < mass.len()).
+    pub(super) fn new(mass: &[u64], nz: &[usize], w: usize, base: usize, top: usize) -> ChunkChain {
+        let n = top + 1 - base.min(top + 1);
         // Pushed rather than zero-filled and overwritten: the fill cost as much as the sums.
         let mut sums = Vec::with_capacity(n);
         let mut zeros = Vec::with_capacity(n);
@@ -263,11 +303,11 @@ impl ChunkChain {
             sums.push([0.0f64; 11]);
             zeros.push(0usize);
         }
-        for e in w..n {
-            let s = e - w;
+        for k in w..n {
+            let (e, s) = (base + k, base + k - w);
             let (m, norm) = (mass[e] - mass[s], nz[e] - nz[s]);
             let cv = ChunkVals::new(m, norm, m, w);
-            let (mut acc, mut z) = (sums[s], zeros[s]);
+            let (mut acc, mut z) = (sums[k - w], zeros[k - w]);
             if cv.v == 0.0 {
                 z += 1;
             } else {
@@ -283,7 +323,7 @@ impl ChunkChain {
             sums.push(acc);
             zeros.push(z);
         }
-        ChunkChain { sums, zeros }
+        ChunkChain { base, sums, zeros }
     }
 }
 
@@ -313,6 +353,12 @@ pub(super) struct AffineContext<'a> {
     pub(super) nq: usize,
     /// [`ChunkChain`] by chunk width − 1, built on first use (any thread; the same values).
     pub(super) chains: Vec<OnceLock<ChunkChain>>,
+    /// By chunk width − 1, the entries its chain covers: from the least l + w to the greatest
+    /// l + (nq−1)·w of the [`affine_windows`] of that width (other windows visit their chunks).
+    spans: Vec<(usize, usize)>,
+    /// [`Self::tolerance`] and [`Self::f32_error`] of the histogram.
+    tol: f64,
+    f32_err: (f64, f64),
 }
 
 impl<'a> AffineContext<'a> {
@@ -329,6 +375,9 @@ impl<'a> AffineContext<'a> {
             total: 0,
             nq,
             chains: (0..h.len() / nq).map(|_| OnceLock::new()).collect(),
+            spans: vec![(usize::MAX, 0); h.len() / nq],
+            tol: 0.0,
+            f32_err: Self::f32_error(h.len()),
         };
         let (mut m, mut z) = (0u64, 0usize);
         let (mut s1, mut s2, mut s3, mut s4) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
@@ -355,11 +404,18 @@ impl<'a> AffineContext<'a> {
             push(&mut ctx, m, z, s1, s2, s3, s4);
         }
         ctx.total = m;
+        ctx.tol = Self::fast_tolerance(h, m);
+        for (l, r) in affine_windows(h.len(), nq) {
+            let w = (r - l) / nq;
+            let span = &mut ctx.spans[w - 1];
+            *span = (span.0.min(l + w), span.1.max(l + (nq - 1) * w));
+        }
         ctx
     }
 
-    /// [`ort_window_kl`] of window [l, r) in closed form: the same ∞ cases, a value within
-    /// [`Self::tolerance`]/2 of it otherwise (NaN if the counts saturate u64). With p', q' the
+    /// The divergence [`ort_window_kl`] computes in float32, of window [l, r), in exact
+    /// arithmetic and closed form: the same ∞ cases, a value within [`Self::tolerance`]/2 of
+    /// the exact one otherwise (NaN if the counts saturate u64). With p', q' the
     /// smoothed vectors, P = Σp' = T (smoothing keeps sums: nonzeros lose what zeros gain) and
     /// Q = Σq' = w·Σ_c v_c (chunk c's value v_c on its w bins, remainder bins 0):
     ///
@@ -417,8 +473,10 @@ impl<'a> AffineContext<'a> {
         // is at least half of b); rare windows with a larger e1p visit the chunks one by one.
         let lo = l + w;
         let hi = l + (nq - 1) * w;
-        if e1p <= 0.5 {
-            let chain = self.chains[w - 1].get_or_init(|| ChunkChain::new(mass, nz, w));
+        let (base, top) = self.spans[w - 1];
+        if e1p <= 0.5 && base <= lo && hi <= top {
+            let chain = self.chains[w - 1].get_or_init(|| ChunkChain::new(mass, nz, w, base, top));
+            let (hi, lo) = (hi - chain.base, lo - chain.base);
             let (x, y) = (&chain.sums[hi], &chain.sums[lo]);
             let d = |k: usize| x[k] - y[k];
             add_terms(
@@ -501,16 +559,16 @@ impl<'a> AffineContext<'a> {
     }
 
     /// [`Self::fast_kl`] of every window, except ∞ for windows skipped because their
-    /// [`Self::kl_floor`] exceeds a fast value already found by more than 2·tol: their fast
-    /// value would exceed it (so the fast minimum) by more than tol (the floor errs by far less
-    /// than tol/2 below the exact divergence, the fast value by < tol/2 above or below), so
-    /// they lie outside the re-check window and skipping them leaves the choice unchanged.
-    /// Chunks and windows run from the widest down: the whole histogram clips nothing and is
-    /// often near the minimum, and narrow windows clip the tails their floor charges for.
+    /// [`Self::kl_floor`] exceeds [`Self::recheck_cut`] of a fast value already found by more
+    /// than tol: their fast value would exceed that cut of the fast minimum (the floor errs by
+    /// far less than tol/2 below the exact divergence, the fast value by < tol/2 above or
+    /// below), so they lie outside the re-check window and skipping them leaves the choice
+    /// unchanged. Chunks and windows run from the widest down: the whole histogram clips
+    /// nothing and is often near the minimum, and narrow windows clip the tails their floor
+    /// charges for.
     pub(super) fn fast_pass(&self, windows: &[(usize, usize)]) -> Vec<f64> {
-        let margin = 2.0 * self.tolerance();
         // The least fast value found so far, shared by the chunks.
-        let found = Found::new(margin);
+        let found = Found::new(0.0);
         if let Some(&(l, r)) = windows.last() {
             found.lower(self.fast_kl(l, r));
         }
@@ -520,7 +578,7 @@ impl<'a> AffineContext<'a> {
             .map(|chunk| {
                 let mut out = vec![f64::INFINITY; chunk.len()];
                 for (k, &(l, r)) in chunk.iter().enumerate().rev() {
-                    let give_up = found.limit();
+                    let give_up = self.recheck_cut(found.limit()) + self.tol;
                     // NaN never prunes (the comparison is false).
                     if self.kl_floor(l, r) > give_up {
                         continue;
@@ -537,7 +595,7 @@ impl<'a> AffineContext<'a> {
     }
 
     /// The p side of window [l, r) that [`Self::fast_kl`] and [`Self::kl_floor`] share, with
-    /// the same expressions as `smooth`, so the give-up cases match exactly: Err(NaN) where
+    /// the same expressions as [`smooth32`], so the give-up cases match exactly: Err(NaN) where
     /// the prefix sums saturate (left to the exact re-check), Err(∞) where p is all zero or
     /// its smoothing gives up.
     pub(super) fn window_p(&self, l: usize, r: usize) -> Result<WindowP, f64> {
@@ -666,24 +724,57 @@ impl<'a> AffineContext<'a> {
             .max(d(p_first + p_last, q_first + q_last))
     }
 
-    /// An upper bound on 2·(|fast_kl − exact| + |ort_window_kl − exact|) for every window, so
-    /// that a window whose fast value is more than this above the fast minimum cannot be (or
-    /// tie) the exact minimum. Both forms add terms whose magnitudes sum (on the KL scale, i.e.
-    /// after /T) to at most L = ln T + |ln eps| + 1: p'/T, S_c/T sum to 1 and every |ln| of a
-    /// p' or q' is below ln T or |ln eps|. The fast form's prefix differences and chunk sums
-    /// cover at most N bins each, each term within a few ulps: (4N + 64)·ε·L with room; the
-    /// middle chunks' sums are differences of [`ChunkChain`] prefixes over ≤ N chunks, kept
-    /// apart for b and n (each ≤ the S_c sums as e1p ≤ 1/2), another 4N·ε·L; plus
-    /// its two Taylor remainders ≤ TAYLOR_MAX each. The exact form: smoothing, numpy's pairwise sums
-    /// (≤ 16 + log₂N sequential steps), divisions and ln, each a few ulps on terms of total
-    /// magnitude ≤ 2L: (log₂N + 64)·ε·4L. For 2048 bins and T ≤ 2^64 the total is ~1e-10;
-    /// the 1e-9 floor leaves 10× margin, larger histograms scale the bound. A loose bound
-    /// costs only exact re-checks.
-    pub(super) fn tolerance(&self) -> f64 {
-        let nb = self.h.len() as f64;
-        let big_l = (self.total as f64).ln().max(0.0) + ORT_EPS.ln().abs() + 1.0;
+    /// An upper bound on 2·(|fast_kl − exact| + |literal f64 − exact|) for every window (the
+    /// tests compare the fast form with a literal f64 evaluation). Both forms add terms whose
+    /// magnitudes sum (on the KL scale, i.e. after /T) to at most L = ln T + |ln eps| + 1:
+    /// p'/T, S_c/T sum to 1 and every |ln| of a p' or q' is below ln T or |ln eps|. The fast
+    /// form's prefix differences and chunk sums cover at most N bins each, each term within a
+    /// few ulps: (4N + 64)·ε·L with room; the middle chunks' sums are differences of
+    /// [`ChunkChain`] prefixes over ≤ N chunks, kept apart for b and n (each ≤ the S_c sums as
+    /// e1p ≤ 1/2), another 4N·ε·L; plus its two Taylor remainders ≤ TAYLOR_MAX each. The
+    /// literal form: smoothing, numpy's pairwise sums (≤ 16 + log₂N sequential steps),
+    /// divisions and ln, each a few ulps on terms of total magnitude ≤ 2L: (log₂N + 64)·ε·4L.
+    /// For 2048 bins and T ≤ 2^64 the total is ~1e-10; the 1e-9 floor leaves 10× margin,
+    /// larger histograms scale the bound. A loose bound costs only re-checks.
+    fn fast_tolerance(h: &[u64], total: u64) -> f64 {
+        let nb = h.len() as f64;
+        let big_l = (total as f64).ln().max(0.0) + ORT_EPS.ln().abs() + 1.0;
         let fast = (8.0 * nb + 64.0) * f64::EPSILON * big_l + 2.0 * TAYLOR_MAX;
         let exact = (nb.log2() + 64.0) * f64::EPSILON * 4.0 * big_l;
         (2.0 * (fast + exact)).max(1e-9)
+    }
+
+    /// See [`Self::fast_tolerance`].
+    #[cfg(test)]
+    pub(super) fn tolerance(&self) -> f64 {
+        self.tol
+    }
+
+    /// (a, b) with |F − E| ≤ a·E + b for every window of n bins: F the float32 divergence of
+    /// [`ort_window_kl`], E the exact one (≥ 0), u = 2⁻²⁴. First order in u, the counts and
+    /// smoothing step to f32 and the subtraction err ≤ 3u relative, each numpy pairwise sum
+    /// of n terms ≤ g·u relative to Σ|terms| (g = 26 + ⌈log₂ n⌉ roundings at most),
+    /// normalising ≤ u, the ratio p/q ≤ u, ln ≤ u relative, the product ≤ u. Writing π, κ for
+    /// the exact normalised p', q' and ℓ = ln(π/κ): F − E = Σ π·ℓ·(e + λ + μ + σ) + Σ π·δ, with
+    /// |e| ≤ (g + 7)u (own rounding plus the common error of p's sum), λ, μ ≤ u, σ ≤ g·u
+    /// (the final sum), and δ, the error of ln(p/q) from the inputs, ≤ (2g + 15)u. As
+    /// Σ π·|ℓ| = E + 2·Σ_{ℓ<0} π·ln(κ/π) ≤ E + 2·Σ(κ − π) ≤ E + 2 and Σ π = 1:
+    /// |F − E| ≤ (2g + 10)u·E + (6g + 35)u, doubled here for the second-order terms and room
+    /// (measured on the reference dumps: under 8 % of the undoubled bound).
+    pub(super) fn f32_error(n: usize) -> (f64, f64) {
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let g = 26.0 + (n.max(2) as f64).log2().ceil();
+        (2.0 * (2.0 * g + 10.0) * u, 2.0 * (6.0 * g + 35.0) * u)
+    }
+
+    /// The largest fast value a window may have and still hold the float32 search's choice,
+    /// given the least fast value m. With a, b of [`Self::f32_error`] and E_m ≤ m + tol/2 the
+    /// exact divergence of m's window, the least float32 value is at most E_m(1 + a) + b; a
+    /// window with a fast value above the cut has E > ((m + tol/2)(1 + a) + 2b)/(1 − a), so a
+    /// float32 value F ≥ E(1 − a) − b strictly above that, and is neither the first minimum
+    /// nor tied with it.
+    pub(super) fn recheck_cut(&self, m: f64) -> f64 {
+        let (a, b) = self.f32_err;
+        ((m + self.tol / 2.0) * (1.0 + a) + 2.0 * b) / (1.0 - a) + self.tol / 2.0
     }
 }

@@ -3,9 +3,9 @@
 //! * [`symmetric`]: TensorRT "EntropyCalibration2" exactly as NVIDIA Model Optimizer writes it
 //!   (`modelopt/torch/quantization/calib/histogram.py`, `_compute_amax_entropy`), reproducing
 //!   its choice bit for bit except where modelopt produces NaN (see [`symmetric`]).
-//! * [`affine`]: ONNX Runtime's window search (`HistogramCollector.get_entropy_threshold` in
-//!   `onnxruntime/python/tools/quantization/calibrate.py`) adapted to a histogram over
-//!   `[min, max]` and to 2^b levels.
+//! * [`affine`]: ONNX Runtime's entropy calibrator (`HistogramCollector.get_entropy_threshold`
+//!   in `onnxruntime/quantization/calibrate.py`) on its own histogram (x over ±max|x|, numpy's
+//!   bins), reproducing its choice: float32 as ORT, up to numpy's float32 log (see [`affine`]).
 
 mod affine;
 mod symmetric;
@@ -24,32 +24,33 @@ pub(super) const START_BIN: usize = 128;
 /// ONNX Runtime's `smooth_distribution` epsilon (also MXNet's).
 pub(super) const ORT_EPS: f64 = 1e-4;
 
-/// numpy's `add.reduce` on a contiguous float64 array (`pairwise_sum` in `loops_utils.h`:
-/// 8 accumulators in blocks of at most 128, halves split at multiples of 8). scipy's `entropy`
-/// sums with it, so reproducing modelopt's tie-breaking needs the same association order.
-/// Exact for arrays shorter than numpy's 8192-element buffer, which covers every search here.
-pub(super) fn pairwise_sum(a: &[f64]) -> f64 {
+/// numpy's `add.reduce` on a contiguous float64 or float32 array (`pairwise_sum` in
+/// `loops_utils.h`: 8 accumulators in blocks of at most 128, halves split at multiples of 8).
+/// scipy's `entropy` and ORT's sum with it, so reproducing their tie-breaking needs the same
+/// association order. Exact for arrays shorter than numpy's 8192-element buffer, which covers
+/// every search here.
+pub(super) fn pairwise_sum<T: Copy + Default + std::ops::Add<Output = T>>(a: &[T]) -> T {
     let n = a.len();
     if n < 8 {
-        let mut res = 0.0;
+        let mut res = T::default();
         for &x in a {
-            res += x;
+            res = res + x;
         }
         res
     } else if n <= 128 {
-        let mut r = [0.0f64; 8];
+        let mut r = [T::default(); 8];
         r.copy_from_slice(&a[..8]);
         let whole = n - n % 8;
         let mut i = 8;
         while i < whole {
             for (j, rj) in r.iter_mut().enumerate() {
-                *rj += a[i + j];
+                *rj = *rj + a[i + j];
             }
             i += 8;
         }
         let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         for &x in &a[whole..] {
-            res += x;
+            res = res + x;
         }
         res
     } else {
