@@ -314,11 +314,17 @@ fn broken_headers_have_exact_messages() -> R {
         &[0; 4],
     );
     assert_eq!(open_err(d, &extra)?, "header has unexpected key 'x'");
-    let not_tuple = npy_with_dict(
+    let not_tuple = npy_with_dict("{'descr': '<f4', 'fortran_order': False, 'shape': 1}", &[]);
+    assert_eq!(open_err(d, &not_tuple)?, "shape is not a tuple");
+    // `(1)` is 1 in Python, but py_literal has no parenthesised expressions.
+    let grouped = npy_with_dict(
         "{'descr': '<f4', 'fortran_order': False, 'shape': (1)}",
         &[],
     );
-    assert_eq!(open_err(d, &not_tuple)?, "shape is not a tuple");
+    assert_eq!(
+        open_err(d, &grouped)?,
+        "header dict is malformed: not a Python literal at column 53"
+    );
     let negative = npy("<f4", "(-1,)", &[]);
     assert_eq!(
         open_err(d, &negative)?,

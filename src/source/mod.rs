@@ -79,7 +79,7 @@ pub struct ArrayInfo {
     pub big_endian: bool,
     pub shape: Vec<usize>,
     pub fortran_order: bool,
-    /// The dtype string exactly as the header wrote it (`'<f4'`, `'|V2'`, ...).
+    /// The dtype string, quoted as numpy writes it (`'<f4'`, `'|V2'`, ...).
     pub descr: String,
 }
 

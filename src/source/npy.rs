@@ -1,12 +1,15 @@
 //! `.npy` files: header parsing, validation against the file size, chunked decoding to f32.
 //!
-//! The header dict is parsed by a small strict parser of the Python literal numpy writes, so
-//! nothing in a file can make us evaluate code or unpickle objects. Lengths are checked against
-//! the limits and the real size of the file before any buffer is allocated.
+//! The header's Python literal is parsed by py_literal and its dtype string by npyz, neither of
+//! which evaluates code or unpickles objects. What they leave unguarded is checked here first:
+//! lengths against the limits and the real size of the file before any buffer is allocated, the
+//! literal's nesting before it is parsed, the shape's element count before anything is sized
+//! from it.
 //!
 //! Data is read with positional reads (`read_exact_at`), never mmap: a file that shrinks while
 //! mapped kills the process with SIGBUS, while a short read is just an error.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -14,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use half::slice::HalfFloatSliceExt;
+use npyz::{Endianness, TypeChar, TypeStr};
+use py_literal::Value;
 use rayon::prelude::*;
 
 use super::{ArrayInfo, DType, Limits, LoadError, Location, npz};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
-/// Python literals nest this deep at most; numpy headers nest 2-3 levels.
-const MAX_DEPTH: usize = 32;
 
 /// An array whose header has been read and checked; its data is read on demand in chunks.
 pub struct OpenArray {
@@ -512,7 +515,7 @@ pub(crate) fn read_header<R: Read>(
     })
 }
 
-fn fmt_shape(shape: &[usize]) -> String {
+fn fmt_shape<D: std::fmt::Display>(shape: &[D]) -> String {
     match shape {
         [one] => format!("({one},)"),
         _ => {
@@ -523,14 +526,20 @@ fn fmt_shape(shape: &[usize]) -> String {
 }
 
 /// Parses the header dict: exactly the keys `descr`, `fortran_order` and `shape`.
+///
+/// The literal is parsed by py_literal (the parser npyz uses) once [`check_literal`] has bounded
+/// its nesting; the dict is checked here rather than by npyz's `NpyHeader`, which ignores unknown
+/// keys, keeps the last of a repeated key, accepts a list as the shape, and multiplies the shape
+/// out unchecked (a panic in debug builds, a wrapped count in release ones).
 fn parse_header_dict(text: &str) -> Result<ArrayInfo, String> {
-    let value = PyParser::parse(text)?;
-    let Py::Dict(items) = value else {
+    let text = check_literal(text)?;
+    let value: Value = text.parse().map_err(|e| malformed(&syntax_error(&e)))?;
+    let Value::Dict(items) = value else {
         return Err("header is not a dict".into());
     };
     let (mut descr, mut fortran, mut shape) = (None, None, None);
     for (key, value) in items {
-        let Py::Str(key, _) = key else {
+        let Value::String(key) = key else {
             return Err("header dict has a key that is not a string".into());
         };
         let slot = match key.as_str() {
@@ -549,41 +558,39 @@ fn parse_header_dict(text: &str) -> Result<ArrayInfo, String> {
     let shape = shape.ok_or_else(|| missing("shape"))?;
 
     let (dtype, big_endian, descr) = match descr {
-        Py::Str(s, raw) => {
-            let (dtype, be) = parse_descr(&s)?;
-            (dtype, be, raw)
-        }
-        Py::List => return Err("structured dtype (a list of fields) is not supported".into()),
+        Value::String(s) => parse_descr(&s)?,
+        Value::List(_) => return Err("structured dtype (a list of fields) is not supported".into()),
         _ => return Err("descr is not a dtype string".into()),
     };
-    let Py::Bool(fortran_order) = fortran else {
+    let Value::Boolean(fortran_order) = fortran else {
         return Err("fortran_order is not True or False".into());
     };
-    let Py::Tuple(dims) = shape else {
+    let Value::Tuple(dims) = shape else {
         return Err("shape is not a tuple".into());
     };
     let mut shape = Vec::with_capacity(dims.len());
     for d in &dims {
-        match d {
-            Py::Int { neg: false, digits } => match digits.parse::<usize>() {
-                Ok(n) => shape.push(n),
-                Err(_) => {
-                    let all: Vec<String> = dims
-                        .iter()
-                        .map(|d| match d {
-                            Py::Int { digits, .. } => digits.clone(),
-                            _ => "?".into(),
-                        })
-                        .collect();
-                    let shown = if all.len() == 1 {
-                        format!("({},)", all[0])
-                    } else {
-                        format!("({})", all.join(", "))
-                    };
-                    return Err(format!("shape {shown} overflows: too many elements"));
-                }
-            },
-            _ => return Err("shape is not a tuple of non-negative integers".into()),
+        let Value::Integer(n) = d else {
+            return Err("shape is not a tuple of non-negative integers".into());
+        };
+        if n.cmp(&Default::default()).is_lt() {
+            return Err("shape is not a tuple of non-negative integers".into());
+        }
+        match usize::try_from(n) {
+            Ok(n) => shape.push(n),
+            Err(_) => {
+                let shown: Vec<String> = dims
+                    .iter()
+                    .map(|d| match d {
+                        Value::Integer(n) => n.to_string(),
+                        _ => "?".into(),
+                    })
+                    .collect();
+                return Err(format!(
+                    "shape {} overflows: too many elements",
+                    fmt_shape(&shown)
+                ));
+            }
         }
     }
     Ok(ArrayInfo {
@@ -595,22 +602,133 @@ fn parse_header_dict(text: &str) -> Result<ArrayInfo, String> {
     })
 }
 
-/// Maps a numpy dtype string (`<f4`, `|V2`, ...) to a [`DType`] and its byte order.
+fn malformed(what: &str) -> String {
+    format!("header dict is malformed: {what}")
+}
+
+/// py_literal's error in one line: its syntax errors are pest's multi-line report, of which the
+/// position is kept.
+fn syntax_error(e: &py_literal::ParseError) -> String {
+    match e {
+        py_literal::ParseError::Syntax(report) => {
+            let at = report
+                .split_once("--> ")
+                .and_then(|(_, r)| r.split_once(['\n', ' ']))
+                .and_then(|(at, _)| at.split_once(':'));
+            match at {
+                Some(("1", column)) => format!("not a Python literal at column {column}"),
+                Some((line, column)) => {
+                    format!("not a Python literal at line {line}, column {column}")
+                }
+                None => "not a Python literal".into(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Nesting allowed in a header literal; a dict or set counts twice. A numpy header nests 3 deep
+/// (a dict, then its shape tuple), a structured dtype 4 (a list of field tuples).
+///
+/// The bound is on time as well as stack: py_literal's grammar parses the last item of a list or
+/// tuple twice and retries a failed dict as a set, so each level can double (a dict triple) the
+/// work: 20 nested lists took 8 s to parse, 14 nested braces 33 s.
+const MAX_DEPTH: usize = 4;
+
+/// Checks the header text before py_literal parses it: a dict, brackets balanced and nested at
+/// most [`MAX_DEPTH`] deep, strings closed on their line. Returns the text trimmed and without
+/// Python 2 long suffixes (`(2L, 3L)`, written by numpy under Python 2), which numpy's own reader
+/// drops the same way.
+///
+/// Strings are delimited as py_literal delimits them (a backslash escapes the next character; its
+/// `\N{...}` escape, which may span quotes, is refused), so no bracket it parses is missed here.
+fn check_literal(text: &str) -> Result<Cow<'_, str>, String> {
+    let text = text.trim_matches([' ', '\t', '\n', '\r', '\x0c']);
+    if !text.starts_with('{') {
+        return Err("header is not a dict".into());
+    }
+    let weight = |c: char| if c == '{' { 2 } else { 1 };
+    let mut open: Vec<char> = Vec::new();
+    let mut depth = 0;
+    let mut long_suffixes = Vec::new();
+    let mut after_digit = false;
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' | '"' => loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'N')) => return Err(malformed("unsupported \\N escape")),
+                        Some(_) => {}
+                        None => return Err(malformed("unterminated string")),
+                    },
+                    Some((_, q)) if q == c => break,
+                    Some((_, '\n' | '\r')) | None => {
+                        return Err(malformed("unterminated string"));
+                    }
+                    Some(_) => {}
+                }
+            },
+            '(' | '[' | '{' => {
+                depth += weight(c);
+                if depth > MAX_DEPTH {
+                    return Err(malformed("nested too deeply"));
+                }
+                open.push(c);
+            }
+            ')' | ']' | '}' => {
+                match open.pop() {
+                    Some(o) if closer(o) == c => depth -= weight(o),
+                    _ => return Err(malformed(&format!("unexpected '{c}'"))),
+                }
+                if open.is_empty() && i + 1 < text.len() {
+                    return Err(malformed("unexpected text after the dict"));
+                }
+            }
+            'L' | 'l' if after_digit => long_suffixes.push(i),
+            _ => {}
+        }
+        after_digit = c.is_ascii_digit();
+    }
+    if let Some(&o) = open.last() {
+        return Err(malformed(&format!("expected ',' or '{}'", closer(o))));
+    }
+    if long_suffixes.is_empty() {
+        return Ok(Cow::Borrowed(text));
+    }
+    let mut kept = String::with_capacity(text.len());
+    let mut from = 0;
+    for i in long_suffixes {
+        kept.push_str(&text[from..i]);
+        from = i + 1;
+    }
+    kept.push_str(&text[from..]);
+    Ok(Cow::Owned(kept))
+}
+
+fn closer(open: char) -> char {
+    match open {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    }
+}
+
+/// Maps a numpy dtype string (`<f4`, `|V2`, ...) to a [`DType`], its byte order, and the dtype
+/// string as numpy writes it (quoted). npyz's [`TypeStr`] parses it; here the kinds we refuse are
+/// named in the message whether or not npyz accepts their spelling.
 ///
 /// numpy has no bfloat16: `ml_dtypes.bfloat16` arrays are saved as 2-byte void (`<V2`/`|V2`),
-/// so 2-byte void is read as bfloat16. Void has no byte order in numpy; `<V2`/`|V2` are taken as
-/// little-endian and a hand-written `>V2` as big-endian.
-fn parse_descr(s: &str) -> Result<(DType, bool), String> {
-    let native_be = cfg!(target_endian = "big");
-    let (order, rest) = match s.as_bytes().first() {
-        Some(b'<') => (Some(false), &s[1..]),
-        Some(b'>') => (Some(true), &s[1..]),
-        Some(b'|' | b'=') => (None, &s[1..]),
-        _ => (None, s),
+/// so 2-byte void is read as bfloat16. Void has no byte order in numpy: `|V2` is taken in the
+/// machine's order, and `<V2`/`>V2` as written.
+fn parse_descr(s: &str) -> Result<(DType, bool, String), String> {
+    let (ordered, rest) = match s.strip_prefix(['<', '>', '|', '=']) {
+        Some(rest) => (true, rest),
+        None => (false, s),
     };
     let mut chars = rest.chars();
     let kind = chars.next();
-    let size_str = chars.as_str();
+    let size = chars.as_str();
     let unsupported = |what: &str| format!("{what} dtype '{s}' is not supported");
     match kind {
         Some('O') => {
@@ -624,224 +742,41 @@ fn parse_descr(s: &str) -> Result<(DType, bool), String> {
         Some('m') => return Err(unsupported("timedelta")),
         _ => {}
     }
-    let size: Option<usize> = if size_str.is_empty() {
-        None
-    } else if size_str.bytes().all(|b| b.is_ascii_digit()) {
-        size_str.parse().ok()
-    } else {
-        return Err(format!("unknown dtype '{s}'"));
-    };
-    let dtype = match (kind, size) {
-        (Some('f'), Some(2)) => DType::F16,
-        (Some('f'), Some(4)) => DType::F32,
-        (Some('f'), Some(8)) => DType::F64,
-        (Some('i'), Some(1)) => DType::I8,
-        (Some('i'), Some(2)) => DType::I16,
-        (Some('i'), Some(4)) => DType::I32,
-        (Some('i'), Some(8)) => DType::I64,
-        (Some('u'), Some(1)) => DType::U8,
-        (Some('u'), Some(2)) => DType::U16,
-        (Some('u'), Some(4)) => DType::U32,
-        (Some('u'), Some(8)) => DType::U64,
-        (Some('b'), Some(1)) | (Some('?'), None | Some(1)) => DType::Bool,
-        (Some('V'), Some(2)) => DType::BF16,
-        (Some('V'), _) => {
+    let float_size = kind == Some('f') && ordered && size.bytes().all(|b| b.is_ascii_digit());
+    let ts: TypeStr = s.parse().map_err(|_| {
+        if float_size {
+            unsupported("float")
+        } else {
+            format!("unknown dtype '{s}'")
+        }
+    })?;
+    let dtype = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 2) => DType::F16,
+        (TypeChar::Float, 4) => DType::F32,
+        (TypeChar::Float, 8) => DType::F64,
+        (TypeChar::Float, _) => return Err(unsupported("float")),
+        (TypeChar::Int, 1) => DType::I8,
+        (TypeChar::Int, 2) => DType::I16,
+        (TypeChar::Int, 4) => DType::I32,
+        (TypeChar::Int, 8) => DType::I64,
+        (TypeChar::Uint, 1) => DType::U8,
+        (TypeChar::Uint, 2) => DType::U16,
+        (TypeChar::Uint, 4) => DType::U32,
+        (TypeChar::Uint, 8) => DType::U64,
+        (TypeChar::Bool, 1) => DType::Bool,
+        (TypeChar::RawData, 2) => DType::BF16,
+        (TypeChar::RawData, _) => {
             return Err(format!(
                 "void dtype '{s}' is not supported (only 2-byte void, read as bfloat16)"
             ));
         }
-        (Some('f'), _) => return Err(unsupported("float")),
         _ => return Err(format!("unknown dtype '{s}'")),
     };
-    let big_endian = dtype.size() > 1 && order.unwrap_or(native_be);
-    Ok((dtype, big_endian))
-}
-
-/// The subset of Python literals that can appear in a `.npy` header.
-#[derive(Debug)]
-enum Py {
-    /// Value and the literal as written (with its quotes).
-    Str(String, String),
-    Int {
-        neg: bool,
-        digits: String,
-    },
-    Bool(bool),
-    None,
-    Tuple(Vec<Py>),
-    /// A list (only its presence matters: a structured dtype).
-    List,
-    Dict(Vec<(Py, Py)>),
-}
-
-struct PyParser<'a> {
-    s: &'a str,
-    pos: usize,
-}
-
-impl<'a> PyParser<'a> {
-    fn parse(s: &'a str) -> Result<Py, String> {
-        let mut p = PyParser { s, pos: 0 };
-        let value = p
-            .value(0)
-            .map_err(|e| match p.s.trim_start().as_bytes().first() {
-                Some(b'{') => format!("header dict is malformed: {e}"),
-                _ => "header is not a dict".to_string(),
-            })?;
-        p.skip_ws();
-        if p.pos != p.s.len() {
-            return Err(match value {
-                Py::Dict(_) => "header dict is malformed: unexpected text after the dict".into(),
-                _ => "header is not a dict".into(),
-            });
-        }
-        Ok(value)
-    }
-
-    fn rest(&self) -> &'a str {
-        &self.s[self.pos..]
-    }
-
-    fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
-    }
-
-    fn skip_ws(&mut self) {
-        let trimmed = self.rest().trim_start_matches([' ', '\t', '\n', '\r']);
-        self.pos = self.s.len() - trimmed.len();
-    }
-
-    fn eat(&mut self, c: char) -> bool {
-        self.skip_ws();
-        if self.peek() == Some(c) {
-            self.pos += c.len_utf8();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Py, String> {
-        if depth > MAX_DEPTH {
-            return Err("nested too deeply".into());
-        }
-        self.skip_ws();
-        match self.peek() {
-            Some(q @ ('\'' | '"')) => self.string(q),
-            Some('(') => {
-                self.pos += 1;
-                let (items, comma) = self.items(')', depth)?;
-                // `(x)` is just x in Python; only `(x,)` is a 1-tuple.
-                if items.len() == 1 && !comma {
-                    Ok(items.into_iter().next().unwrap_or(Py::None))
-                } else {
-                    Ok(Py::Tuple(items))
-                }
-            }
-            Some('[') => {
-                self.pos += 1;
-                self.items(']', depth)?;
-                Ok(Py::List)
-            }
-            Some('{') => {
-                self.pos += 1;
-                let mut items = Vec::new();
-                loop {
-                    if self.eat('}') {
-                        break;
-                    }
-                    let key = self.value(depth + 1)?;
-                    if !self.eat(':') {
-                        return Err("expected ':'".into());
-                    }
-                    let value = self.value(depth + 1)?;
-                    items.push((key, value));
-                    if !self.eat(',') {
-                        if self.eat('}') {
-                            break;
-                        }
-                        return Err("expected ',' or '}'".into());
-                    }
-                }
-                Ok(Py::Dict(items))
-            }
-            Some(c) if c == '-' || c.is_ascii_digit() => {
-                let neg = c == '-';
-                if neg {
-                    self.pos += 1;
-                }
-                let digits: String = self
-                    .rest()
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                if digits.is_empty() {
-                    return Err("expected a number".into());
-                }
-                self.pos += digits.len();
-                // Python 2 long suffix, written by very old numpy.
-                if matches!(self.peek(), Some('L' | 'l')) {
-                    self.pos += 1;
-                }
-                Ok(Py::Int { neg, digits })
-            }
-            _ => {
-                let word: String = self
-                    .rest()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                self.pos += word.len();
-                match word.as_str() {
-                    "True" => Ok(Py::Bool(true)),
-                    "False" => Ok(Py::Bool(false)),
-                    "None" => Ok(Py::None),
-                    "" => Err("unexpected character".into()),
-                    _ => Err(format!("unexpected name {word:?}")),
-                }
-            }
-        }
-    }
-
-    /// Comma-separated values up to `close`; also says whether a comma was seen.
-    fn items(&mut self, close: char, depth: usize) -> Result<(Vec<Py>, bool), String> {
-        let mut items = Vec::new();
-        let mut comma = false;
-        loop {
-            if self.eat(close) {
-                return Ok((items, comma));
-            }
-            items.push(self.value(depth + 1)?);
-            if self.eat(',') {
-                comma = true;
-            } else if self.eat(close) {
-                return Ok((items, comma));
-            } else {
-                return Err(format!("expected ',' or '{close}'"));
-            }
-        }
-    }
-
-    fn string(&mut self, quote: char) -> Result<Py, String> {
-        let start = self.pos;
-        self.pos += quote.len_utf8();
-        let mut value = String::new();
-        let mut chars = self.rest().char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, e)) => value.push(e),
-                    None => break,
-                },
-                '\n' => break,
-                c if c == quote => {
-                    self.pos += i + c.len_utf8();
-                    let raw = self.s[start..self.pos].to_string();
-                    return Ok(Py::Str(value, raw));
-                }
-                c => value.push(c),
-            }
-        }
-        Err("unterminated string".into())
-    }
+    let big_endian = dtype.size() > 1
+        && match ts.endianness() {
+            Endianness::Big => true,
+            Endianness::Little => false,
+            Endianness::Irrelevant => cfg!(target_endian = "big"),
+        };
+    Ok((dtype, big_endian, npyz::DType::Plain(ts).descr()))
 }

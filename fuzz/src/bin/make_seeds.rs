@@ -168,6 +168,35 @@ fn main() -> R {
             &[0; 4],
         ),
     ));
+    // Python literal corners, for py_literal and the nesting check in front of it.
+    for (name, dict) in [
+        (
+            "py2_long",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 1L), }",
+        ),
+        (
+            "double_quotes",
+            "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2,)}",
+        ),
+        (
+            "escapes",
+            "{'descr': '\\x3cf\\64', 'fortran_order': False, 'shape': (2,), }",
+        ),
+        (
+            "number_expr",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1+1, 0x1, 1_0-9), }",
+        ),
+        (
+            "set_bytes_floats",
+            "{'descr': {b'<f4', 1.5e3, 2j}, 'fortran_order': False, 'shape': (2,), }",
+        ),
+        (
+            "too_deep",
+            "{'descr': [('a', '<f4', (2,))], 'fortran_order': False, 'shape': (2,), }",
+        ),
+    ] {
+        seeds.push((format!("literal_{name}"), npy_with_dict(dict, &[0; 8])));
+    }
 
     for (name, bytes) in &seeds {
         std::fs::write(npy_dir.join(name), bytes)?;
