@@ -223,7 +223,7 @@ fn each_usage_error_exits_2_with_one_line() {
         ),
         (
             &["--export", "xml", out],
-            "unknown export kind `xml` (expected trt-cache or json)",
+            "unknown export kind `xml` (expected trt-cache, ort or json)",
         ),
     ];
     for (args, msg) in cases {
