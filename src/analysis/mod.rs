@@ -15,9 +15,11 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
+//! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`warnings`]: the warning kinds and the checks that raise them.
 
 pub mod cast;
+pub mod granularity;
 pub mod metrics;
 pub mod model;
 pub mod options;
@@ -28,8 +30,14 @@ pub mod stats;
 pub mod warnings;
 
 pub use crate::calib::MethodKind;
-pub use model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings, ser_num};
-pub use options::{FINE_BINS, MAX_BATCHES, OptionError, Options, Progress, SEARCH_BINS};
+pub use granularity::Granularity;
+pub use model::{
+    Analysis, ChannelSummary, GranularityResult, JSON_VERSION, LayerAnalysis, MethodResult,
+    Settings, ser_num,
+};
+pub use options::{
+    FINE_BINS, GranularityOptions, MAX_BATCHES, OptionError, Options, Progress, SEARCH_BINS,
+};
 pub use passes::{measure, profile_layer};
 pub use pipeline::{LayerEvent, LayerJob, analyze, analyze_layer, open_layer, run_layers};
 pub use profile::{KeptProfile, Profile};
