@@ -56,8 +56,15 @@ fn analyse(shape: &[usize], fortran: bool, values: &[f32], opts: &Options) -> La
     run(&spec_of(vec![path]), opts)
 }
 
-fn with_axis(axis: i64) -> Options {
+/// Every row (blocks are opt-in by default).
+fn every() -> Options {
     let mut o = Options::default();
+    o.granularity.rows = Granularity::ALL.to_vec();
+    o
+}
+
+fn with_axis(axis: i64) -> Options {
+    let mut o = every();
     o.granularity.channel_axis = axis;
     o
 }
@@ -96,7 +103,7 @@ fn one_channel_fifty_times_the_rest() {
     let v: Vec<f32> = (0..rows * c)
         .map(|i| (amp(i % c) * cols[i % c][i / c]) as f32)
         .collect();
-    let l = analyse(&[rows, c], false, &v, &Options::default());
+    let l = analyse(&[rows, c], false, &v, &every());
     // Per channel each channel's noise is its own step²/12: SQNR 10·log10(4·127²) = 48.16 dB
     // whatever the amplitudes (the uniform-quantizer closed form, as in metrics.rs).
     let ideal = db(4.0 * 127.0f64.powi(2), 1.0);
@@ -165,7 +172,7 @@ fn per_token_scales_give_each_row_the_uniform_quantizer_noise() {
     let v: Vec<f32> = (0..rows)
         .flat_map(|r| grid(c, r).into_iter().map(move |u| (amp(r) * u) as f32))
         .collect();
-    let l = analyse(&[rows, c], false, &v, &Options::default());
+    let l = analyse(&[rows, c], false, &v, &every());
     let tok = row(&l, Granularity::Token, None);
     assert_eq!(tok.groups, 16);
     let ideal = db(4.0 * 127.0f64.powi(2), 1.0);
@@ -185,7 +192,7 @@ fn per_token_scales_give_each_row_the_uniform_quantizer_noise() {
         tok.metrics.mse
     );
     // A block of 8192 or more is the whole token: the same groups, the same sums.
-    let mut o = Options::default();
+    let mut o = every();
     o.granularity.block_sizes = vec![8192, 10_000];
     let l2 = analyse(&[rows, c], false, &v, &o);
     assert_eq!(
@@ -223,7 +230,7 @@ fn blocks_on_their_own_power_of_two_grids_are_exact_and_a_zero_block_adds_nothin
             v[r * c + 64 + j] = k2 as f32 * 128.0;
         }
     }
-    let mut o = Options::default();
+    let mut o = every();
     o.granularity.block_sizes = vec![32, 40, 128];
     let l = analyse(&[rows, c], false, &v, &o);
     let b32 = row(&l, Granularity::Block, Some(32));
@@ -298,7 +305,7 @@ fn nchw_with_channel_axis_one_measures_channels_by_stride() {
         let (n, c, hw) = (i / 120, i / 30 % 4, i % 30);
         nhwc[(n * 30 + hw) * 4 + c] = x;
     }
-    let l2 = analyse(&[3, 5, 6, 4], false, &nhwc, &Options::default());
+    let l2 = analyse(&[3, 5, 6, 4], false, &nhwc, &every());
     let s2 = l2.channels.as_ref().unwrap();
     assert_eq!(
         (&s2.top, s2.absmax_median, s2.count),
@@ -355,9 +362,24 @@ fn batch_files_add_a_leading_axis() {
 }
 
 #[test]
+fn blocks_are_opt_in() {
+    let v: Vec<f32> = (0..4096).map(|i| (i as f32 * 0.37).sin()).collect();
+    let l = analyse(&[64, 64], false, &v, &Options::default());
+    let kinds: Vec<Granularity> = l.granularities.iter().map(|r| r.granularity).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Granularity::Tensor,
+            Granularity::Token,
+            Granularity::Channel
+        ]
+    );
+}
+
+#[test]
 fn layers_without_a_channel_axis_have_only_the_tensor_row() {
     let v: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
-    let l = analyse(&[1000], false, &v, &Options::default());
+    let l = analyse(&[1000], false, &v, &every());
     assert!(l.channels.is_none());
     assert_eq!(l.granularities.len(), 1);
     assert_eq!(l.granularities[0].granularity, Granularity::Tensor);
@@ -386,10 +408,10 @@ fn the_tensor_row_is_the_symmetric_minmax_method_bit_for_bit() {
     assert!(found.layers.len() >= 10);
     let affine = Options {
         scheme: Scheme::Affine,
-        ..Options::default()
+        ..every()
     };
     for spec in &found.layers {
-        let l = run(spec, &Options::default());
+        let l = run(spec, &every());
         let minmax = l
             .methods
             .iter()
@@ -414,10 +436,10 @@ fn chunks_of_whole_tokens_give_the_same_rows_and_cut_tokens_give_a_note() {
     let v: Vec<f32> = (0..rows * c)
         .map(|i| ((i as f32 * 0.61).sin() * (1.0 + (i % c) as f32)).powi(3))
         .collect();
-    let base = analyse(&[rows, c], false, &v, &Options::default());
+    let base = analyse(&[rows, c], false, &v, &every());
     let small = Options {
         chunk_elems: 240, // 10 tokens
-        ..Options::default()
+        ..every()
     };
     let l = analyse(&[rows, c], false, &v, &small);
     assert_eq!(l.granularities.len(), base.granularities.len());
@@ -462,7 +484,7 @@ fn a_million_channels() {
             .map(|i| ((i % 1000) as f32 - 500.0) / 500.0)
             .collect();
         v[c + 777] = 300.0;
-        let l = analyse(&[2, c], false, &v, &Options::default());
+        let l = analyse(&[2, c], false, &v, &every());
         let s = l.channels.as_ref().unwrap();
         assert_eq!(s.count, c);
         assert_eq!(s.outliers, vec![777]);
@@ -491,10 +513,7 @@ fn the_granularities_option_selects_rows_and_low_sqnr_names_what_would_do() {
             (if i % c == 5 { 100.0 * u } else { u }) as f32
         })
         .collect();
-    let o = Options {
-        bits: 4,
-        ..Options::default()
-    };
+    let o = Options { bits: 4, ..every() };
     let l = analyse(&[rows, c], false, &v, &o);
     let ch = row(&l, Granularity::Channel, None).metrics.sqnr_db;
     assert!(ch > 20.0, "{ch}");

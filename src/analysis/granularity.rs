@@ -290,8 +290,9 @@ fn finite_abs(v: f32) -> f32 {
 #[inline(always)]
 fn fold_lanes(acc: &mut FoldAcc, map: ChannelMap, t: f32, first: usize, values: &[f32]) {
     let mut above = 0u64;
+    // Plain loops, not closures: a closure is compiled without the caller's target features.
     if map.stride == 1 {
-        walk_contiguous(map, first, values, |ch, xs| {
+        for (ch, xs) in Runs::contiguous(map, first, values) {
             let mut n = 0u32;
             for (m, &v) in acc.absmax[ch..ch + xs.len()].iter_mut().zip(xs) {
                 let a = finite_abs(v);
@@ -299,45 +300,66 @@ fn fold_lanes(acc: &mut FoldAcc, map: ChannelMap, t: f32, first: usize, values: 
                 n += u32::from(a >= t);
             }
             above += u64::from(n);
-        });
+        }
     } else {
-        walk_strided(map, first, values, |ch, xs| {
+        for (ch, xs) in Runs::strided(map, first, values) {
             let (m, n) = absmax_count(xs, t);
             acc.absmax[ch] = acc.absmax[ch].max(m);
             above += n;
-        });
+        }
     }
     acc.above += above;
 }
 
-/// Calls `f(first channel, values)` on each run of consecutive channels (stride 1): the runs
-/// are the chunk cut at every multiple of the channel count.
-#[inline(always)]
-fn walk_contiguous(
+/// The runs of a chunk that share a channel layout: with stride 1, (first channel, values)
+/// for each run of consecutive channels (the chunk cut at every multiple of the channel
+/// count); otherwise (channel, values) for each run of `stride` values of one channel.
+struct Runs<'a> {
     map: ChannelMap,
     first: usize,
-    values: &[f32],
-    mut f: impl FnMut(usize, &[f32]),
-) {
-    let mut i = 0;
-    let mut ch = map.channel(first);
-    while i < values.len() {
-        let n = (map.count - ch).min(values.len() - i);
-        f(ch, &values[i..i + n]);
-        i += n;
-        ch = 0;
+    values: &'a [f32],
+    at: usize,
+    contiguous: bool,
+}
+
+impl<'a> Runs<'a> {
+    fn contiguous(map: ChannelMap, first: usize, values: &'a [f32]) -> Self {
+        Runs {
+            map,
+            first,
+            values,
+            at: 0,
+            contiguous: true,
+        }
+    }
+
+    fn strided(map: ChannelMap, first: usize, values: &'a [f32]) -> Self {
+        Runs {
+            contiguous: false,
+            ..Runs::contiguous(map, first, values)
+        }
     }
 }
 
-/// Calls `f(channel, values)` on each run of `stride` values that share a channel.
-#[inline(always)]
-fn walk_strided(map: ChannelMap, first: usize, values: &[f32], mut f: impl FnMut(usize, &[f32])) {
-    let mut i = 0;
-    while i < values.len() {
-        let g = (map.offset + first + i) / map.stride;
-        let end = ((g + 1) * map.stride - map.offset - first).min(values.len());
-        f(g % map.count, &values[i..end]);
-        i = end;
+impl<'a> Iterator for Runs<'a> {
+    type Item = (usize, &'a [f32]);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (i, m) = (self.at, self.map);
+        if i >= self.values.len() {
+            return None;
+        }
+        let (ch, end) = if self.contiguous {
+            let ch = m.channel(self.first + i);
+            (ch, i + (m.count - ch).min(self.values.len() - i))
+        } else {
+            let g = (m.offset + self.first + i) / m.stride;
+            let end = (g + 1) * m.stride - m.offset - self.first;
+            (g % m.count, end.min(self.values.len()))
+        };
+        self.at = end;
+        Some((ch, &self.values[i..end]))
     }
 }
 
@@ -396,27 +418,36 @@ fn scale(absmax: f32, qmax: f64) -> (f64, f64) {
     (s, 1.0 / s)
 }
 
-/// Lanes of the quantizers of pass 3 (value i of a call goes to lane i mod 4).
-const GL: usize = 4;
+/// Lanes of the floating sums of pass 3: value i of a call goes to lane i mod 8 (two AVX
+/// registers of 4, so the fused multiply-add chains overlap).
+const GL: usize = 8;
+/// Lanes of the order-free parts (maxima, counts): one AVX register.
+const ML: usize = 4;
 
 /// |t − rint(t)| above this may round differently as x·(1/s) than as x/s: redo with the
 /// division (the bound of `metrics::lanes_avx2`).
 const NEAR_HALF: f64 = 0.5 - 1.0 / (1u64 << 30) as f64;
 
 /// Error sums of one quantizer over some groups, lane by lane.
+///
+/// Two modes. Fast: t = x·(1/s), no clamp, and the largest |t − rint(t)| and |rint(t)| kept,
+/// so [`Self::needs_redo`] can tell when a t came near a half step or the grid would clip.
+/// Slow: t = x/s, clamped, clips counted. When the fast mode needs no redo, every rint(t) is
+/// the division's and inside the grid, so its sums are the slow mode's bit for bit.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct GroupLanes {
     err: [f64; GL],
     rec: [f64; GL],
-    mx: [f64; GL],
-    tie: [f64; GL],
-    below: [u64; GL],
-    above: [u64; GL],
+    mx: [f64; ML],
+    tie: [f64; ML],
+    rmax: [f64; ML],
+    below: [u64; ML],
+    above: [u64; ML],
 }
 
 impl GroupLanes {
-    fn near_tie(&self) -> bool {
-        self.tie.iter().any(|&t| t > NEAR_HALF)
+    fn needs_redo(&self, qmax: f64) -> bool {
+        self.tie.iter().any(|&t| t > NEAR_HALF) || self.rmax.iter().any(|&r| r > qmax)
     }
 
     /// Adds these sums to `acc` (its count and Σx² are set once per layer, see
@@ -426,6 +457,8 @@ impl GroupLanes {
         for k in 0..GL {
             err += self.err[k];
             rec += self.rec[k];
+        }
+        for k in 0..ML {
             acc.max_abs_error = acc.max_abs_error.max(self.mx[k]);
             acc.below += self.below[k];
             acc.above += self.above[k];
@@ -434,57 +467,39 @@ impl GroupLanes {
         acc.rec_sq += rec;
     }
 
-    /// One value x (finite, widened) on the grid of scale s into lane k.
+    /// One value x (finite, widened) on the grid of scale s into lane k (`inv` = 1/s).
+    /// `CHECK`: keep |rint(t)| for [`Self::needs_redo`] (not needed when s comes from these
+    /// very values' absmax: then |x·(1/s)| ≤ qmax·(1 + 2^-51) rounds inside the grid).
     #[inline(always)]
-    fn step<const DIV: bool>(&mut self, k: usize, x: f64, s: f64, inv: f64, qmax: f64) {
-        let t = if DIV { x / s } else { x * inv };
-        let r = t.round_ties_even();
-        let d = (t - r).abs();
-        self.tie[k] = if d > self.tie[k] { d } else { self.tie[k] };
-        self.below[k] += u64::from(r < -qmax);
-        self.above[k] += u64::from(r > qmax);
-        let r = if r < -qmax { -qmax } else { r };
-        let r = if r > qmax { qmax } else { r };
+    fn step<const SLOW: bool, const CHECK: bool>(
+        &mut self,
+        k: usize,
+        x: f64,
+        s: f64,
+        inv: f64,
+        qmax: f64,
+    ) {
+        let m = k % ML;
+        let r = if SLOW {
+            let r = (x / s).round_ties_even();
+            self.below[m] += u64::from(r < -qmax);
+            self.above[m] += u64::from(r > qmax);
+            r.clamp(-qmax, qmax)
+        } else {
+            let t = x * inv;
+            let r = t.round_ties_even();
+            self.tie[m] = self.tie[m].max((t - r).abs());
+            if CHECK {
+                self.rmax[m] = self.rmax[m].max(r.abs());
+            }
+            r
+        };
         // x̂ = r·s rounded, as a framework dequantizes (not fused).
         let xh = r * s;
         let e = x - xh;
         self.err[k] = e.mul_add(e, self.err[k]);
         self.rec[k] = xh.mul_add(xh, self.rec[k]);
-        let a = e.abs();
-        self.mx[k] = if a > self.mx[k] { a } else { self.mx[k] };
-    }
-
-    /// Every value of `xs` on one grid of scale `s` (`inv` = 1/s).
-    #[inline(always)]
-    fn uniform<const DIV: bool>(&mut self, xs: &[f32], s: f64, inv: f64, qmax: f64) {
-        let mut c = xs.chunks_exact(GL);
-        for v in &mut c {
-            for (k, &x) in v.iter().enumerate() {
-                self.step::<DIV>(k, widen(x), s, inv, qmax);
-            }
-        }
-        for (k, &v) in c.remainder().iter().enumerate() {
-            self.step::<DIV>(k, widen(v), s, inv, qmax);
-        }
-    }
-
-    /// Value j of `xs` on the grid of scale `s[j]` (`inv[j]` = 1/s[j]).
-    #[inline(always)]
-    fn each<const DIV: bool>(&mut self, xs: &[f32], s: &[f64], inv: &[f64], qmax: f64) {
-        let n = xs.len().min(s.len()).min(inv.len());
-        let (xs, s, inv) = (&xs[..n], &s[..n], &inv[..n]);
-        let mut c = xs.chunks_exact(GL);
-        let mut cs = s.chunks_exact(GL);
-        let mut ci = inv.chunks_exact(GL);
-        for ((v, s), inv) in (&mut c).zip(&mut cs).zip(&mut ci) {
-            for k in 0..GL {
-                self.step::<DIV>(k, widen(v[k]), s[k], inv[k], qmax);
-            }
-        }
-        let tail = c.remainder().iter().zip(cs.remainder()).zip(ci.remainder());
-        for (k, ((&v, &s), &inv)) in tail.enumerate() {
-            self.step::<DIV>(k, widen(v), s, inv, qmax);
-        }
+        self.mx[m] = self.mx[m].max(e.abs());
     }
 
     /// Values kept exact (x̂ = x): they add x² to Σx̂² and nothing to the error.
@@ -508,26 +523,284 @@ fn widen(v: f32) -> f64 {
     }
 }
 
-/// Runs `f` on fresh lanes with x·(1/s), again with the division if some t came near a half
-/// step, and adds the result to `acc`.
-#[inline(always)]
-fn exactly(acc: &mut ErrorAccum, f: impl Fn(&mut GroupLanes, bool)) {
-    let mut l = GroupLanes::default();
-    f(&mut l, false);
-    if l.near_tie() {
-        l = GroupLanes::default();
-        f(&mut l, true);
-    }
-    l.absorb(acc);
+/// The per-value kernels of pass 3: [`Portable`], and [`Avx2`] which computes the same lanes
+/// in AVX registers (the same operations in the same order, so the same bits).
+trait Kernel {
+    /// The largest finite |x| of `xs` (0 if none).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's target features.
+    unsafe fn absmax(xs: &[f32]) -> f32;
+
+    /// Every value of `xs` on one grid of scale `s` (`inv` = 1/s) into `l`.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's target features.
+    unsafe fn uniform<const SLOW: bool, const CHECK: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: f64,
+        inv: f64,
+        qmax: f64,
+    );
+
+    /// Value j of `xs` on the grid of scale `s[j]` (`inv[j]` = 1/s[j]) into `l`.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's target features.
+    unsafe fn each<const SLOW: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: &[f64],
+        inv: &[f64],
+        qmax: f64,
+    );
 }
 
-/// `uniform::<DIV>` with DIV chosen at run time (inlined into both branches).
-#[inline(always)]
-fn uniform(l: &mut GroupLanes, div: bool, xs: &[f32], s: f64, inv: f64, qmax: f64) {
-    if div {
-        l.uniform::<true>(xs, s, inv, qmax)
+struct Portable;
+
+impl Kernel for Portable {
+    unsafe fn absmax(xs: &[f32]) -> f32 {
+        absmax(xs)
+    }
+
+    #[inline(always)]
+    unsafe fn uniform<const SLOW: bool, const CHECK: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: f64,
+        inv: f64,
+        qmax: f64,
+    ) {
+        for (i, &v) in xs.iter().enumerate() {
+            l.step::<SLOW, CHECK>(i % GL, widen(v), s, inv, qmax);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn each<const SLOW: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: &[f64],
+        inv: &[f64],
+        qmax: f64,
+    ) {
+        for (i, ((&v, &s), &inv)) in xs.iter().zip(s).zip(inv).enumerate() {
+            l.step::<SLOW, true>(i % GL, widen(v), s, inv, qmax);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx2 {
+    #[inline(always)]
+    unsafe fn absmax(xs: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { absmax_avx2(xs) }
+    }
+
+    #[inline(always)]
+    unsafe fn uniform<const SLOW: bool, const CHECK: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: f64,
+        inv: f64,
+        qmax: f64,
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { lanes_avx2::<SLOW, CHECK, false>(l, xs, (s, inv), (&[], &[]), qmax) }
+    }
+
+    #[inline(always)]
+    unsafe fn each<const SLOW: bool>(
+        l: &mut GroupLanes,
+        xs: &[f32],
+        s: &[f64],
+        inv: &[f64],
+        qmax: f64,
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { lanes_avx2::<SLOW, true, true>(l, xs, (0.0, 0.0), (s, inv), qmax) }
+    }
+}
+
+/// [`absmax`] in one AVX register of 8 (the maximum does not depend on order).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn absmax_avx2(xs: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let mut m = _mm256_setzero_ps();
+    let mut c = xs.chunks_exact(8);
+    for v in &mut c {
+        // SAFETY: `v` holds exactly 8 f32; the load is unaligned.
+        let a = _mm256_and_ps(unsafe { _mm256_loadu_ps(v.as_ptr()) }, abs);
+        let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(a, inf);
+        m = _mm256_max_ps(m, _mm256_and_ps(a, fin));
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 f32; the store is unaligned.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+    lanes
+        .into_iter()
+        .fold(absmax(c.remainder()), |a, b| if b > a { b } else { a })
+}
+
+/// [`GroupLanes::step`] over `xs` in AVX registers: values 8k..8k+3 and 8k+4..8k+7 are two
+/// registers of 4 lanes (lanes 0–3 and 4–7 of the floating sums); the tail goes through the
+/// portable step at its lanes. `EACH`: the scales come per value from `each`; otherwise `one`
+/// is the one scale and its reciprocal.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn lanes_avx2<const SLOW: bool, const CHECK: bool, const EACH: bool>(
+    l: &mut GroupLanes,
+    xs: &[f32],
+    one: (f64, f64),
+    each: (&[f64], &[f64]),
+    qmax: f64,
+) {
+    use std::arch::x86_64::*;
+    const RINT: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let n = if EACH {
+        xs.len().min(each.0.len()).min(each.1.len())
     } else {
-        l.uniform::<false>(xs, s, inv, qmax)
+        xs.len()
+    };
+    let whole = n / GL * GL;
+    let abs_ps = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+    let (vqlo, vqhi) = (_mm256_set1_pd(-qmax), _mm256_set1_pd(qmax));
+    let (s1, inv1) = (_mm256_set1_pd(one.0), _mm256_set1_pd(one.1));
+    // SAFETY (all loads and stores below): each array holds the 4 or 8 elements addressed;
+    // `xs`, `each.0` and `each.1` hold at least `whole` elements; all are unaligned.
+    macro_rules! ld {
+        ($p:expr, $i:expr) => {
+            unsafe { _mm256_loadu_pd($p.as_ptr().add($i)) }
+        };
+    }
+    let (mut err0, mut err1) = (ld!(l.err, 0), ld!(l.err, 4));
+    let (mut rec0, mut rec1) = (ld!(l.rec, 0), ld!(l.rec, 4));
+    let (mut mx, mut tie, mut rmax) = (ld!(l.mx, 0), ld!(l.tie, 0), ld!(l.rmax, 0));
+    let (mut below, mut above) = unsafe {
+        (
+            _mm256_loadu_si256(l.below.as_ptr().cast()),
+            _mm256_loadu_si256(l.above.as_ptr().cast()),
+        )
+    };
+    let mut i = 0;
+    while i < whole {
+        let v = unsafe { _mm256_loadu_ps(xs.as_ptr().add(i)) };
+        let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(v, abs_ps), inf);
+        let v = _mm256_and_ps(v, fin);
+        let x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let x1 = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        let (s0, s1_, i0, i1) = if EACH {
+            (
+                ld!(each.0, i),
+                ld!(each.0, i + 4),
+                ld!(each.1, i),
+                ld!(each.1, i + 4),
+            )
+        } else {
+            (s1, s1, inv1, inv1)
+        };
+        let mut xh = [x0, x1];
+        for (h, (x, (s, inv))) in xh.iter_mut().zip([(x0, (s0, i0)), (x1, (s1_, i1))]) {
+            let r = if SLOW {
+                let r = _mm256_round_pd::<RINT>(_mm256_div_pd(x, s));
+                // A true compare is all ones (−1 as an integer): subtracting it counts one.
+                below = _mm256_sub_epi64(
+                    below,
+                    _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_LT_OQ>(r, vqlo)),
+                );
+                above = _mm256_sub_epi64(
+                    above,
+                    _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_GT_OQ>(r, vqhi)),
+                );
+                _mm256_min_pd(_mm256_max_pd(r, vqlo), vqhi)
+            } else {
+                let t = _mm256_mul_pd(x, inv);
+                let r = _mm256_round_pd::<RINT>(t);
+                tie = _mm256_max_pd(tie, _mm256_and_pd(_mm256_sub_pd(t, r), abs));
+                if CHECK {
+                    rmax = _mm256_max_pd(rmax, _mm256_and_pd(r, abs));
+                }
+                r
+            };
+            *h = _mm256_mul_pd(r, s);
+        }
+        let e0 = _mm256_sub_pd(x0, xh[0]);
+        let e1 = _mm256_sub_pd(x1, xh[1]);
+        err0 = _mm256_fmadd_pd(e0, e0, err0);
+        err1 = _mm256_fmadd_pd(e1, e1, err1);
+        rec0 = _mm256_fmadd_pd(xh[0], xh[0], rec0);
+        rec1 = _mm256_fmadd_pd(xh[1], xh[1], rec1);
+        mx = _mm256_max_pd(mx, _mm256_and_pd(e0, abs));
+        mx = _mm256_max_pd(mx, _mm256_and_pd(e1, abs));
+        i += GL;
+    }
+    unsafe {
+        _mm256_storeu_pd(l.err.as_mut_ptr(), err0);
+        _mm256_storeu_pd(l.err.as_mut_ptr().add(4), err1);
+        _mm256_storeu_pd(l.rec.as_mut_ptr(), rec0);
+        _mm256_storeu_pd(l.rec.as_mut_ptr().add(4), rec1);
+        _mm256_storeu_pd(l.mx.as_mut_ptr(), mx);
+        _mm256_storeu_pd(l.tie.as_mut_ptr(), tie);
+        _mm256_storeu_pd(l.rmax.as_mut_ptr(), rmax);
+        _mm256_storeu_si256(l.below.as_mut_ptr().cast(), below);
+        _mm256_storeu_si256(l.above.as_mut_ptr().cast(), above);
+    }
+    for (j, &v) in xs.iter().enumerate().take(n).skip(whole) {
+        let (s, inv) = if EACH { (each.0[j], each.1[j]) } else { one };
+        l.step::<SLOW, CHECK>(j % GL, widen(v), s, inv, qmax);
+    }
+}
+
+/// `exactly!(qmax, acc, l, slow => body)` runs `body` on fresh lanes `l` with `slow` false,
+/// again with `slow` true if the fast mode needs a redo (a t near a half step, or a value
+/// outside the grid), and adds the lanes to `acc`. A macro, not a closure: a closure would be
+/// compiled without the caller's target features.
+macro_rules! exactly {
+    ($qmax:expr, $acc:expr, $l:ident, $slow:ident => $body:expr) => {{
+        let mut $l = GroupLanes::default();
+        {
+            let $slow = false;
+            $body;
+        }
+        if $l.needs_redo($qmax) {
+            $l = GroupLanes::default();
+            let $slow = true;
+            $body;
+        }
+        $l.absorb($acc);
+    }};
+}
+
+/// `K::uniform` with the mode chosen at run time.
+///
+/// # Safety
+/// The CPU has `K`'s target features.
+#[inline(always)]
+unsafe fn uniform<K: Kernel, const CHECK: bool>(
+    l: &mut GroupLanes,
+    slow: bool,
+    xs: &[f32],
+    s: f64,
+    inv: f64,
+    qmax: f64,
+) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        if slow {
+            K::uniform::<true, CHECK>(l, xs, s, inv, qmax)
+        } else {
+            K::uniform::<false, CHECK>(l, xs, s, inv, qmax)
+        }
     }
 }
 
@@ -674,7 +947,8 @@ impl Plan {
             unsafe { self.chunk_avx2(&mut out, c, map, first, values) };
             return out;
         }
-        self.chunk_lanes(&mut out, c, map, first, values);
+        // SAFETY: the portable kernel needs no target feature.
+        unsafe { self.chunk::<Portable>(&mut out, c, map, first, values) };
         out
     }
 
@@ -688,13 +962,16 @@ impl Plan {
         first: usize,
         values: &[f32],
     ) {
-        self.chunk_lanes(out, c, map, first, values)
+        // SAFETY: this function only runs with AVX2 and FMA.
+        unsafe { self.chunk::<Avx2>(out, c, map, first, values) }
     }
 
-    /// The portable path; the AVX path is the same code compiled for AVX2 and FMA (the same
-    /// lanes and operations, so the same sums).
+    /// The rows of one chunk with kernel `K`.
+    ///
+    /// # Safety
+    /// The CPU has `K`'s target features.
     #[inline(always)]
-    fn chunk_lanes(
+    unsafe fn chunk<K: Kernel>(
         &self,
         out: &mut GroupAccums,
         c: &Channels,
@@ -703,30 +980,34 @@ impl Plan {
         values: &[f32],
     ) {
         let q = self.qmax;
+        // SAFETY (every kernel call below): the caller's guarantee. Plain loops and
+        // `exactly!`, not closures: a closure is compiled without the caller's features.
         if map.stride == 1 {
-            walk_contiguous(map, first, values, |ch, xs| {
+            for (ch, xs) in Runs::contiguous(map, first, values) {
                 // With whole rows in every chunk (`ChannelLayout::rows`), each run is a token.
                 if ch == 0 && xs.len() == map.count {
                     if self.token {
-                        let (s, inv) = scale(absmax(xs), q);
-                        exactly(&mut out.token, |l, div| uniform(l, div, xs, s, inv, q));
+                        let (s, inv) = scale(unsafe { K::absmax(xs) }, q);
+                        exactly!(q, &mut out.token, l, slow => unsafe {
+                            uniform::<K, false>(&mut l, slow, xs, s, inv, q)
+                        });
                     }
                     for (acc, &g) in out.blocks.iter_mut().zip(&self.blocks) {
-                        exactly(acc, |l, div| {
+                        exactly!(q, acc, l, slow => {
                             for b in xs.chunks(g) {
-                                let (s, inv) = scale(absmax(b), q);
-                                uniform(l, div, b, s, inv, q);
+                                let (s, inv) = scale(unsafe { K::absmax(b) }, q);
+                                unsafe { uniform::<K, false>(&mut l, slow, b, s, inv, q) };
                             }
                         });
                     }
                 }
                 if let (true, Some((s, inv))) = (self.channel, &c.scales) {
                     let (s, inv) = (&s[ch..ch + xs.len()], &inv[ch..ch + xs.len()]);
-                    exactly(&mut out.channel, |l, div| {
-                        if div {
-                            l.each::<true>(xs, s, inv, q)
+                    exactly!(q, &mut out.channel, l, slow => unsafe {
+                        if slow {
+                            K::each::<true>(&mut l, xs, s, inv, q)
                         } else {
-                            l.each::<false>(xs, s, inv, q)
+                            K::each::<false>(&mut l, xs, s, inv, q)
                         }
                     });
                 }
@@ -734,34 +1015,34 @@ impl Plan {
                     // Runs of the other channels on one grid, the outlier channels exact.
                     let lo = c.outliers.partition_point(|&o| o < ch);
                     let hi = c.outliers.partition_point(|&o| o < ch + xs.len());
-                    exactly(&mut out.in_float, |l, div| {
+                    exactly!(q, &mut out.in_float, l, slow => {
                         let mut at = 0;
                         for &o in &c.outliers[lo..hi] {
                             let o = o - ch;
-                            uniform(l, div, &xs[at..o], s, inv, q);
+                            unsafe { uniform::<K, true>(&mut l, slow, &xs[at..o], s, inv, q) };
                             l.exact(&xs[o..o + 1]);
                             at = o + 1;
                         }
-                        uniform(l, div, &xs[at..], s, inv, q);
+                        unsafe { uniform::<K, true>(&mut l, slow, &xs[at..], s, inv, q) };
                     });
                 }
-            });
+            }
         } else {
-            walk_strided(map, first, values, |ch, xs| {
+            for (ch, xs) in Runs::strided(map, first, values) {
                 if let (true, Some((s, inv))) = (self.channel, &c.scales) {
                     let (s, inv) = (s[ch], inv[ch]);
-                    exactly(&mut out.channel, |l, div| uniform(l, div, xs, s, inv, q));
-                }
-                if let Some((s, inv)) = c.in_float {
-                    exactly(&mut out.in_float, |l, div| {
-                        if c.is_outlier[ch] {
-                            l.exact(xs);
-                        } else {
-                            uniform(l, div, xs, s, inv, q);
-                        }
+                    exactly!(q, &mut out.channel, l, slow => unsafe {
+                        uniform::<K, true>(&mut l, slow, xs, s, inv, q)
                     });
                 }
-            });
+                if let Some((s, inv)) = c.in_float {
+                    exactly!(q, &mut out.in_float, l, slow => if c.is_outlier[ch] {
+                        l.exact(xs);
+                    } else {
+                        unsafe { uniform::<K, true>(&mut l, slow, xs, s, inv, q) };
+                    });
+                }
+            }
         }
     }
 
@@ -810,15 +1091,7 @@ impl Plan {
         let summary = self.channels.as_ref().map(|c| {
             let p = &c.profile;
             let ratio = |v: f64| v / c.median;
-            let mut order: Vec<usize> = (0..p.absmax.len()).collect();
-            let top_n = TOP_CHANNELS.min(order.len());
-            let by_size =
-                |a: &usize, b: &usize| p.absmax[*b].total_cmp(&p.absmax[*a]).then(a.cmp(b));
-            if top_n > 0 && top_n < order.len() {
-                order.select_nth_unstable_by(top_n - 1, by_size);
-            }
-            order.truncate(top_n);
-            order.sort_by(by_size);
+            let order = largest(&p.absmax, TOP_CHANNELS);
             ChannelSummary {
                 axis: p.layout.axis,
                 count: p.absmax.len(),
@@ -854,21 +1127,37 @@ impl Plan {
     }
 }
 
-/// numpy's `np.median`: the middle value, or the mean of the two middle values.
+/// numpy's `np.median` of absmax values (each ≥ 0, so their bits order as the values do):
+/// the middle value, or the mean of the two middle values.
 fn median(v: &[f32]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    let mut s: Vec<f32> = v.to_vec();
-    let mid = s.len() / 2;
-    let (lo, m, _) = s.select_nth_unstable_by(mid, f32::total_cmp);
-    let m = f64::from(*m);
+    let mut bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+    let mid = bits.len() / 2;
+    let (lo, m, _) = bits.select_nth_unstable(mid);
+    let m = f64::from(f32::from_bits(*m));
     if v.len() % 2 == 1 {
         m
     } else {
-        let below = lo.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        (f64::from(below) + m) / 2.0
+        let below = lo.iter().copied().max().unwrap_or(0);
+        (f64::from(f32::from_bits(below)) + m) / 2.0
     }
+}
+
+/// The indices of the `k` largest values, largest first (ties: lower index first), in one
+/// pass.
+fn largest(v: &[f32], k: usize) -> Vec<usize> {
+    let mut top: Vec<usize> = Vec::with_capacity(k + 1);
+    for (i, &x) in v.iter().enumerate() {
+        if top.len() == k && top.last().is_none_or(|&j| v[j] >= x) {
+            continue;
+        }
+        let at = top.partition_point(|&j| v[j] >= x);
+        top.insert(at, i);
+        top.truncate(k);
+    }
+    top
 }
 
 #[cfg(test)]
@@ -896,11 +1185,79 @@ mod tests {
         let s = 3.0625;
         let xs: Vec<f32> = (-127..127).map(|k| (2 * k + 1) as f32 * 1.53125).collect();
         let mut acc = ErrorAccum::default();
-        exactly(&mut acc, |l, div| uniform(l, div, &xs, s, 1.0 / s, 127.0));
+        exactly!(127.0, &mut acc, l, slow => unsafe {
+            uniform::<Portable, true>(&mut l, slow, &xs, s, 1.0 / s, 127.0)
+        });
         let (err, rec, mx) = naive(&xs, s, 127.0);
         assert_eq!(acc.err_sq, err);
         assert!((acc.rec_sq - rec).abs() <= 1e-12 * rec);
         assert_eq!(acc.max_abs_error, mx);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_kernels_are_bit_identical_to_the_portable_lanes() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let xs: Vec<f32> = (0..1037)
+            .map(|i| ((i as f32 * 0.6123).sin() * 40.0).powi(3) / 100.0)
+            .chain([f32::NAN, f32::INFINITY, -0.0, -f32::INFINITY, 7.0])
+            .collect();
+        let a = absmax(&xs);
+        let (s, inv) = scale(a, 127.0);
+        let each_s: Vec<f64> = (0..xs.len()).map(|i| s * (1.0 + (i % 5) as f64)).collect();
+        let each_i: Vec<f64> = each_s.iter().map(|s| 1.0 / s).collect();
+        for len in [0, 1, 7, 8, 9, 16, 1037, xs.len()] {
+            let x = &xs[..len];
+            // SAFETY: AVX2 and FMA are present, checked above.
+            unsafe {
+                assert_eq!(Avx2::absmax(x), Portable::absmax(x), "len {len}");
+                // A grid narrower than the values (s/4) makes the fast mode ask for a redo and
+                // the slow mode clip: both modes are compared on both grids.
+                for (s, inv) in [(s, inv), (s / 4.0, 4.0 * inv)] {
+                    let (mut p, mut v) = (GroupLanes::default(), GroupLanes::default());
+                    Portable::uniform::<false, true>(&mut p, x, s, inv, 127.0);
+                    Avx2::uniform::<false, true>(&mut v, x, s, inv, 127.0);
+                    assert_eq!(p, v, "fast len {len}");
+                    let (mut p2, mut v2) = (GroupLanes::default(), GroupLanes::default());
+                    Portable::uniform::<true, true>(&mut p2, x, s, inv, 127.0);
+                    Avx2::uniform::<true, true>(&mut v2, x, s, inv, 127.0);
+                    assert_eq!(p2, v2, "slow len {len}");
+                    let clips = x
+                        .iter()
+                        .filter(|v| {
+                            v.is_finite() && (f64::from(**v) / s).round_ties_even().abs() > 127.0
+                        })
+                        .count() as u64;
+                    let counted: u64 = p2.below.iter().chain(&p2.above).sum();
+                    assert_eq!(counted, clips, "len {len}");
+                    if p.needs_redo(127.0) {
+                        assert!(clips > 0 || p.tie.iter().any(|&t| t > NEAR_HALF));
+                    } else {
+                        // No redo: the fast sums are the slow (division) sums.
+                        assert_eq!(clips, 0);
+                        assert_eq!((p.err, p.rec, p.mx), (p2.err, p2.rec, p2.mx));
+                    }
+                }
+                // Unchecked (a group's own absmax scale): the same lanes, no |rint(t)| kept.
+                let (mut p, mut v) = (GroupLanes::default(), GroupLanes::default());
+                Portable::uniform::<false, false>(&mut p, x, s, inv, 127.0);
+                Avx2::uniform::<false, false>(&mut v, x, s, inv, 127.0);
+                assert_eq!(p, v, "unchecked len {len}");
+                assert_eq!(p.rmax, [0.0; ML]);
+                let (mut p, mut v) = (GroupLanes::default(), GroupLanes::default());
+                Portable::each::<false>(&mut p, x, &each_s, &each_i, 127.0);
+                Avx2::each::<false>(&mut v, x, &each_s, &each_i, 127.0);
+                assert_eq!(p, v, "each len {len}");
+                let (mut p, mut v) = (GroupLanes::default(), GroupLanes::default());
+                Portable::each::<true>(&mut p, x, &each_s, &each_i, 127.0);
+                Avx2::each::<true>(&mut v, x, &each_s, &each_i, 127.0);
+                assert_eq!(p, v, "each slow len {len}");
+            }
+        }
     }
 
     #[test]
@@ -912,6 +1269,14 @@ mod tests {
         // |x| ≥ 6: i ≤ 6 or i ≥ 30 (14 values) less the NaN at 3 and the -inf at 30.
         assert_eq!(absmax_count(&v, 6.0), (9.0, 12));
         assert_eq!(absmax(&[f32::NAN, f32::INFINITY]), 0.0);
+    }
+
+    #[test]
+    fn largest_are_in_order_with_ties_by_index() {
+        let v = [1.0, 5.0, 3.0, 5.0, 0.0, 9.0, 3.0];
+        assert_eq!(largest(&v, 4), vec![5, 1, 3, 2]);
+        assert_eq!(largest(&v, 10), vec![5, 1, 3, 2, 6, 0, 4]);
+        assert_eq!(largest(&v, 0), Vec::<usize>::new());
     }
 
     #[test]

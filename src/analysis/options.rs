@@ -72,7 +72,13 @@ pub struct GranularityOptions {
 impl Default for GranularityOptions {
     fn default() -> Self {
         GranularityOptions {
-            rows: Granularity::ALL.to_vec(),
+            // Blocks are opt-in: a scale per 32 values is the costliest row and answers a
+            // narrower question (block formats); README "Granularities" has the figures.
+            rows: vec![
+                Granularity::Tensor,
+                Granularity::Token,
+                Granularity::Channel,
+            ],
             channel_axis: -1,
             block_sizes: vec![32, 128],
             outlier_ratio: 8.0,
