@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use assert_cmd::Command;
 use calibscope::analysis::warnings::WarningKind;
 use calibscope::analysis::{
     Granularity, GranularityResult, LayerAnalysis, MethodKind, Options, Progress, analyze_layer,
@@ -698,5 +699,146 @@ fn rows_and_channels_match_numpy_on_the_reference_dumps() {
             }
             (g, w) => panic!("{ctx}: outliers in float {g:?} vs numpy {w}"),
         }
+    }
+}
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+fn report(args: &[&str]) -> String {
+    let out = Command::cargo_bin("calibscope")
+        .unwrap()
+        .args(["report", "-q"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_command_line_selects_rows_and_echoes_its_settings() {
+    let sample = data().join("04_layernorm_outlier_channels.npy");
+    let sample = sample.to_str().unwrap();
+    let v: Value = serde_json::from_str(&report(&[sample, "--format", "json"])).unwrap();
+    let s = &v["settings"];
+    assert_eq!(
+        s["granularities"],
+        serde_json::json!(["tensor", "token", "channel"])
+    );
+    assert_eq!(s["channel_axis"], -1);
+    assert_eq!(s["block_sizes"], serde_json::json!([32, 128]));
+    assert_eq!(
+        (s["outlier_ratio"].as_f64(), s["outlier_threshold"].as_f64()),
+        (Some(8.0), Some(6.0))
+    );
+    let l = &v["layers"][0];
+    assert_eq!(
+        l["channels"]["outliers"],
+        serde_json::json!([37, 211, 300, 466])
+    );
+    assert_eq!(l["channels"]["above_threshold"]["channels"], 4);
+    let args = [
+        sample,
+        "--format",
+        "json",
+        "--granularities",
+        "all",
+        "--block-sizes",
+        "16,64",
+        "--outlier-ratio",
+        "30",
+        "--outlier-threshold",
+        "70",
+    ];
+    let v: Value = serde_json::from_str(&report(&args)).unwrap();
+    let rows: Vec<String> = v["layers"][0]["granularities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r["granularity"].as_str().unwrap(), r["block_size"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "tensor null",
+            "token null",
+            "channel null",
+            "block 16",
+            "block 64"
+        ]
+    );
+    // Only channel 300 (84.8) is 30× the median (2.72); 37 (73.6) and 300 reach |x| ≥ 70.
+    let c = &v["layers"][0]["channels"];
+    assert_eq!(c["outliers"], serde_json::json!([300]));
+    assert_eq!(c["above_threshold"]["channels"], 2);
+    // CSV: one row per granularity beside the methods, and the kept-in-float row.
+    let csv = report(&[sample, "--format", "csv", "--granularities", "token,block"]);
+    let methods: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(4).unwrap())
+        .collect();
+    assert_eq!(
+        methods[7..],
+        [
+            "granularity:token",
+            "granularity:block:32",
+            "granularity:block:128",
+            "granularity:outliers_in_float"
+        ]
+    );
+    // NCHW with the channel axis 1: per-channel rows, no token rows, a note.
+    let conv = data().join("01_conv1_relu.npy");
+    let text = report(&[conv.to_str().unwrap(), "--channel-axis", "1"]);
+    assert!(text.contains("channels axis 1, 32 channels"), "{text}");
+    let v: Value = serde_json::from_str(&report(&[
+        conv.to_str().unwrap(),
+        "--channel-axis",
+        "1",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let l = &v["layers"][0];
+    assert_eq!(l["granularities"].as_array().unwrap().len(), 2);
+    let notes = l["notes"].as_array().unwrap();
+    let why = "not the innermost one in file order";
+    assert!(
+        notes.iter().any(|n| n.as_str().unwrap().contains(why)),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn bad_granularity_options_exit_2_with_one_line() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--granularities", "rows"], "unknown granularity `rows`"),
+        (
+            &["--block-sizes", "0"],
+            "block size 0 is outside 1..=1048576",
+        ),
+        (&["--block-sizes", "32,32"], "block size 32 is listed twice"),
+        (
+            &["--outlier-ratio", "0.5"],
+            "outlier ratio 0.5 is not a finite number ≥ 1",
+        ),
+        (
+            &["--outlier-threshold", "0"],
+            "outlier threshold 0 is not a finite number > 0",
+        ),
+    ];
+    for (args, msg) in cases {
+        let a = Command::cargo_bin("calibscope")
+            .unwrap()
+            .arg("report")
+            .arg(data())
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout("");
+        let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+        assert!(err.contains(msg), "{args:?}: {err}");
     }
 }
