@@ -2,10 +2,12 @@
 //! [`Analysis`], that every front end (report formats, exports, TUI) only views.
 //!
 //! Passes, each a parallel fold over chunks of a few MiB (no pass holds a whole tensor):
-//! 1. profile: moments, NaN/Inf, casts, per-batch extremes, row sums of squares;
+//! 1. profile: moments, NaN/Inf, casts, per-batch extremes, row sums of squares, per-channel
+//!    absmax;
 //! 2. histograms of x over `[min, max]` and of |x| over `[0, max|x|]` (65536 bins; the 2048-bin
 //!    histograms the searches use are exact sums of 32 fine bins);
-//! 3. metrics: every method's quantizer evaluated on each chunk while it is hot.
+//! 3. metrics: every method's quantizer evaluated on each chunk while it is hot, and the
+//!    per-token, per-channel and per-block quantizers ([`granularity`]).
 //!
 //! The calibrators ([`crate::calib`]) only see the merged profile, never raw values.
 //!
