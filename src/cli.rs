@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use calibscope::analysis::Options;
+use calibscope::analysis::options::{GranularityOptions, parse_granularities};
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
+use calibscope::analysis::{Granularity, Options};
 use calibscope::calib::Scheme;
 use calibscope::report::export::NameMap;
 use calibscope::source::{BatchLayout, Limits};
@@ -133,6 +134,23 @@ pub struct AnalysisArgs {
     /// Most files a folder walk visits.
     #[arg(long, default_value_t = Limits::default().max_files, global = true)]
     pub max_files: usize,
+    /// Granularity rows: `all` or some of tensor, token, channel, block (comma-separated).
+    #[arg(long, value_name = "LIST", default_value_t = Rows(defaults().granularity.rows), global = true)]
+    pub granularities: Rows,
+    /// The channel axis (negative counts from the end; NCHW conv dumps use 1).
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          default_value_t = defaults().granularity.channel_axis, global = true)]
+    pub channel_axis: i64,
+    /// Block sizes G of the block rows, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          default_values_t = defaults().granularity.block_sizes, global = true)]
+    pub block_sizes: Vec<usize>,
+    /// A channel whose absmax is at least this multiple of the median channel's is an outlier.
+    #[arg(long, value_name = "R", default_value_t = defaults().granularity.outlier_ratio, global = true)]
+    pub outlier_ratio: f64,
+    /// |x| at or above this is counted as an outlier value (LLM.int8's criterion).
+    #[arg(long, value_name = "T", default_value_t = defaults().granularity.outlier_threshold, global = true)]
+    pub outlier_threshold: f64,
 }
 
 impl AnalysisArgs {
@@ -156,6 +174,13 @@ impl AnalysisArgs {
                 max_inflate_ratio: self.max_inflate_ratio,
                 max_files: self.max_files,
             },
+            granularity: Box::new(GranularityOptions {
+                rows: self.granularities.0.clone(),
+                channel_axis: self.channel_axis,
+                block_sizes: self.block_sizes.clone(),
+                outlier_ratio: self.outlier_ratio,
+                outlier_threshold: self.outlier_threshold,
+            }),
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;
@@ -231,6 +256,28 @@ impl ReportArgs {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("--name-map {}: {e}", path.display())))?;
         NameMap::parse(&text).map_err(|e| UsageError(format!("--name-map {}: {e}", path.display())))
+    }
+}
+
+/// `--granularities all` or `tensor,token,...` (checked when parsed).
+#[derive(Clone, Debug)]
+pub struct Rows(pub Vec<Granularity>);
+
+impl fmt::Display for Rows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Granularity::ALL {
+            return f.write_str("all");
+        }
+        let names: Vec<&str> = self.0.iter().map(|g| g.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for Rows {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_granularities(s).map(Rows).map_err(|e| e.to_string())
     }
 }
 

@@ -2,11 +2,13 @@
 //! [`Analysis`], that every front end (report formats, exports, TUI) only views.
 //!
 //! Passes, each a parallel fold over chunks of a few MiB (no pass holds a whole tensor):
-//! 1. profile: moments, NaN/Inf, casts, per-batch extremes, row sums of squares;
+//! 1. profile: moments, NaN/Inf, casts, per-batch extremes, row sums of squares, per-channel
+//!    absmax;
 //! 2. histograms of x over `[min, max]` and of |x| over `[0, max|x|]` (65536 bins; the 2048-bin
 //!    histograms the searches use are exact sums of 32 fine bins), and for the affine entropy
 //!    ONNX Runtime's own (x over ±max|x|, 2048 numpy bins);
-//! 3. metrics: every method's quantizer evaluated on each chunk while it is hot.
+//! 3. metrics: every method's quantizer evaluated on each chunk while it is hot, and the
+//!    per-token, per-channel and per-block quantizers ([`granularity`]).
 //!
 //! The calibrators ([`crate::calib`]) only see the merged profile, never raw values.
 //!
@@ -16,9 +18,11 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
+//! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`warnings`]: the warning kinds and the checks that raise them.
 
 pub mod cast;
+pub mod granularity;
 pub mod metrics;
 pub mod model;
 pub mod options;
@@ -29,8 +33,14 @@ pub mod stats;
 pub mod warnings;
 
 pub use crate::calib::MethodKind;
-pub use model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings, ser_num};
-pub use options::{FINE_BINS, MAX_BATCHES, OptionError, Options, Progress, SEARCH_BINS};
+pub use granularity::Granularity;
+pub use model::{
+    Analysis, ChannelSummary, GranularityResult, JSON_VERSION, LayerAnalysis, MethodResult,
+    Settings, ser_num,
+};
+pub use options::{
+    FINE_BINS, GranularityOptions, MAX_BATCHES, OptionError, Options, Progress, SEARCH_BINS,
+};
 pub use passes::{measure, profile_layer};
 pub use pipeline::{LayerEvent, LayerJob, analyze, analyze_layer, open_layer, run_layers};
 pub use profile::{KeptProfile, Profile};

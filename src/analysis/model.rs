@@ -9,6 +9,7 @@ use crate::calib::{MethodKind, Scheme};
 use crate::source::{LayerSpec, LoadError};
 
 use super::cast::CastAudit;
+use super::granularity::Granularity;
 use super::metrics::Metrics;
 use super::options::Options;
 use super::profile::KeptProfile;
@@ -35,6 +36,12 @@ pub struct Settings {
     pub ema_constant: f64,
     pub batch_axis: Option<usize>,
     pub sqnr_floor_db: f64,
+    /// The granularity rows shown and what they were measured with.
+    pub granularities: Vec<Granularity>,
+    pub channel_axis: i64,
+    pub block_sizes: Vec<usize>,
+    pub outlier_ratio: f64,
+    pub outlier_threshold: f64,
 }
 
 impl Settings {
@@ -46,6 +53,11 @@ impl Settings {
             ema_constant: o.ema_constant,
             batch_axis: o.batch_axis,
             sqnr_floor_db: o.thresholds.sqnr_floor_db,
+            granularities: o.granularity.rows.clone(),
+            channel_axis: o.granularity.channel_axis,
+            block_sizes: o.granularity.block_sizes.clone(),
+            outlier_ratio: o.granularity.outlier_ratio,
+            outlier_threshold: o.granularity.outlier_threshold,
         }
     }
 }
@@ -77,6 +89,76 @@ impl MethodResult {
     }
 }
 
+/// Symmetric abs-max quantization of the layer with one scale per group: the tensor, a token,
+/// a channel or a block (README "Granularities").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GranularityResult {
+    pub granularity: Granularity,
+    /// G for a block row, else `null`.
+    pub block_size: Option<usize>,
+    pub bits: u8,
+    /// How many scales the row uses.
+    pub groups: u64,
+    pub metrics: Metrics,
+}
+
+impl GranularityResult {
+    /// `tensor`, `token`, `channel`, `block 32`: the label front ends show.
+    pub fn label(&self) -> String {
+        match self.block_size {
+            Some(g) => format!("{} {g}", self.granularity.name()),
+            None => self.granularity.name().to_string(),
+        }
+    }
+
+    /// The CSV `method` value: `granularity:token`, `granularity:block:32`.
+    pub fn csv_method(&self) -> String {
+        match self.block_size {
+            Some(g) => format!("granularity:{}:{g}", self.granularity.name()),
+            None => format!("granularity:{}", self.granularity.name()),
+        }
+    }
+}
+
+/// The per-channel absmax along the channel axis and the outlier channels.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelSummary {
+    pub axis: usize,
+    pub count: usize,
+    /// numpy's median of the per-channel absmax.
+    pub absmax_median: f64,
+    /// The largest channels, largest first (ties: lower index first).
+    pub top: Vec<TopChannel>,
+    /// Channels whose absmax ≥ `--outlier-ratio` × the median (none when the median is 0).
+    pub outliers: Vec<usize>,
+    pub above_threshold: AboveThreshold,
+    /// The per-tensor grid fitted to the other channels, the outlier channels left exact.
+    pub outliers_in_float: Option<OutliersInFloat>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopChannel {
+    pub channel: usize,
+    pub absmax: f64,
+    /// absmax over the median channel's (`"inf"` when the median is 0).
+    #[serde(serialize_with = "ser_num")]
+    pub ratio: f64,
+}
+
+/// LLM.int8's criterion: values with |x| ≥ threshold and the channels holding any.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AboveThreshold {
+    pub threshold: f64,
+    pub values: u64,
+    pub channels: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutliersInFloat {
+    pub channels: usize,
+    pub metrics: Metrics,
+}
+
 /// Everything we know about one layer. `error` set means the layer could not be analysed
 /// (its message names the file); the other fields then hold what was known before it failed.
 #[derive(Clone, Debug, Serialize)]
@@ -93,6 +175,10 @@ pub struct LayerAnalysis {
     /// The best SQNR any method reached: low means the layer is sensitive to quantization.
     #[serde(serialize_with = "ser_opt_num")]
     pub sensitivity_sqnr_db: Option<f64>,
+    /// Symmetric abs-max quantization per tensor, token, channel and block (`--granularities`).
+    pub granularities: Vec<GranularityResult>,
+    /// The channel axis and its outliers; `null` for a layer without one (0-d, 1-D).
+    pub channels: Option<ChannelSummary>,
     pub warnings: Vec<Warning>,
     /// Facts about how the numbers were made (float64 narrowed, layout, ...).
     pub notes: Vec<String>,
@@ -115,6 +201,8 @@ impl LayerAnalysis {
             methods: Vec::new(),
             recommended: None,
             sensitivity_sqnr_db: None,
+            granularities: Vec::new(),
+            channels: None,
             warnings: Vec::new(),
             notes: Vec::new(),
             error: Some(e.to_string()),

@@ -14,6 +14,7 @@ use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
+use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
 use super::metrics::{self, ErrorAccum};
 use super::options::{FINE_BINS, MAX_BATCHES, Options, Progress};
 use super::profile::Profile;
@@ -185,6 +186,18 @@ pub(crate) fn profile_parts(
         batch_maps[0].map_or(1, |m| m.count)
     };
     let extremes = BatchExtremes::new(n_batches);
+    let chunks: Vec<_> = parts
+        .iter()
+        .map(|p| (&p.info, chunk_len(&p.info, opts).0))
+        .collect();
+    let (fold, channel_note) = match ChannelLayout::resolve(&chunks, opts) {
+        Ok(layout) => (
+            layout.map(|l| ChannelFold::new(l, opts.granularity.outlier_threshold)),
+            None,
+        ),
+        Err(note) => (None, Some(note)),
+    };
+    let fold_pool: Pool<FoldAcc> = Pool::new();
 
     // Pass 1.
     let mut moments = Moments::default();
@@ -219,6 +232,9 @@ pub(crate) fn profile_parts(
                 (None, None) => {}
             }
             let r = row_len.map(|n| row_sums(values, n));
+            if let Some(f) = &fold {
+                fold_pool.with(|| f.new_acc(), |a| f.fold(a, pi, first, values));
+            }
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
@@ -238,6 +254,7 @@ pub(crate) fn profile_parts(
         f64_overflows += part.f64_overflows();
         trailing_bytes += part.trailing_bytes;
     }
+    let channels = fold.map(|f| f.finish(fold_pool.into_items()));
 
     // Pass 2.
     let (lo, hi) = if moments.n > 0 {
@@ -303,6 +320,8 @@ pub(crate) fn profile_parts(
         entropy_hist,
         f64_overflows,
         trailing_bytes,
+        channels,
+        channel_note,
     })
 }
 
@@ -461,22 +480,55 @@ pub(crate) fn measure_parts(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
+    measure_parts_with(parts, chosen, None, opts, progress).map(|m| m.methods)
+}
+
+/// What pass 3 measured: each chosen range's error, and with a [`Plan`] the per-tensor grid's
+/// and the granularity rows' sums.
+pub(crate) struct Measured {
+    pub methods: Vec<ErrorAccum>,
+    pub tensor: ErrorAccum,
+    pub groups: GroupAccums,
+}
+
+/// [`measure`] with the granularity rows of `plan`.
+pub(crate) fn measure_with(
+    spec: &LayerSpec,
+    chosen: &[Chosen],
+    plan: &Plan,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Measured, LoadError> {
+    measure_parts_with(&open_parts(spec, opts)?, chosen, Some(plan), opts, progress)
+}
+
+/// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
+pub(crate) fn measure_parts_with(
+    parts: &[OpenArray],
+    chosen: &[Chosen],
+    plan: Option<&Plan>,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Measured, LoadError> {
     // Methods often agree (percentile 99.999 is min-max on small tensors): measure each
-    // distinct quantizer once.
+    // distinct quantizer once. The per-tensor grid is symmetric min-max: free when the
+    // symmetric minmax method is among them.
     let mut unique: Vec<QParams> = Vec::new();
-    let slot: Vec<usize> = chosen
-        .iter()
-        .map(|c| {
-            unique.iter().position(|u| *u == c.q).unwrap_or_else(|| {
-                unique.push(c.q);
-                unique.len() - 1
-            })
+    let mut slot_of = |q: QParams| {
+        unique.iter().position(|u| *u == q).unwrap_or_else(|| {
+            unique.push(q);
+            unique.len() - 1
         })
-        .collect();
+    };
+    let slot: Vec<usize> = chosen.iter().map(|c| slot_of(c.q)).collect();
+    let tensor_slot = plan.map(|p| slot_of(p.tensor));
+    let grouped = plan.filter(|p| p.has_groups());
     let mut total = vec![ErrorAccum::default(); unique.len()];
-    for part in parts {
+    let mut groups = GroupAccums::default();
+    for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
-        let partials = part.map_chunks(chunk, &progress.cancel, |_, values| {
+        let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
+            let g = grouped.map(|p| p.measure_chunk(pi, first, values));
             let mut r = vec![ErrorAccum::default(); unique.len()];
             // Each block is widened once, then every quantizer reads it while it is in L1.
             PREPARED.with_borrow_mut(|p| {
@@ -490,15 +542,22 @@ pub(crate) fn measure_parts(
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            r
+            (r, g)
         })?;
-        for p in partials {
+        for (p, g) in partials {
             for (t, a) in total.iter_mut().zip(&p) {
                 t.merge(a);
             }
+            if let Some(g) = g {
+                groups.merge(&g);
+            }
         }
     }
-    Ok(slot.into_iter().map(|i| total[i]).collect())
+    Ok(Measured {
+        methods: slot.into_iter().map(|i| total[i]).collect(),
+        tensor: tensor_slot.map(|i| total[i]).unwrap_or_default(),
+        groups,
+    })
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ use crate::histogram::Histogram;
 use crate::source::{LayerSpec, LoadError, OpenArray};
 
 use super::cast::CastAudit;
+use super::granularity::Plan;
 use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings};
 use super::options::{Options, Progress};
-use super::passes::{measure, measure_parts, open_parts, profile_parts};
+use super::passes::{measure_parts_with, measure_with, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
-use super::warnings::{method_warnings, profile_warnings};
+use super::warnings::{granularity_warnings, method_warnings, profile_warnings};
 
 /// One layer to run: its files, and the profile a front end kept from an earlier run (then
 /// passes 1–2 are not repeated: only calibration and the metrics pass run again).
@@ -208,15 +209,17 @@ fn finish_with(
         return layer;
     }
     let chosen = calib::calibrate(&profile.observed(), &opts.calib());
-    let accums = match parts {
-        Some(parts) => measure_parts(parts, &chosen, opts, progress),
-        None => measure(spec, &chosen, opts, progress),
+    let elems = profile.moments.count;
+    let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
+    let measured = match parts {
+        Some(parts) => measure_parts_with(parts, &chosen, Some(&plan), opts, progress),
+        None => measure_with(spec, &chosen, &plan, opts, progress),
     };
-    match accums {
-        Ok(accums) => {
+    match measured {
+        Ok(measured) => {
             layer.methods = chosen
                 .iter()
-                .zip(accums)
+                .zip(measured.methods)
                 .map(|(c, a)| MethodResult {
                     method: c.method,
                     percentile: c.percentile,
@@ -231,6 +234,13 @@ fn finish_with(
                 .collect();
             recommend(&mut layer);
             method_warnings(&mut layer, profile, opts);
+            let (rows, channels, note) = plan.finish(&measured.tensor, &measured.groups, opts);
+            layer.granularities = rows;
+            layer.channels = channels;
+            layer
+                .notes
+                .extend(profile.channel_note.iter().cloned().chain(note));
+            granularity_warnings(&mut layer, &measured.tensor.finish(), opts);
         }
         Err(e) => layer.error = Some(e.to_string()),
     }
@@ -302,6 +312,8 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
         methods: Vec::new(),
         recommended: None,
         sensitivity_sqnr_db: None,
+        granularities: Vec::new(),
+        channels: None,
         warnings: Vec::new(),
         notes: Vec::new(),
         error: None,

@@ -5,6 +5,7 @@ use crate::histogram::{Histogram, PackedHistogram};
 use crate::source::ArrayInfo;
 
 use super::cast::{CastAccum, CastType};
+use super::granularity::ChannelProfile;
 use super::stats::Moments;
 
 #[derive(Clone, Debug)]
@@ -26,6 +27,10 @@ pub struct Profile<H = Histogram> {
     pub entropy_hist: Option<H>,
     pub f64_overflows: u64,
     pub trailing_bytes: u64,
+    /// Per-channel absmax along the channel axis (None: no channel axis).
+    pub channels: Option<ChannelProfile>,
+    /// Why there is no channel axis, when the options asked for one that cannot be used.
+    pub channel_note: Option<String>,
 }
 
 /// A profile as front ends keep it between runs: ≈70 KiB a layer instead of 1 MiB.
@@ -50,6 +55,8 @@ impl<H> Profile<H> {
             entropy_hist: self.entropy_hist.as_ref().map(&f),
             f64_overflows: self.f64_overflows,
             trailing_bytes: self.trailing_bytes,
+            channels: self.channels.clone(),
+            channel_note: self.channel_note.clone(),
         }
     }
 }

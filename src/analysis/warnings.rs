@@ -8,7 +8,9 @@ use crate::calib::{self, Scheme};
 use crate::source::DType;
 
 use super::cast::{CastType, F16_MAX, F16_OVERFLOW};
-use super::model::LayerAnalysis;
+use super::granularity::Granularity;
+use super::metrics::Metrics;
+use super::model::{GranularityResult, LayerAnalysis};
 use super::options::Options;
 use super::profile::Profile;
 
@@ -26,6 +28,7 @@ pub enum WarningKind {
     Float64Narrowed,
     TrailingBytes,
     HeavyOutliers,
+    OutlierChannels,
     OneSided,
     Clipping,
     LowSqnr,
@@ -33,7 +36,7 @@ pub enum WarningKind {
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 14] = [
+    pub const ALL: [WarningKind; 15] = [
         WarningKind::NanInf,
         WarningKind::Fp16Overflow,
         WarningKind::Fp16SquareOverflow,
@@ -44,6 +47,7 @@ impl WarningKind {
         WarningKind::Float64Narrowed,
         WarningKind::TrailingBytes,
         WarningKind::HeavyOutliers,
+        WarningKind::OutlierChannels,
         WarningKind::OneSided,
         WarningKind::Clipping,
         WarningKind::LowSqnr,
@@ -63,6 +67,7 @@ impl WarningKind {
             WarningKind::Float64Narrowed => "float64_narrowed",
             WarningKind::TrailingBytes => "trailing_bytes",
             WarningKind::HeavyOutliers => "heavy_outliers",
+            WarningKind::OutlierChannels => "outlier_channels",
             WarningKind::OneSided => "one_sided",
             WarningKind::Clipping => "clipping",
             WarningKind::LowSqnr => "low_sqnr",
@@ -385,4 +390,112 @@ pub(crate) fn method_warnings(layer: &mut LayerAnalysis, p: &Profile, opts: &Opt
             ),
         ));
     }
+}
+
+/// How many outlier channels a message names.
+const NAMED_CHANNELS: usize = 5;
+
+/// "per token", "per channel", "blocks of 32": a granularity row in a sentence.
+pub fn granularity_phrase(r: &GranularityResult) -> String {
+    match (r.granularity, r.block_size) {
+        (Granularity::Block, Some(g)) => format!("blocks of {g}"),
+        (g, _) => format!("per {}", g.name()),
+    }
+}
+
+/// The `outlier_channels` warning, and the verdict on finer scales added to `low_sqnr`.
+/// `tensor` is the per-tensor grid's error (measured whether or not its row is shown).
+pub(crate) fn granularity_warnings(layer: &mut LayerAnalysis, tensor: &Metrics, opts: &Options) {
+    let floor = opts.thresholds.sqnr_floor_db;
+    let finer: Vec<&GranularityResult> = layer
+        .granularities
+        .iter()
+        .filter(|r| r.granularity != Granularity::Tensor)
+        .collect();
+    let verdict = if finer.is_empty() {
+        None
+    } else {
+        let good: Vec<String> = finer
+            .iter()
+            .filter(|r| r.metrics.sqnr_db >= floor)
+            .map(|r| format!("{} {:.1} dB", granularity_phrase(r), r.metrics.sqnr_db))
+            .collect();
+        let best = finer
+            .iter()
+            .filter(|r| !r.metrics.sqnr_db.is_nan())
+            .max_by(|a, b| a.metrics.sqnr_db.total_cmp(&b.metrics.sqnr_db));
+        Some(if !good.is_empty() {
+            format!(", or use finer scales: {}", good.join(", "))
+        } else if let Some(b) = best {
+            format!(
+                "; finer scales do not reach {floor:.0} dB either (best: {}, {:.1} dB)",
+                granularity_phrase(b),
+                b.metrics.sqnr_db
+            )
+        } else {
+            String::new()
+        })
+    };
+    if let Some(v) = verdict
+        && let Some(w) = layer
+            .warnings
+            .iter_mut()
+            .find(|w| w.kind == WarningKind::LowSqnr)
+    {
+        w.message.push_str(&v);
+    }
+    let Some(ch) = &layer.channels else {
+        return;
+    };
+    let (Some(in_float), Some(top)) = (&ch.outliers_in_float, ch.top.first()) else {
+        return;
+    };
+    let mut named: Vec<usize> = ch
+        .top
+        .iter()
+        .map(|t| t.channel)
+        .filter(|c| ch.outliers.contains(c))
+        .take(NAMED_CHANNELS)
+        .collect();
+    if named.len() < NAMED_CHANNELS.min(ch.outliers.len()) {
+        // More outliers than the top list holds: the rest in index order.
+        let rest: Vec<usize> = ch
+            .outliers
+            .iter()
+            .copied()
+            .filter(|c| !named.contains(c))
+            .take(NAMED_CHANNELS - named.len())
+            .collect();
+        named.extend(rest);
+    }
+    let list = named
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = ch.outliers.len() - named.len();
+    let who = match (ch.outliers.len(), more) {
+        (1, _) => format!("channel {list} holds"),
+        (_, 0) => format!("channels {list} hold"),
+        (_, m) => format!("channels {list} and {m} more hold"),
+    };
+    let token = layer
+        .granularities
+        .iter()
+        .find(|r| r.granularity == Granularity::Token)
+        .map(|r| format!("; per-token {:.1} dB", r.metrics.sqnr_db))
+        .unwrap_or_default();
+    layer.warnings.push(Warning::new(
+        WarningKind::OutlierChannels,
+        top.ratio,
+        format!(
+            "{who} values up to {:.0}× the median channel (axis {}); per-tensor int{} SQNR {:.1} dB → {:.1} dB with {} kept in float{token}",
+            top.ratio,
+            ch.axis,
+            opts.bits,
+            tensor.sqnr_db,
+            in_float.metrics.sqnr_db,
+            if ch.outliers.len() == 1 { "it" } else { "them" },
+        ),
+    ));
 }

@@ -1,4 +1,7 @@
-//! CSV: one row per layer × method (a layer with no methods, e.g. a failed one, gets one row).
+//! CSV: one row per layer × method (a layer with no methods, e.g. a failed one, gets one row),
+//! then one per layer × granularity row, whose `method` is `granularity:tensor`,
+//! `granularity:token`, `granularity:channel`, `granularity:block:G` or
+//! `granularity:outliers_in_float` (range, scale, zero point, candidates and recommended empty).
 
 use std::fmt::Write;
 
@@ -63,6 +66,28 @@ pub fn render(a: &Analysis) -> String {
                 m.metrics.clipped_below,
                 m.metrics.clipped_above,
                 rec,
+            );
+        }
+        let rows = l
+            .granularities
+            .iter()
+            .map(|g| (g.csv_method(), g.bits, &g.metrics));
+        let in_float = l
+            .channels
+            .as_ref()
+            .and_then(|c| c.outliers_in_float.as_ref())
+            .map(|f| {
+                (
+                    "granularity:outliers_in_float".to_string(),
+                    a.settings.bits,
+                    &f.metrics,
+                )
+            });
+        for (method, bits, m) in rows.chain(in_float) {
+            let _ = writeln!(
+                out,
+                "{head},{method},,symmetric,{bits},,,,,,{},{},{},{},{},{},,{warnings},{error}",
+                m.mse, m.sqnr_db, m.max_abs_error, m.cosine, m.clipped_below, m.clipped_above,
             );
         }
     }

@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use super::fmt::{db, num, pct, shape};
 use super::{failed_layers, ranking, warning_counts};
-use crate::analysis::Analysis;
+use crate::analysis::metrics::Metrics;
+use crate::analysis::{Analysis, LayerAnalysis};
 
 /// Escapes the characters that would break a table cell.
 fn cell(s: &str) -> String {
@@ -97,6 +98,7 @@ pub fn render(a: &Analysis) -> String {
             }
             out.push('\n');
         }
+        granularities(&mut out, l);
         for n in &l.notes {
             let _ = writeln!(out, "- note: {}", cell(n));
         }
@@ -138,4 +140,78 @@ pub fn render(a: &Analysis) -> String {
         }
     }
     out
+}
+
+/// The granularity table and the channel summary of one layer.
+fn granularities(out: &mut String, l: &LayerAnalysis) {
+    if !l.granularities.is_empty() {
+        let _ = writeln!(
+            out,
+            "| granularity | groups | max abs error | clipped % | MSE | SQNR dB | cosine |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
+        let mut row = |label: String, groups: String, m: &Metrics| {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.5} |",
+                label,
+                groups,
+                num(m.max_abs_error),
+                pct(m.clipped()),
+                num(m.mse),
+                db(m.sqnr_db),
+                m.cosine
+            );
+        };
+        for g in &l.granularities {
+            row(g.label(), g.groups.to_string(), &g.metrics);
+        }
+        if let Some(f) = l
+            .channels
+            .as_ref()
+            .and_then(|c| c.outliers_in_float.as_ref())
+        {
+            row(
+                "outliers in float".into(),
+                format!("{} channels exact", f.channels),
+                &f.metrics,
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(c) = &l.channels {
+        let top = c
+            .top
+            .iter()
+            .map(|t| format!("{} ({}, {}×)", t.channel, num(t.absmax), num(t.ratio)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "- channels: axis {}, {} channels, median absmax {}; largest: {top}",
+            c.axis,
+            c.count,
+            num(c.absmax_median)
+        );
+        let shown: Vec<String> = c.outliers.iter().take(32).map(|i| i.to_string()).collect();
+        let more = c.outliers.len().saturating_sub(shown.len());
+        let t = &c.above_threshold;
+        let line = format!(
+            "outlier channels: {}{}; |x| ≥ {}: {} values in {} channels",
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            num(t.threshold),
+            t.values,
+            t.channels
+        );
+        let _ = writeln!(out, "- {}", cell(&line));
+    }
 }

@@ -113,6 +113,7 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
             );
         }
     }
+    granularities(out, l);
     for n in &l.notes {
         wrap(out, "  note: ", n);
     }
@@ -121,6 +122,94 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
     }
     if let Some(e) = &l.error {
         let _ = writeln!(out, "  ERROR     {e}");
+    }
+}
+
+/// The granularity rows and the channel summary.
+fn granularities(out: &mut String, l: &LayerAnalysis) {
+    if !l.granularities.is_empty() {
+        let _ = writeln!(
+            out,
+            "    {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8}",
+            "granularity", "groups", "max err", "", "clip%", "MSE", "SQNR", "cosine"
+        );
+        let mut row = |label: String, groups: String, m: &crate::analysis::metrics::Metrics| {
+            let _ = writeln!(
+                out,
+                "    {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8.5}",
+                label,
+                groups,
+                num(m.max_abs_error),
+                "",
+                pct(m.clipped()),
+                num(m.mse),
+                db(m.sqnr_db),
+                m.cosine
+            );
+        };
+        for g in &l.granularities {
+            row(g.label(), g.groups.to_string(), &g.metrics);
+        }
+        if let Some(f) = l
+            .channels
+            .as_ref()
+            .and_then(|c| c.outliers_in_float.as_ref())
+        {
+            row(
+                "outliers in float".into(),
+                format!("{} ch exact", f.channels),
+                &f.metrics,
+            );
+        }
+    }
+    if let Some(c) = &l.channels {
+        let top = c
+            .top
+            .iter()
+            .map(|t| format!("{} ({}, {}×)", t.channel, num(t.absmax), num(t.ratio)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        wrap(
+            out,
+            "  channels ",
+            &format!(
+                "axis {}, {} channels, median absmax {}; largest: {top}",
+                c.axis,
+                c.count,
+                num(c.absmax_median)
+            ),
+        );
+        let outliers = if c.outliers.is_empty() {
+            "none".to_string()
+        } else {
+            list(&c.outliers, 16)
+        };
+        let t = &c.above_threshold;
+        wrap(
+            out,
+            "           ",
+            &format!(
+                "outliers: {outliers}; |x| ≥ {}: {} values in {} channels",
+                num(t.threshold),
+                t.values,
+                t.channels
+            ),
+        );
+    }
+}
+
+/// The first `n` indices, then how many more.
+fn list(v: &[usize], n: usize) -> String {
+    let head = v
+        .iter()
+        .take(n)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if v.len() > n {
+        format!("{head} and {} more", v.len() - n)
+    } else {
+        head
     }
 }
 

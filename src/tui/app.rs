@@ -147,6 +147,9 @@ pub struct App {
     pub zoom: bool,
     pub details_scroll: usize,
     pub overview_scroll: usize,
+    /// The channel view's cursor (a channel index) and zoom level (each a quarter of the last).
+    pub channel_cursor: usize,
+    pub channel_zoom: u32,
     pub generation: u64,
     pub progress: ProgressView,
     /// Last message for the status line (export path, errors).
@@ -191,6 +194,8 @@ impl App {
             zoom: false,
             details_scroll: 0,
             overview_scroll: 0,
+            channel_cursor: 0,
+            channel_zoom: 0,
             generation: 0,
             progress: ProgressView::default(),
             message: None,
@@ -407,7 +412,7 @@ impl App {
                 return Some(Command::Quit);
             }
             Action::Back => {
-                if self.view == View::Overview {
+                if self.view != View::Main {
                     self.view = View::Main;
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
@@ -421,12 +426,26 @@ impl App {
             Action::FocusPrev => self.focus = self.focus.prev(),
             Action::Open => self.enter(),
             Action::LogScale => self.log_scale = !self.log_scale,
+            Action::Zoom if self.view == View::Channels => self.zoom_channels(),
             Action::Zoom => self.zoom = !self.zoom,
             Action::Overview => {
                 self.view = match self.view {
-                    View::Main => View::Overview,
+                    View::Main | View::Channels => View::Overview,
                     View::Overview => View::Main,
                 };
+            }
+            Action::Channels => match self.view {
+                View::Channels => self.view = View::Main,
+                View::Overview => {
+                    self.enter();
+                    self.open_channels();
+                }
+                View::Main => self.open_channels(),
+            },
+            Action::Pan(delta) => {
+                if self.view == View::Channels {
+                    self.pan(delta);
+                }
             }
             Action::Sort => self.sort = self.sort.next(),
             Action::Filter => self.input = Some(Input::Filter(self.filter.clone())),
@@ -451,6 +470,50 @@ impl App {
             Action::Bits(delta) => return self.set_bits(i32::from(delta)),
         }
         None
+    }
+
+    /// The selected layer's channel count (from its profile, which arrives first).
+    pub fn channel_count(&self) -> usize {
+        self.selected_slot()
+            .and_then(|s| s.profile.as_ref())
+            .and_then(|p| p.channels.as_ref())
+            .map_or(0, |c| c.absmax.len())
+    }
+
+    /// Columns of the channel chart at the current size.
+    fn channel_cols(&self) -> usize {
+        usize::from(layout::channel_areas(self.size).chart.width)
+    }
+
+    /// Opens the channel view on the largest channel, zoomed out.
+    fn open_channels(&mut self) {
+        self.view = View::Channels;
+        self.channel_zoom = 0;
+        self.channel_cursor = self
+            .selected_layer()
+            .and_then(|l| l.channels.as_ref())
+            .and_then(|c| c.top.first())
+            .map_or(0, |t| t.channel);
+    }
+
+    /// Zooms in ×4 around the cursor, back out once a column holds one channel.
+    fn zoom_channels(&mut self) {
+        let (n, cols) = (self.channel_count(), self.channel_cols());
+        let (_, span) = layout::channel_window(n, self.channel_cursor, self.channel_zoom, cols);
+        let (_, next) = layout::channel_window(n, self.channel_cursor, self.channel_zoom + 1, cols);
+        self.channel_zoom = if next < span {
+            self.channel_zoom + 1
+        } else {
+            0
+        };
+    }
+
+    /// Moves the channel cursor by `delta` columns of the chart.
+    fn pan(&mut self, delta: i64) {
+        let (n, cols) = (self.channel_count(), self.channel_cols());
+        let (_, span) = layout::channel_window(n, self.channel_cursor, self.channel_zoom, cols);
+        let per_col = (span / cols.max(1)).max(1) as i64;
+        self.channel_cursor = offset(self.channel_cursor, delta.saturating_mul(per_col), n);
     }
 
     fn set_bits(&mut self, delta: i32) -> Option<Command> {
@@ -534,6 +597,7 @@ impl App {
                     self.focus = Focus::Methods;
                 }
             }
+            View::Channels => {}
         }
     }
 
@@ -560,6 +624,10 @@ impl App {
 
     /// Moves the focused panel's cursor by `delta` rows.
     fn step(&mut self, delta: i64) {
+        if self.view == View::Channels {
+            self.pan(delta);
+            return;
+        }
         if self.view == View::Overview {
             let n = self.slots.len();
             self.overview_scroll = offset(self.overview_scroll, delta, n);
@@ -596,6 +664,23 @@ impl App {
             return;
         }
         match self.view {
+            View::Channels => {
+                let chart = layout::channel_areas(self.size).chart;
+                match m.kind {
+                    MouseEventKind::ScrollDown => self.pan(1),
+                    MouseEventKind::ScrollUp => self.pan(-1),
+                    MouseEventKind::Down(MouseButton::Left) if chart.contains(at) => {
+                        let (n, cols) = (self.channel_count(), usize::from(chart.width));
+                        let (first, span) =
+                            layout::channel_window(n, self.channel_cursor, self.channel_zoom, cols);
+                        let col = usize::from(at.x - chart.x);
+                        if col < cols.min(span) {
+                            self.channel_cursor = layout::channel_column(first, span, col, cols).0;
+                        }
+                    }
+                    _ => {}
+                }
+            }
             View::Overview => {
                 let rows = layout::overview_areas(self.size).rows;
                 match m.kind {

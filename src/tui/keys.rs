@@ -25,6 +25,10 @@ pub enum Action {
     Percentiles,
     /// Into the overview, or back from it.
     Overview,
+    /// Into the selected layer's channel view, or back from it.
+    Channels,
+    /// Move the channel view's cursor by this many columns.
+    Pan(i64),
     Filter,
     Sort,
     Export,
@@ -52,6 +56,7 @@ pub enum On {
     Anywhere,
     Main,
     Overview,
+    Channels,
     /// The main view with this panel focused.
     Panel(Focus),
 }
@@ -62,6 +67,7 @@ impl On {
             On::Anywhere => true,
             On::Main => view == View::Main,
             On::Overview => view == View::Overview,
+            On::Channels => view == View::Channels,
             On::Panel(f) => view == View::Main && focus == f,
         }
     }
@@ -171,9 +177,12 @@ pub const KEYS: &[Entry] = &[
     },
     Entry {
         keys: "z",
-        help: "histogram x range: full / zoomed to the clip ranges",
+        help: "zoom: histogram to clip ranges / channels ×4",
         bindings: &[ch('z', Action::Zoom)],
-        hints: &[hint(On::Main, "z", "zoom", Rank::Other)],
+        hints: &[
+            hint(On::Main, "z", "zoom", Rank::Other),
+            hint(On::Channels, "z", "zoom", Rank::Other),
+        ],
     },
     Entry {
         keys: "s",
@@ -208,6 +217,24 @@ pub const KEYS: &[Entry] = &[
         ],
     },
     Entry {
+        keys: "c",
+        help: "channels: per-channel absmax, per-token/block table",
+        bindings: &[ch('c', Action::Channels)],
+        hints: &[
+            hint(On::Main, "c", "channels", Rank::Other),
+            hint(On::Channels, "c/Esc", "back", Rank::Move),
+        ],
+    },
+    Entry {
+        keys: "←/→",
+        help: "channels: move the cursor one column",
+        bindings: &[
+            key(KeyCode::Left, Action::Pan(-1)),
+            key(KeyCode::Right, Action::Pan(1)),
+        ],
+        hints: &[hint(On::Channels, "←→", "channel", Rank::Move)],
+    },
+    Entry {
         keys: "/",
         help: "filter layers by name (Esc clears)",
         bindings: &[ch('/', Action::Filter)],
@@ -233,7 +260,7 @@ pub const KEYS: &[Entry] = &[
     },
     Entry {
         keys: "q  Esc  Ctrl-C",
-        help: "quit (Esc first leaves overview / clears the filter)",
+        help: "quit (Esc first leaves a view / clears the filter)",
         bindings: &[
             ch('q', Action::Quit),
             key(KeyCode::Esc, Action::Back),
@@ -384,7 +411,10 @@ mod tests {
                 .unwrap()
                 .ctrl
         );
-        assert_eq!(act(KeyCode::Char('c'), KeyModifiers::NONE), None);
+        assert_eq!(
+            act(KeyCode::Char('c'), KeyModifiers::NONE),
+            Some(Action::Channels)
+        );
         assert_eq!(act(KeyCode::Esc, KeyModifiers::NONE), Some(Action::Back));
         assert_eq!(act(KeyCode::F(1), KeyModifiers::NONE), None);
     }
@@ -410,6 +440,7 @@ mod tests {
                 "+/- bits",
                 "p pct",
                 "o overview",
+                "c channels",
                 "/ filter",
                 "S sort",
                 "e export"

@@ -10,6 +10,8 @@ use crate::analysis::LayerAnalysis;
 pub enum View {
     Main,
     Overview,
+    /// The selected layer's channels: per-channel absmax and the granularity table.
+    Channels,
 }
 
 /// Which panel of the main view receives ↑/↓.
@@ -155,6 +157,65 @@ pub fn overview_areas(size: Rect) -> OverviewAreas {
         rows,
         status,
     }
+}
+
+/// Where each part of the channel view goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChannelAreas {
+    pub header: Rect,
+    pub title: Rect,
+    /// The per-channel absmax bars.
+    pub chart: Rect,
+    /// Channel indices under the chart.
+    pub axis: Rect,
+    /// The granularity table (its title line included).
+    pub table: Rect,
+    pub status: Rect,
+}
+
+/// Granularity rows the table reserves room for: tensor, token, channel, two blocks and the
+/// outliers kept in float.
+const GRANULARITY_ROWS: u16 = 6;
+
+pub fn channel_areas(size: Rect) -> ChannelAreas {
+    let [header, title, chart, axis, table, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(GRANULARITY_ROWS + 2),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    ChannelAreas {
+        header,
+        title,
+        chart,
+        axis,
+        table,
+        status,
+    }
+}
+
+/// The channels the chart shows: `(first, span)` for `count` channels at zoom level `zoom`
+/// (each level a quarter of the last, never below one channel per column of `cols`), centred
+/// on `cursor` where the ends allow.
+pub fn channel_window(count: usize, cursor: usize, zoom: u32, cols: usize) -> (usize, usize) {
+    if count == 0 {
+        return (0, 0);
+    }
+    let floor = cols.clamp(1, count);
+    let span = count.checked_shr(2 * zoom).unwrap_or(0).clamp(floor, count);
+    let first = cursor.saturating_sub(span / 2).min(count - span);
+    (first, span)
+}
+
+/// Channels `[a, b)` drawn in column `col` of `cols` columns over the window `(first, span)`.
+pub fn channel_column(first: usize, span: usize, col: usize, cols: usize) -> (usize, usize) {
+    let cols = cols.clamp(1, span.max(1));
+    let a = first + col * span / cols;
+    let b = first + ((col + 1) * span / cols).max(col * span / cols + 1);
+    (a, b.min(first + span))
 }
 
 /// First row shown so that `pos` stays visible in a window of `h` rows over `n` rows.

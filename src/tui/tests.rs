@@ -575,6 +575,76 @@ fn snapshot_overview() {
 }
 
 #[test]
+fn snapshot_channels() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "04_layernorm");
+    app.handle_key(ch('c'));
+    assert_eq!(app.view, View::Channels);
+    snap("channels", &mut app, 80, 24);
+    snap("channels", &mut app, 160, 48);
+    // Zoomed around the cursor (channel 300, the largest): one channel per column.
+    app.size = Rect::new(0, 0, 160, 48);
+    app.handle_key(ch('z'));
+    assert_eq!(app.channel_zoom, 1);
+    snap("channels_zoom", &mut app, 160, 48);
+    // Fewer channels (64) than columns: one column each.
+    app.handle_key(key(KeyCode::Esc));
+    select_by_name(&mut app, "fc2_tanh");
+    app.handle_key(ch('c'));
+    snap("channels_mlp", &mut app, 80, 24);
+}
+
+#[test]
+fn channel_keys_move_zoom_and_leave() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "04_layernorm");
+    app.size = Rect::new(0, 0, 160, 48);
+    // `c` opens on the largest channel (300 of 512: channels 37, 211, 300, 466 are outliers).
+    app.handle_key(ch('c'));
+    assert_eq!(
+        (app.view, app.channel_cursor, app.channel_zoom),
+        (View::Channels, 300, 0)
+    );
+    // 512 channels over 160 columns: 3 channels per column at full view.
+    app.handle_key(key(KeyCode::Right));
+    assert_eq!(app.channel_cursor, 303);
+    app.handle_key(key(KeyCode::Left));
+    app.handle_key(key(KeyCode::Left));
+    assert_eq!(app.channel_cursor, 297);
+    // Zoom ×4: 128 channels in view, one per column: the cursor moves one channel.
+    app.handle_key(ch('z'));
+    assert_eq!(app.channel_zoom, 1);
+    let (first, span) = layout::channel_window(512, app.channel_cursor, 1, 160);
+    assert_eq!(span, 160);
+    assert!(first <= 297 && 297 < first + span);
+    app.handle_key(ch('j'));
+    assert_eq!(app.channel_cursor, 298);
+    // Already one channel per column: the next `z` zooms back out.
+    app.handle_key(ch('z'));
+    assert_eq!(app.channel_zoom, 0);
+    app.handle_key(ch('G'));
+    assert_eq!(app.channel_cursor, 511);
+    // A click on the chart moves the cursor to the channels under it.
+    let chart = layout::channel_areas(app.size).chart;
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: chart.x,
+        row: chart.y,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(app.channel_cursor, 0);
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.view, View::Main);
+    app.handle_key(ch('c'));
+    app.handle_key(ch('c'));
+    assert_eq!(app.view, View::Main);
+    // From the overview, `c` opens the highlighted layer's channels.
+    app.view = View::Overview;
+    app.handle_key(ch('c'));
+    assert_eq!(app.view, View::Channels);
+}
+
+#[test]
 fn snapshot_help() {
     let mut app = sample_app();
     app.help = true;

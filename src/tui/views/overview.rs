@@ -6,7 +6,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Row, Table};
 
-use crate::analysis::{MethodKind, MethodResult};
+use crate::analysis::{Granularity, LayerAnalysis, MethodKind, MethodResult};
 
 use super::status::{draw_header, draw_status};
 use super::{fit, fit_middle, panel, short_label, sqnr_color};
@@ -24,7 +24,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
             Line::from(vec![
                 Span::raw(" overview "),
                 Span::styled(
-                    "· SQNR dB per method, most sensitive layer first · ★ best ",
+                    "· SQNR dB per method and finer scale, most sensitive layer first · ★ best ",
                     Style::new().fg(Color::DarkGray),
                 ),
             ]),
@@ -45,11 +45,14 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     let floor = app.opts.thresholds.sqnr_floor_db;
     let wide = body.width >= 120;
     let col_w: u16 = if wide { 8 } else { 6 };
-    let n_m = methods.len() as u16;
+    // The methods, then the best per-token and best per-block SQNR when there is room for
+    // them and a readable layer name (14 columns).
+    let finer_cols = |n: u16| 6 + n * col_w + 4 + if wide { n + 4 } else { n + 2 };
+    let finer = wide || body.width >= finer_cols(methods.len() as u16 + 2) + 14;
+    let n_m = methods.len() as u16 + if finer { 2 } else { 0 };
     // name + best(6) + [method(10) + bar] + methods + warn(3), one space between columns.
     // Columns: name, best, [bar, method], methods..., warn; one space between each.
-    let spacing = if wide { n_m + 4 } else { n_m + 2 };
-    let fixed = 6 + n_m * col_w + 4 + spacing;
+    let fixed = finer_cols(n_m);
     let longest = app
         .slots
         .iter()
@@ -122,6 +125,20 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                         };
                         cells.push(cell);
                     }
+                    let shown: &[Granularity] = if finer {
+                        &[Granularity::Token, Granularity::Block]
+                    } else {
+                        &[]
+                    };
+                    for &g in shown {
+                        let w = usize::from(col_w) - 1;
+                        cells.push(match best_of(l, g) {
+                            Some(v) => {
+                                Cell::from(format!("{:>w$} ", db_short(v))).fg(sqnr_color(v, floor))
+                            }
+                            None => Cell::from(format!("{:>w$} ", "—")).fg(Color::DarkGray),
+                        });
+                    }
                     cells.push(
                         Cell::from(if l.warnings.is_empty() {
                             String::new()
@@ -160,10 +177,24 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
         head.push(format!("{:>w$}", fit(&label, w)));
         widths.push(Constraint::Length(col_w));
     }
+    for g in if finer { &["token", "block"][..] } else { &[] } {
+        let w = usize::from(col_w);
+        head.push(format!("{:>w$}", fit(g, w)));
+        widths.push(Constraint::Length(col_w));
+    }
     head.push("warn".into());
     widths.push(Constraint::Length(4));
     let table = Table::new(rows, widths)
         .header(Row::new(head).style(Style::new().fg(Color::DarkGray).bold()))
         .column_spacing(1);
     frame.render_widget(table, body);
+}
+
+/// The best SQNR of the layer's rows of granularity `g` (None: not measured).
+fn best_of(l: &LayerAnalysis, g: Granularity) -> Option<f64> {
+    l.granularities
+        .iter()
+        .filter(|r| r.granularity == g && !r.metrics.sqnr_db.is_nan())
+        .map(|r| r.metrics.sqnr_db)
+        .reduce(f64::max)
 }
