@@ -15,9 +15,11 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
-//! - [`warnings`]: the warning kinds and the checks that raise them.
+//! - [`warnings`]: the warning kinds and the checks that raise them;
+//! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
 pub mod cast;
+pub mod compare;
 pub mod metrics;
 pub mod model;
 pub mod options;

@@ -18,6 +18,8 @@ use rayon::prelude::*;
 
 use super::{ArrayInfo, DType, Limits, LoadError, Location, npz};
 
+mod lockstep;
+
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// Python literals nest this deep at most; numpy headers nest 2-3 levels.
 const MAX_DEPTH: usize = 32;
