@@ -7,7 +7,7 @@ use super::{failed_layers, ranking, warning_counts};
 use crate::analysis::Analysis;
 
 /// Escapes the characters that would break a table cell.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 

@@ -125,7 +125,7 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
 }
 
 /// Writes `text` after `lead`, word-wrapped at 100 columns with a hanging indent.
-fn wrap(out: &mut String, lead: &str, text: &str) {
+pub(super) fn wrap(out: &mut String, lead: &str, text: &str) {
     const WIDTH: usize = 100;
     let indent = " ".repeat(lead.chars().count() + 2);
     let mut line = lead.to_string();

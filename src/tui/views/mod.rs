@@ -1,6 +1,7 @@
 //! Drawing: `draw(frame, &App)` is a pure function of the state, one module per view. Where
 //! things go comes from [`super::layout`], which the mouse handling in `app` reads too.
 
+mod compare;
 mod help;
 mod main;
 mod overview;
@@ -26,6 +27,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     match app.view {
         View::Main => main::draw(frame, app, size),
         View::Overview => overview::draw(frame, app, size),
+        View::Compare => compare::draw(frame, app, size),
     }
     if app.help {
         help::draw(frame, size);
