@@ -284,6 +284,32 @@ fn the_worst_position_is_a_multi_index_in_the_files_memory_order() {
     );
 }
 
+#[test]
+fn the_numbers_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(11);
+    let r: Vec<f32> = (0..200_000)
+        .map(|_| (rng.next() * 8.0 - 4.0) as f32)
+        .collect();
+    let t: Vec<f32> = r
+        .iter()
+        .map(|&x| x + (rng.next() as f32 - 0.5) * 0.01)
+        .collect();
+    let a = put(dir.path(), "r.npy", &[200_000], &r);
+    let b = put(dir.path(), "t.npy", &[200_000], &t);
+    let with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| run(&a, &b, &small_chunks()))
+    };
+    let one = with(1);
+    let three = with(3);
+    assert_eq!(one.pairs[0].metrics, three.pairs[0].metrics);
+    assert!(one.pairs[0].metrics.is_some());
+}
+
 // --------------------------------------------------------------- across pairs
 
 /// The elementwise "layer" of the propagation fixture.
