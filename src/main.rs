@@ -171,6 +171,10 @@ fn compare_command(args: CompareArgs, shared: &AnalysisArgs) -> Result<ExitCode>
         calibscope::tui::run_compare(pairing, opts)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let opts = compare::CompareOptions {
+        keep_histograms: false,
+        ..opts
+    };
     let result = with_progress(args.quiet, pairing.pairs.len(), |progress| {
         compare::compare(&pairing, &opts, progress)
     })?;

@@ -328,7 +328,7 @@ fn measure(
             .zip_chunks(b, opts.chunk_elems, &progress.cancel, |first, r, t| {
                 let mut s = Sums::default();
                 pool.with(Hists::default, |h| {
-                    s = accum::chunk(first, r, t, atol, rtol, h)
+                    s = accum::chunk(first, r, t, (atol, rtol), opts.keep_histograms, h)
                 });
                 progress.done.fetch_add(r.len() as u64, Ordering::Relaxed);
                 s
@@ -367,7 +367,9 @@ fn measure(
     };
     let m = metrics(&sums, &hists, worst);
     pair_warnings(pair, &m, elems, opts);
-    pair.histograms = Some(Arc::new(accum::histograms(&hists, &sums)));
+    if opts.keep_histograms {
+        pair.histograms = Some(Arc::new(accum::histograms(&hists, &sums)));
+    }
     pair.metrics = Some(m);
     Ok(())
 }

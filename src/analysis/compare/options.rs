@@ -20,6 +20,9 @@ pub struct CompareOptions {
     pub limits: Limits,
     /// How each side's folders of sub-folders are read.
     pub layout: BatchLayout,
+    /// Keep each pair's display histograms (r, t, t − r) for front ends that draw them; a
+    /// headless report skips counting r and t.
+    pub keep_histograms: bool,
 }
 
 impl Default for CompareOptions {
@@ -32,6 +35,7 @@ impl Default for CompareOptions {
             chunk_elems: Options::default().chunk_elems,
             limits: Limits::default(),
             layout: BatchLayout::Auto,
+            keep_histograms: true,
         }
     }
 }

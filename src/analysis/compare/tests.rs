@@ -23,8 +23,103 @@ impl Rng {
 
 fn run(r: &[f32], t: &[f32]) -> (Sums, Hists) {
     let mut h = Hists::default();
-    let s = accum::chunk(0, r, t, 1e-5, 1e-3, &mut h);
+    let s = accum::chunk(0, r, t, (1e-5, 1e-3), true, &mut h);
     (s, h)
+}
+
+/// The definitions one position at a time: what the blocked kernel must reproduce.
+fn oracle(first: usize, r: &[f32], t: &[f32], atol: f64, rtol: f64) -> Sums {
+    let mut s = Sums::default();
+    for (i, (&a, &b)) in r.iter().zip(t).enumerate() {
+        if a.is_finite() && b.is_finite() {
+            let (rd, td) = (f64::from(a), f64::from(b));
+            let e = td - rd;
+            s.count += 1;
+            s.rr += rd * rd;
+            s.tt += td * td;
+            s.rt += rd * td;
+            s.ee += e * e;
+            s.abs_e += e.abs();
+            if e.abs() > s.max_abs {
+                s.max_abs = e.abs();
+                s.worst = Some(first + i);
+            }
+            if a != 0.0 {
+                s.max_rel = s.max_rel.max(e.abs() / rd.abs());
+            }
+            s.allclose += u64::from(e.abs() > atol + rtol * rd.abs());
+            s.zero_e += u64::from(e == 0.0);
+        } else if a.is_nan() != b.is_nan() {
+            s.nan_mismatch += 1;
+        } else if !a.is_nan() && a != b {
+            s.inf_mismatch += 1;
+        }
+    }
+    s
+}
+
+#[test]
+fn the_blocked_kernel_matches_the_definitions() {
+    let mut rng = Rng(21);
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0];
+    for (n, first) in [(1usize, 0usize), (255, 7), (256, 0), (257, 1000), (5000, 3)] {
+        let mut r: Vec<f32> = (0..n).map(|_| (rng.next() * 6.0 - 3.0) as f32).collect();
+        let mut t: Vec<f32> = r
+            .iter()
+            .map(|&x| x + (rng.next() as f32 - 0.5) * 0.1)
+            .collect();
+        for v in r.iter_mut().chain(t.iter_mut()) {
+            if rng.next() < 0.03 {
+                *v = specials[(rng.next() * 5.0) as usize];
+            }
+        }
+        // Equal errors: the worst is the first of them.
+        if n > 10 {
+            r[3] = 1.0;
+            t[3] = 9.0;
+            r[9] = -2.0;
+            t[9] = 6.0;
+        }
+        let mut h = Hists::default();
+        let got = accum::chunk(first, &r, &t, (1e-5, 1e-3), false, &mut h);
+        let want = oracle(first, &r, &t, 1e-5, 1e-3);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-300);
+        assert_eq!(
+            (
+                got.count,
+                got.allclose,
+                got.zero_e,
+                got.nan_mismatch,
+                got.inf_mismatch
+            ),
+            (
+                want.count,
+                want.allclose,
+                want.zero_e,
+                want.nan_mismatch,
+                want.inf_mismatch
+            ),
+            "n {n}"
+        );
+        assert_eq!(
+            (got.max_abs, got.worst),
+            (want.max_abs, want.worst),
+            "n {n}"
+        );
+        assert_eq!(got.max_rel, want.max_rel);
+        for (a, b) in [
+            (got.rr, want.rr),
+            (got.tt, want.tt),
+            (got.rt, want.rt),
+            (got.ee, want.ee),
+            (got.abs_e, want.abs_e),
+        ] {
+            assert!(close(a, b), "n {n}: {a} vs {b}");
+        }
+        assert_eq!(h.e.iter().sum::<u64>(), want.count);
+        // Display histograms off: r and t are not counted.
+        assert_eq!(h.r.iter().sum::<u64>(), 0);
+    }
 }
 
 #[test]
@@ -124,8 +219,8 @@ fn worst_and_ties_keep_the_first_position_across_chunks() {
     let r = [0.0f32; 8];
     let t = [0.0f32, 3.0, 0.0, 0.0, 0.0, -3.0, 0.0, 0.0];
     let mut h = Hists::default();
-    let mut s = accum::chunk(0, &r[..4], &t[..4], 0.0, 0.0, &mut h);
-    s.merge(&accum::chunk(4, &r[4..], &t[4..], 0.0, 0.0, &mut h));
+    let mut s = accum::chunk(0, &r[..4], &t[..4], (0.0, 0.0), true, &mut h);
+    s.merge(&accum::chunk(4, &r[4..], &t[4..], (0.0, 0.0), true, &mut h));
     assert_eq!((s.max_abs, s.worst), (3.0, Some(1)));
     // Within a chunk too: equal (zero) errors put the worst at the first position.
     let (s0, _) = run(&[0.0; 3], &[0.0; 3]);
