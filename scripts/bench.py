@@ -15,6 +15,9 @@ with the page cache warm:
   modelopt  (with --modelopt) Model Optimizer's HistogramCalibrator: entropy, mse, percentile
 Peak RSS comes from /usr/bin/time -v. With BASELINE=/path/to/an/older/calibscope in the
 environment, that binary is timed on the same inputs too (before/after tables).
+
+With --compare, only `calibscope compare` is timed instead: the 1 GiB file against a copy with
+small noise added (a second 1 GiB file), against `cat` of both files, same run.
 """
 import json
 import os
@@ -28,6 +31,7 @@ import numpy as np
 
 QUICK = "--quick" in sys.argv
 MODELOPT = "--modelopt" in sys.argv
+COMPARE = "--compare" in sys.argv
 RUNS = 3 if QUICK else 5
 OUT = "target/bench"
 BIN = "target/release/calibscope"
@@ -145,8 +149,32 @@ def ort_time(paths):
     return parts, rss, total
 
 
+def compare_bench(big):
+    """`calibscope compare` of the big file against a noisy copy, and `cat` of both."""
+    test = big.replace(".npy", "_test.npy")
+    if not os.path.exists(test):
+        src = np.load(big, mmap_mode="r")
+        a = np.lib.format.open_memmap(test, mode="w+", dtype=np.float32, shape=src.shape)
+        rng = np.random.default_rng(1)
+        for i in range(src.shape[0]):
+            a[i] = src[i] + rng.uniform(-0.01, 0.01, src.shape[1]).astype(np.float32)
+        a.flush()
+        del a
+    mib = (os.path.getsize(big) + os.path.getsize(test)) / 2**20
+    t_read, _ = median_of(["cat", big, test])
+    t_cmp, rss = median_of([BIN, "compare", "-q", "--format", "json", big, test])
+    t_one, _ = median_of([BIN, "compare", "-q", "--format", "json", "--threads", "1", big, test])
+    print(f"{'input':<22} {'MiB':>7} {'cat s':>8} {'compare s':>9} {'compare/cat':>11} "
+          f"{'MB/s':>7} {'1 thread s':>10} {'peak RSS MiB':>12}")
+    print(f"{'2 files (ref, test)':<22} {mib:>7.0f} {t_read:>8.3f} {t_cmp:>9.3f} "
+          f"{t_cmp / t_read:>11.2f} {mib / t_cmp:>7.0f} {t_one:>10.3f} {rss:>12.0f}")
+
+
 def main():
     big, many, joined = make_data()
+    if COMPARE:
+        compare_bench(big)
+        return
     size_big = os.path.getsize(big) / 2**20
     size_many = sum(os.path.getsize(os.path.join(many, f)) for f in os.listdir(many)) / 2**20
     size_joined = os.path.getsize(joined) / 2**20

@@ -74,6 +74,18 @@ Files (float32 little-endian unless noted):
     underflowed to 0 when written. Exercises the fp16 read path.
 11_silu_bigendian.npy  (32, 1024) big-endian float32 ('>f4')
     SiLU of N(0, 2): min ~ -0.278, long positive tail. Exercises the byte-swap read path.
+
+The compare sample (`calibscope compare examples/compare/ref examples/compare/int8`) lives
+outside data/ so that `calibscope data` is unchanged:
+
+examples/compare/ref/*.npy, examples/compare/int8/*.npy  (float32)
+    The trained MLP of 09_small_mlp.npz run on 64 fresh points (seed 110), its five layer
+    outputs dumped as 01_fc1_pre (64,64), 02_fc1_relu, 03_fc2_pre, 04_fc2_tanh (64,64) and
+    05_logits (64,3): once in float32 (ref/) and once with int8 fake-quantized inputs to each
+    linear layer (int8/): symmetric per-tensor, scale from the max |x| of the calibration batch
+    of 09_small_mlp.npz, except fc2's input, whose range comes from the 90th percentile of |x|
+    (a badly calibrated quantizer that clips the top 10%). The error enters at 03_fc2_pre
+    (SQNR well below 20 dB, a large drop), and 04_fc2_tanh and 05_logits inherit it.
 """
 import io
 import math
@@ -261,7 +273,54 @@ def small_mlp():
     h1p, h1, h2p, h2, lg = forward(params, xc)
     members = {"input": xc, "fc1_pre": h1p, "fc1_relu": h1, "fc2_pre": h2p,
                "fc2_tanh": h2, "logits": lg}
+    TRAINED["params"] = params
     return {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in members.items()}
+
+
+TRAINED = {}
+
+
+def fake_quant(x, absmax, bits=8):
+    """Symmetric per-tensor fake quantization: round to the grid, clip to its ends."""
+    qmax = 2 ** (bits - 1) - 1
+    s = np.float32(absmax / qmax)
+    return (np.clip(np.rint(x / s), -qmax, qmax) * s).astype(np.float32)
+
+
+def compare_sample(calib):
+    """The trained MLP in float32 and with int8 inputs to each linear layer (see docstring)."""
+    w1, b1, w2, b2, w3, b3 = [np.asarray(p, dtype=np.float32) for p in TRAINED["params"]]
+    xs, _ = spiral(np.random.default_rng(110), 512)
+    x = xs[:64].astype(np.float32)
+    # Input ranges from the calibration batch; fc2's from a too-low percentile.
+    r_in = np.abs(calib["input"]).max()
+    r_fc2 = np.percentile(np.abs(calib["fc1_relu"]), 90.0)
+    r_fc3 = np.abs(calib["fc2_tanh"]).max()
+
+    def run(q1, q2, q3):
+        h1p = q1(x) @ w1 + b1
+        h1 = np.maximum(h1p, np.float32(0.0))
+        h2p = q2(h1) @ w2 + b2
+        h2 = np.tanh(h2p)
+        lg = q3(h2) @ w3 + b3
+        return {"01_fc1_pre": h1p, "02_fc1_relu": h1, "03_fc2_pre": h2p,
+                "04_fc2_tanh": h2, "05_logits": lg}
+
+    same = lambda a: a
+    ref = run(same, same, same)
+    int8 = run(lambda a: fake_quant(a, r_in), lambda a: fake_quant(a, r_fc2),
+               lambda a: fake_quant(a, r_fc3))
+    for side, acts in [("ref", ref), ("int8", int8)]:
+        d = os.path.join("examples", "compare", side)
+        os.makedirs(d, exist_ok=True)
+        for name, a in acts.items():
+            path = os.path.join(d, name + ".npy")
+            np.save(path, np.ascontiguousarray(a, dtype=np.float32), allow_pickle=False)
+            SAVED.append(path)
+    for name in ref:
+        r = ref[name].astype(np.float64)
+        e = int8[name].astype(np.float64) - r
+        print("compare %-12s SQNR %.1f dB" % (name, 10 * np.log10((r * r).sum() / (e * e).sum())))
 
 
 def savez_deterministic(name, members):
@@ -312,6 +371,7 @@ def main():
     savez_deterministic("09_small_mlp.npz", mem)
     for k, a in mem.items():
         summary("09_small_mlp.npz/" + k, a)
+    compare_sample(mem)
     for name, fn in [("10_attn_probs_fp16.npy", attn_probs_fp16),
                      ("11_silu_bigendian.npy", silu_bigendian)]:
         a = save(name, fn())

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use calibscope::analysis::compare::{CompareOptions, FailOn};
 use calibscope::analysis::options::{GranularityOptions, parse_granularities};
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
 use calibscope::analysis::{Granularity, Options};
@@ -50,6 +51,116 @@ pub struct Cli {
 pub enum Command {
     /// Print the analysis to stdout (text, JSON, CSV or Markdown) and optionally export ranges.
     Report(ReportArgs),
+    /// Compare two runs layer by layer: the float reference against a quantized, float16 or
+    /// other-runtime run, and find the first layer where it breaks.
+    Compare(CompareArgs),
+}
+
+fn compare_defaults() -> CompareOptions {
+    CompareOptions::default()
+}
+
+/// `calibscope compare REF TEST`: the compare view in a terminal, else the report.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The reference run: a .npy file, an .npz archive or a folder (batch folders too).
+    #[arg(value_name = "REF")]
+    pub reference: PathBuf,
+    /// The run to check, laid out like REF: layers are matched by name.
+    #[arg(value_name = "TEST")]
+    pub test: PathBuf,
+    /// Absolute tolerance of the allclose check: |t − r| > atol + rtol·|r| fails.
+    #[arg(long, default_value_t = compare_defaults().atol)]
+    pub atol: f64,
+    /// Relative tolerance of the allclose check (relative to the reference).
+    #[arg(long, default_value_t = compare_defaults().rtol)]
+    pub rtol: f64,
+    /// A pair below this SQNR (dB) is degraded.
+    #[arg(long, default_value_t = compare_defaults().sqnr_floor_db, allow_negative_numbers = true)]
+    pub sqnr_floor: f64,
+    /// Exit with status 3 when a pair has one of these kinds, comma-separated (e.g.
+    /// `degraded,nan_mismatch,allclose`; README "compare" lists them), or `warnings` for any.
+    #[arg(long, value_name = "KINDS")]
+    pub fail_on: Option<String>,
+    /// Print the report in this format (default: the compare view in a terminal, else text).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub not_for_compare: NotForCompare,
+}
+
+/// The analysis's global options, which mean nothing to `compare`: hidden from its help and
+/// refused when given (see [`refused_in_compare`]). Declared here with their global types so
+/// clap's propagation of the global values fits.
+#[derive(Args, Debug)]
+pub struct NotForCompare {
+    #[arg(long, hide = true)]
+    bits: Option<u8>,
+    #[arg(long, hide = true, value_enum)]
+    scheme: Option<SchemeArg>,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    percentile: Option<Vec<f64>>,
+    #[arg(long, hide = true)]
+    ema_constant: Option<f64>,
+    #[arg(long, hide = true, value_parser = parse_axis)]
+    batch_axis: Option<Axis>,
+}
+
+/// A usage error if the command line gave `compare` one of the analysis's options (their
+/// defaults reach it too, by clap's propagation of global options: only the command line
+/// counts).
+pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> {
+    let Some(sub) = matches.subcommand_matches("compare") else {
+        return Ok(());
+    };
+    for (id, flag) in [
+        ("bits", "--bits"),
+        ("scheme", "--scheme"),
+        ("percentile", "--percentile"),
+        ("ema_constant", "--ema-constant"),
+        ("batch_axis", "--batch-axis"),
+    ] {
+        for m in [matches, sub] {
+            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                return Err(UsageError(format!(
+                    "{flag} is an analysis option; compare does not use it"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl CompareArgs {
+    /// The one conversion into the library's options (`shared`: the global --layout and
+    /// limits), validated by the library's rules.
+    pub fn options(&self, shared: &AnalysisArgs) -> Result<CompareOptions, UsageError> {
+        let opts = CompareOptions {
+            atol: self.atol,
+            rtol: self.rtol,
+            sqnr_floor_db: self.sqnr_floor,
+            limits: Limits {
+                max_header_bytes: shared.max_header_bytes,
+                max_inflate_ratio: shared.max_inflate_ratio,
+                max_files: shared.max_files,
+            },
+            layout: shared.layout(),
+            ..compare_defaults()
+        };
+        opts.validate().map_err(|e| UsageError(e.to_string()))?;
+        Ok(opts)
+    }
+
+    /// `--fail-on`, checked before anything is read.
+    pub fn fail_on(&self) -> Result<Vec<FailOn>, UsageError> {
+        match self.fail_on.as_deref() {
+            None => Ok(Vec::new()),
+            Some(s) => FailOn::parse_list(s).map_err(|e| UsageError(e.to_string())),
+        }
+    }
 }
 
 /// The bare command: the terminal UI (or the text report when stdout is not a terminal).

@@ -11,17 +11,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use calibscope::analysis::{Analysis, Options, Progress, analyze};
+use calibscope::analysis::compare::{self, Comparison, FailOn};
+use calibscope::analysis::{Options, Progress, analyze};
 use calibscope::report::{self, Format, export, write};
 use calibscope::source::{Discovery, discover};
-use cli::{AnalysisArgs, Cli, Command, ExportKind, FormatArg, ReportArgs};
+use cli::{AnalysisArgs, Cli, Command, CompareArgs, ExportKind, FormatArg, ReportArgs};
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    let result = cli::refused_in_compare(&matches)
+        .map_err(anyhow::Error::new)
+        .and_then(|()| run(cli));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -47,6 +53,7 @@ fn keep_freed_memory() {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Report(args)) => report_command(args),
+        Some(Command::Compare(args)) => compare_command(args, &cli.run.analysis),
         None => {
             let args = cli.run;
             setup_threads(&args.analysis)?;
@@ -100,14 +107,10 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
     let names = args.name_map()?;
     let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
     opts.keep_profiles = false;
-    let analysis = run_with_progress(&found, &opts, args.quiet)?;
-    let format = match args.format {
-        FormatArg::Text => Format::Text,
-        FormatArg::Json => Format::Json,
-        FormatArg::Csv => Format::Csv,
-        FormatArg::Markdown => Format::Markdown,
-    };
-    print(report::render(&analysis, format).as_bytes())?;
+    let analysis = with_progress(args.quiet, found.layers.len(), |progress| {
+        analyze(&found.layers, &found.errors, &opts, progress)
+    })?;
+    print(report::render(&analysis, format_of(args.format)).as_bytes())?;
 
     if let Some((kind, file)) = &export_to {
         let contents = match kind {
@@ -145,6 +148,68 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn format_of(f: FormatArg) -> Format {
+    match f {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Markdown => Format::Markdown,
+    }
+}
+
+/// `calibscope compare REF TEST`: the compare view in a terminal (unless --format), else the
+/// report. Exit 1 when a pair failed or no layer is on both sides, 3 when --fail-on matched.
+fn compare_command(args: CompareArgs, shared: &AnalysisArgs) -> Result<ExitCode> {
+    setup_threads(shared).ok();
+    let opts = args.options(shared)?;
+    let fail_on = args.fail_on()?;
+    let pairing = compare::pair_up(&args.reference, &args.test, &opts);
+    let nothing = pairing.pairs.is_empty().then(|| {
+        format!(
+            "nothing to compare: no layer name is in both {} ({} layers) and {} ({} layers)",
+            args.reference.display(),
+            pairing.reference_only.len(),
+            args.test.display(),
+            pairing.test_only.len()
+        )
+    });
+    if args.format.is_none() && nothing.is_none() && std::io::stdout().is_terminal() {
+        calibscope::tui::run_compare(pairing, opts)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = compare::CompareOptions {
+        keep_histograms: false,
+        ..opts
+    };
+    let result = with_progress(args.quiet, pairing.pairs.len(), |progress| {
+        compare::compare(&pairing, &opts, progress)
+    })?;
+    let format = format_of(args.format.unwrap_or(FormatArg::Text));
+    print(report::compare::render(&result, format).as_bytes())?;
+    compare_status(&result, &fail_on, nothing)
+}
+
+fn compare_status(c: &Comparison, fail_on: &[FailOn], nothing: Option<String>) -> Result<ExitCode> {
+    let mut failed = false;
+    for p in c.failed() {
+        eprintln!("error: {}: {}", p.name, p.error.as_deref().unwrap_or(""));
+        failed = true;
+    }
+    if let Some(msg) = nothing {
+        eprintln!("error: {msg}");
+        failed = true;
+    }
+    if failed {
+        return Ok(ExitCode::from(1));
+    }
+    let hit = c.pairs.iter().any(|p| fail_on.iter().any(|k| k.hits(p)));
+    Ok(if hit {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// Writes the report to stdout. A reader that went away (`| head`) is not an error; any other
 /// failure (a full disk, `> /dev/full`) is, so a report is never lost silently.
 fn print(bytes: &[u8]) -> Result<()> {
@@ -158,13 +223,17 @@ fn print(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Runs the analysis on a worker thread while the main thread draws a progress bar on stderr
-/// (only when stderr is a terminal and not `--quiet`).
-fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Result<Analysis> {
+/// Runs `work` on a worker thread while the main thread draws a progress bar on stderr (only
+/// when stderr is a terminal and not `--quiet`); `items`: layers or pairs to go through.
+fn with_progress<T: Send>(
+    quiet: bool,
+    items: usize,
+    work: impl FnOnce(&Progress) -> T + Send,
+) -> Result<T> {
     let progress = Progress::default();
     let show = !quiet && std::io::stderr().is_terminal();
     std::thread::scope(|s| {
-        let worker = s.spawn(|| analyze(&found.layers, &found.errors, opts, &progress));
+        let worker = s.spawn(|| work(&progress));
         if show {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -179,7 +248,7 @@ fn run_with_progress(found: &Discovery, opts: &Options, quiet: bool) -> Result<A
                 bar.set_message(format!(
                     "{}/{} layers",
                     progress.layers_done.load(Ordering::Relaxed),
-                    found.layers.len()
+                    items
                 ));
                 std::thread::sleep(Duration::from_millis(80));
             }

@@ -19,9 +19,11 @@
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
-//! - [`warnings`]: the warning kinds and the checks that raise them.
+//! - [`warnings`]: the warning kinds and the checks that raise them;
+//! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
 pub mod cast;
+pub mod compare;
 pub mod granularity;
 pub mod metrics;
 pub mod model;

@@ -103,18 +103,18 @@ impl BatchExtremes {
 
 /// A stack of reusable accumulators: each chunk takes one, fills it, puts it back, so there are
 /// at most as many as threads. For exact (integer) sums only.
-struct Pool<T> {
+pub(crate) struct Pool<T> {
     items: Mutex<Vec<T>>,
 }
 
 impl<T> Pool<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Pool {
             items: Mutex::new(Vec::new()),
         }
     }
 
-    fn with(&self, make: impl FnOnce() -> T, f: impl FnOnce(&mut T)) {
+    pub(crate) fn with(&self, make: impl FnOnce() -> T, f: impl FnOnce(&mut T)) {
         let taken = self.items.lock().ok().and_then(|mut v| v.pop());
         let mut item = taken.unwrap_or_else(make);
         f(&mut item);
@@ -123,7 +123,7 @@ impl<T> Pool<T> {
         }
     }
 
-    fn into_items(self) -> Vec<T> {
+    pub(crate) fn into_items(self) -> Vec<T> {
         self.items.into_inner().unwrap_or_default()
     }
 }

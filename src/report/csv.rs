@@ -10,7 +10,7 @@ use crate::analysis::Analysis;
 const HEADER: &str = "layer,source,shape,dtype,method,percentile,scheme,bits,lo,hi,scale,zero_point,candidates,mse,sqnr_db,max_abs_error,cosine,clipped_below,clipped_above,recommended,warnings,error";
 
 /// Quotes a field when it holds a separator, quote or newline (RFC 4180).
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -8,7 +8,7 @@ use crate::analysis::metrics::Metrics;
 use crate::analysis::{Analysis, LayerAnalysis};
 
 /// Escapes the characters that would break a table cell.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 

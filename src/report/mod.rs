@@ -1,6 +1,8 @@
-//! Headless views of an [`Analysis`]: text, JSON, CSV and Markdown on stdout, and exports.
+//! Headless views of an [`Analysis`]: text, JSON, CSV and Markdown on stdout, and exports;
+//! [`compare`] does the same for a [`crate::analysis::compare::Comparison`].
 //! None of them computes a number; they only arrange the analysis.
 
+pub mod compare;
 pub mod csv;
 pub mod export;
 pub mod fmt;
@@ -46,8 +48,13 @@ pub fn render(analysis: &Analysis, format: Format) -> String {
 
 /// The documented JSON shape (README "JSON output"); non-finite numbers are strings.
 pub fn json(analysis: &Analysis) -> String {
-    // Serializing plain data into a String cannot fail; fall back to an error object anyway.
-    serde_json::to_string_pretty(analysis)
+    pretty_json(analysis)
+}
+
+/// Pretty JSON with a final newline. Serializing plain data into a String cannot fail; fall
+/// back to an error object anyway.
+pub(crate) fn pretty_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value)
         .map(|mut s| {
             s.push('\n');
             s

@@ -214,7 +214,7 @@ fn list(v: &[usize], n: usize) -> String {
 }
 
 /// Writes `text` after `lead`, word-wrapped at 100 columns with a hanging indent.
-fn wrap(out: &mut String, lead: &str, text: &str) {
+pub(super) fn wrap(out: &mut String, lead: &str, text: &str) {
     const WIDTH: usize = 100;
     let indent = " ".repeat(lead.chars().count() + 2);
     let mut line = lead.to_string();

@@ -23,6 +23,8 @@ use rayon::prelude::*;
 
 use super::{ArrayInfo, DType, Limits, LoadError, Location, npz};
 
+mod lockstep;
+
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// An array whose header has been read and checked; its data is read on demand in chunks.

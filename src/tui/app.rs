@@ -9,6 +9,7 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
+use crate::analysis::compare::{self, CompareOptions, Comparison, Pairing};
 use crate::analysis::options::parse_percentiles;
 use crate::analysis::{Analysis, JSON_VERSION, KeptProfile, LayerAnalysis, Options, Settings};
 use crate::calib::Scheme;
@@ -118,6 +119,37 @@ pub enum Command {
         work: Vec<Work>,
     },
     Export(Format),
+    /// Compare the pairs of `pairing`; results come back tagged with `generation`.
+    Compare {
+        generation: u64,
+        pairing: Pairing,
+        opts: CompareOptions,
+    },
+}
+
+/// The compare view's state: the pairs as they finish, and the selection.
+#[derive(Debug)]
+pub struct CompareState {
+    pub pairing: Pairing,
+    pub opts: CompareOptions,
+    /// Every pair from the start (metrics `None` until it finishes), re-derived as pairs come.
+    pub result: Comparison,
+    /// Which pairs have finished (indices of `pairing.pairs`).
+    pub done: Vec<bool>,
+    /// Selected row of `result.pairs`.
+    pub selected: usize,
+}
+
+impl CompareState {
+    pub fn selected_pair(&self) -> Option<&compare::Pair> {
+        self.result.pairs.get(self.selected)
+    }
+
+    /// Index of the first degraded pair, if any.
+    pub fn first_degraded(&self) -> Option<usize> {
+        let name = self.result.first_degraded.as_ref()?;
+        self.result.pairs.iter().position(|p| &p.name == name)
+    }
 }
 
 /// One layer to (re)analyse. With a profile only calibration and the metrics pass run again.
@@ -157,6 +189,8 @@ pub struct App {
     /// Size of the terminal, for mouse hit-testing with the same layout `draw` uses.
     pub size: Rect,
     pub running: bool,
+    /// Set in the compare view (`calibscope compare`).
+    pub compare: Option<CompareState>,
 }
 
 impl App {
@@ -201,12 +235,57 @@ impl App {
             message: None,
             size: Rect::new(0, 0, 80, 24),
             running: true,
+            compare: None,
         }
     }
 
-    /// The first job: every layer with a spec, from scratch.
+    /// The compare view on `pairing`: every pair listed at once, filled in as it finishes.
+    pub fn compare(pairing: Pairing, opts: CompareOptions) -> App {
+        let mut app = App::new(Vec::new(), Vec::new(), Options::default());
+        app.view = View::Compare;
+        app.compare = Some(CompareState {
+            result: compare::pending(&pairing, &opts),
+            done: vec![false; pairing.pairs.len()],
+            pairing,
+            opts,
+            selected: 0,
+        });
+        app
+    }
+
+    /// The first job: every layer with a spec, from scratch (every pair, in the compare view).
     pub fn start(&mut self) -> Option<Command> {
+        if let Some(c) = &self.compare {
+            self.generation += 1;
+            let n = c.pairing.pairs.len();
+            self.progress = ProgressView {
+                layers_total: n,
+                running: n > 0,
+                ..ProgressView::default()
+            };
+            return (n > 0).then(|| Command::Compare {
+                generation: self.generation,
+                pairing: c.pairing.clone(),
+                opts: c.opts.clone(),
+            });
+        }
         self.analyze(false)
+    }
+
+    /// A pair of the compare job finished.
+    pub fn on_pair(&mut self, generation: u64, index: usize, pair: compare::Pair) {
+        if generation != self.generation {
+            return;
+        }
+        if let Some(c) = &mut self.compare
+            && let Some(slot) = c.result.pairs.get_mut(index)
+        {
+            *slot = pair;
+            if let Some(d) = c.done.get_mut(index) {
+                *d = true;
+            }
+            c.result.derive();
+        }
     }
 
     /// Starts a new generation. `reuse`: keep profiles (no re-reading for histograms).
@@ -282,6 +361,11 @@ impl App {
                 slot,
                 profile,
             } => self.on_profile(generation, slot, profile),
+            Event::Compared {
+                generation,
+                index,
+                pair,
+            } => self.on_pair(generation, index, *pair),
             Event::JobDone { generation } => self.on_job_done(generation),
             _ => {}
         }
@@ -406,6 +490,9 @@ impl App {
     }
 
     fn act(&mut self, action: Action) -> Option<Command> {
+        if self.view == View::Compare {
+            return self.act_compare(action);
+        }
         match action {
             Action::Quit => {
                 self.running = false;
@@ -431,7 +518,7 @@ impl App {
             Action::Overview => {
                 self.view = match self.view {
                     View::Main | View::Channels => View::Overview,
-                    View::Overview => View::Main,
+                    View::Overview | View::Compare => View::Main,
                 };
             }
             Action::Channels => match self.view {
@@ -441,6 +528,7 @@ impl App {
                     self.open_channels();
                 }
                 View::Main => self.open_channels(),
+                View::Compare => {}
             },
             Action::Pan(delta) => {
                 if self.view == View::Channels {
@@ -468,6 +556,38 @@ impl App {
                 return self.analyze(true);
             }
             Action::Bits(delta) => return self.set_bits(i32::from(delta)),
+            Action::FirstDegraded => {
+                self.message = Some("d works in the compare view (calibscope compare)".into());
+            }
+        }
+        None
+    }
+
+    /// Keys in the compare view: moving, the first degraded pair, the log scale, export, help
+    /// and quit; the analysis keys say they do not apply.
+    fn act_compare(&mut self, action: Action) -> Option<Command> {
+        match action {
+            Action::Quit | Action::Back => {
+                self.running = false;
+                return Some(Command::Quit);
+            }
+            Action::Help => self.help = true,
+            Action::Export => self.input = Some(Input::Export),
+            Action::LogScale => self.log_scale = !self.log_scale,
+            Action::Move(delta) => {
+                if let Some(c) = &mut self.compare {
+                    c.selected = offset(c.selected, delta, c.result.pairs.len());
+                }
+            }
+            Action::FirstDegraded => {
+                if let Some(c) = &mut self.compare {
+                    match c.first_degraded() {
+                        Some(i) => c.selected = i,
+                        None => self.message = Some("no pair is degraded".into()),
+                    }
+                }
+            }
+            _ => self.message = Some("not in the compare view".into()),
         }
         None
     }
@@ -598,6 +718,7 @@ impl App {
                 }
             }
             View::Channels => {}
+            View::Compare => {}
         }
     }
 
@@ -681,6 +802,7 @@ impl App {
                     _ => {}
                 }
             }
+            View::Compare => self.compare_mouse(m, at),
             View::Overview => {
                 let rows = layout::overview_areas(self.size).rows;
                 match m.kind {
@@ -745,6 +867,30 @@ impl App {
                 }
             }
         }
+    }
+}
+
+impl App {
+    /// Wheel over the pair list moves; a click on a row selects it.
+    fn compare_mouse(&mut self, m: MouseEvent, at: Position) {
+        let areas = layout::compare_areas(self.size);
+        match m.kind {
+            MouseEventKind::ScrollDown => self.act_compare(Action::Move(1)),
+            MouseEventKind::ScrollUp => self.act_compare(Action::Move(-1)),
+            MouseEventKind::Down(MouseButton::Left) if areas.pairs_rows.contains(at) => {
+                if let Some(c) = &mut self.compare {
+                    let n = c.result.pairs.len();
+                    let h = usize::from(areas.pairs_rows.height);
+                    let first = layout::scroll_start(c.selected, h, n);
+                    let row = first + usize::from(at.y - areas.pairs_rows.y);
+                    if row < n {
+                        c.selected = row;
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ratatui::crossterm::event as ct;
 
+use crate::analysis::compare::Pair;
 use crate::analysis::{KeptProfile, LayerAnalysis};
 
 /// What the main loop receives.
@@ -26,6 +27,12 @@ pub enum Event {
         generation: u64,
         slot: usize,
         profile: Arc<KeptProfile>,
+    },
+    /// Pair `index` of compare job `generation` finished.
+    Compared {
+        generation: u64,
+        index: usize,
+        pair: Box<Pair>,
     },
     /// Job `generation` finished (or was cancelled).
     JobDone {

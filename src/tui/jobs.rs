@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 
+use crate::analysis::compare::{CompareOptions, Pairing, compare_pairs};
 use crate::analysis::{LayerEvent, LayerJob, Options, Progress, run_layers};
 
 use super::app::{App, Command, Work};
@@ -30,16 +31,20 @@ pub fn spawn(
 /// Runs an analysis command to the end on this thread and applies its results to `app` as the
 /// event loop would: for tests and benchmarks, which have no terminal.
 pub fn run_to_end(app: &mut App, cmd: Option<Command>) {
-    let Some(Command::Analyze {
-        generation,
-        opts,
-        work,
-    }) = cmd
-    else {
-        return;
-    };
     let (tx, rx) = mpsc::channel();
-    run(generation, &opts, work, &Progress::default(), &tx);
+    match cmd {
+        Some(Command::Analyze {
+            generation,
+            opts,
+            work,
+        }) => run(generation, &opts, work, &Progress::default(), &tx),
+        Some(Command::Compare {
+            generation,
+            pairing,
+            opts,
+        }) => run_compare(generation, &pairing, &opts, &Progress::default(), &tx),
+        _ => return,
+    }
     drop(tx);
     for ev in rx {
         app.on_job_event(ev);
@@ -83,4 +88,36 @@ pub fn run(
         }
     });
     send(Event::JobDone { generation });
+}
+
+/// Compares the pairs in the background, like [`spawn`].
+pub fn spawn_compare(
+    generation: u64,
+    pairing: Pairing,
+    opts: CompareOptions,
+    progress: Arc<Progress>,
+    tx: Sender<Event>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("calibscope-compare-{generation}"))
+        .spawn(move || run_compare(generation, &pairing, &opts, &progress, &tx))
+        .map(|_| ())
+}
+
+/// The compare job body: each pair as it finishes, then the end.
+pub fn run_compare(
+    generation: u64,
+    pairing: &Pairing,
+    opts: &CompareOptions,
+    progress: &Progress,
+    tx: &Sender<Event>,
+) {
+    compare_pairs(pairing, opts, progress, &|index, pair| {
+        let _ = tx.send(Event::Compared {
+            generation,
+            index,
+            pair: Box::new(pair),
+        });
+    });
+    let _ = tx.send(Event::JobDone { generation });
 }

@@ -36,6 +36,8 @@ pub enum Action {
     Quit,
     /// Leave the overview, else clear the filter, else quit.
     Back,
+    /// The compare view: select the first degraded pair.
+    FirstDegraded,
 }
 
 /// A move far enough to reach either end of any list.
@@ -54,9 +56,12 @@ pub struct Binding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum On {
     Anywhere,
+    /// The analysis screens (main and overview), not the compare view.
+    Analysis,
     Main,
     Overview,
     Channels,
+    Compare,
     /// The main view with this panel focused.
     Panel(Focus),
 }
@@ -65,9 +70,11 @@ impl On {
     fn shows(self, view: View, focus: Focus) -> bool {
         match self {
             On::Anywhere => true,
+            On::Analysis => view != View::Compare,
             On::Main => view == View::Main,
             On::Overview => view == View::Overview,
             On::Channels => view == View::Channels,
+            On::Compare => view == View::Compare,
             On::Panel(f) => view == View::Main && focus == f,
         }
     }
@@ -139,6 +146,7 @@ pub const KEYS: &[Entry] = &[
             hint(On::Panel(Focus::Methods), "↑↓", "method", Rank::Move),
             hint(On::Panel(Focus::Details), "↑↓", "scroll", Rank::Move),
             hint(On::Overview, "↑↓", "move", Rank::Move),
+            hint(On::Compare, "↑↓", "pair", Rank::Move),
         ],
     },
     Entry {
@@ -173,7 +181,10 @@ pub const KEYS: &[Entry] = &[
         keys: "l",
         help: "histogram count scale: linear / log",
         bindings: &[ch('l', Action::LogScale)],
-        hints: &[hint(On::Main, "l", "log", Rank::Other)],
+        hints: &[
+            hint(On::Main, "l", "log", Rank::Other),
+            hint(On::Compare, "l", "log", Rank::Other),
+        ],
     },
     Entry {
         keys: "z",
@@ -188,7 +199,7 @@ pub const KEYS: &[Entry] = &[
         keys: "s",
         help: "scheme: symmetric / affine (re-runs, keeps histograms)",
         bindings: &[ch('s', Action::Scheme)],
-        hints: &[hint(On::Anywhere, "s", "scheme", Rank::Other)],
+        hints: &[hint(On::Analysis, "s", "scheme", Rank::Other)],
     },
     Entry {
         keys: "+ / -",
@@ -199,7 +210,7 @@ pub const KEYS: &[Entry] = &[
             ch('-', Action::Bits(-1)),
             ch('_', Action::Bits(-1)),
         ],
-        hints: &[hint(On::Anywhere, "+/-", "bits", Rank::Other)],
+        hints: &[hint(On::Analysis, "+/-", "bits", Rank::Other)],
     },
     Entry {
         keys: "p",
@@ -245,6 +256,12 @@ pub const KEYS: &[Entry] = &[
         help: "sort layers: name / sensitivity / warnings",
         bindings: &[ch('S', Action::Sort)],
         hints: &[hint(On::Main, "S", "sort", Rank::Other)],
+    },
+    Entry {
+        keys: "d",
+        help: "compare view: jump to the first degraded pair",
+        bindings: &[ch('d', Action::FirstDegraded)],
+        hints: &[hint(On::Compare, "d", "first degraded", Rank::Move)],
     },
     Entry {
         keys: "e",
@@ -456,6 +473,25 @@ mod tests {
                 "o/Esc back",
                 "s scheme",
                 "+/- bits",
+                "e export"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_compare_view_hints_only_its_keys() {
+        let shown: Vec<String> = hints(View::Compare, Focus::Layers)
+            .iter()
+            .map(|h| format!("{} {}", h.keys, h.text))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "? help",
+                "q quit",
+                "↑↓ pair",
+                "d first degraded",
+                "l log",
                 "e export"
             ]
         );

@@ -12,6 +12,8 @@ pub enum View {
     Overview,
     /// The selected layer's channels: per-channel absmax and the granularity table.
     Channels,
+    /// `calibscope compare`: two runs layer by layer.
+    Compare,
 }
 
 /// Which panel of the main view receives ↑/↓.
@@ -193,6 +195,66 @@ pub fn channel_areas(size: Rect) -> ChannelAreas {
         chart,
         axis,
         table,
+        status,
+    }
+}
+
+/// Where each part of the compare view goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompareAreas {
+    pub header: Rect,
+    pub pairs: Rect,
+    /// The rows of the pair list (inside its block).
+    pub pairs_rows: Rect,
+    /// SQNR over layer order.
+    pub spark: Rect,
+    /// The reference's and the test's histograms, one above the other on one x axis.
+    pub values: Rect,
+    /// The histogram of t − r.
+    pub error: Rect,
+    pub metrics: Rect,
+    pub status: Rect,
+}
+
+/// Rows of the compare view's metrics panel (its title and six lines).
+const COMPARE_METRICS_ROWS: u16 = 7;
+
+pub fn compare_areas(size: Rect) -> CompareAreas {
+    let [header, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    let list_w = (body.width * 3 / 10).clamp(24, 48).min(body.width);
+    let [pairs, right] =
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(body);
+    let h = right.height;
+    let spark_h = (h / 8).clamp(4, 7).min(h);
+    let metrics_h = COMPARE_METRICS_ROWS.min(h - spark_h);
+    let rest = h - spark_h - metrics_h;
+    let values_h = rest * 3 / 5;
+    let [spark, values, error, metrics] = Layout::vertical([
+        Constraint::Length(spark_h),
+        Constraint::Length(values_h),
+        Constraint::Min(0),
+        Constraint::Length(metrics_h),
+    ])
+    .areas(right);
+    let pairs_rows = Rect {
+        x: pairs.x,
+        y: pairs.y.saturating_add(1),
+        width: pairs.width.saturating_sub(1),
+        height: pairs.height.saturating_sub(1),
+    };
+    CompareAreas {
+        header,
+        pairs,
+        pairs_rows,
+        spark,
+        values,
+        error,
+        metrics,
         status,
     }
 }

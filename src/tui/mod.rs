@@ -33,6 +33,7 @@ use ratatui::crossterm::event::{
 use ratatui::crossterm::execute;
 use ratatui::layout::Rect;
 
+use crate::analysis::compare::{CompareOptions, Pairing};
 use crate::analysis::{Options, Progress};
 use crate::report::{self, Format};
 use crate::source::{LayerSpec, LoadError};
@@ -48,7 +49,15 @@ const TICK: Duration = Duration::from_millis(100);
 /// Restores the terminal on quit, on error, on panic and on a stop signal; ends the process
 /// (exit status 128+signal) on a stop signal or when the terminal goes away.
 pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyhow::Result<()> {
-    let mut app = App::new(specs, errors, opts);
+    run_app(App::new(specs, errors, opts))
+}
+
+/// Opens the compare view on `pairing`, as [`run`] does the analysis.
+pub fn run_compare(pairing: Pairing, opts: CompareOptions) -> anyhow::Result<()> {
+    run_app(App::compare(pairing, opts))
+}
+
+fn run_app(mut app: App) -> anyhow::Result<()> {
     let tty = Arc::new(event::Tty::open().context("cannot open the terminal UI")?);
     let (tx, rx) = mpsc::channel();
     // Before the terminal changes: from here a stop signal reaches the loop.
@@ -174,13 +183,50 @@ impl Runner {
                     }
                 }
             }
+            Command::Compare {
+                generation,
+                pairing,
+                opts,
+            } => {
+                self.cancel();
+                let progress = Arc::new(Progress::default());
+                match jobs::spawn_compare(
+                    generation,
+                    pairing,
+                    opts,
+                    progress.clone(),
+                    self.tx.clone(),
+                ) {
+                    Ok(()) => self.job = Some(progress),
+                    Err(e) => {
+                        app.progress.running = false;
+                        app.message = Some(format!("cannot start the comparison: {e}"));
+                    }
+                }
+            }
             Command::Export(format) => {
                 let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
                 app.message = Some(match export(app, format, &dir) {
                     Ok(path) => {
-                        let n = app.slots.iter().filter(|s| s.result.is_some()).count();
+                        let (what, n, total) = match &app.compare {
+                            Some(c) => (
+                                "comparison",
+                                c.done.iter().filter(|d| **d).count(),
+                                c.done.len(),
+                            ),
+                            None => (
+                                "analysis",
+                                app.slots.iter().filter(|s| s.result.is_some()).count(),
+                                app.slots.len(),
+                            ),
+                        };
+                        let unit = if app.compare.is_some() {
+                            "pairs"
+                        } else {
+                            "layers"
+                        };
                         let partial = if app.progress.running {
-                            format!(" (analysis still running: {n}/{} layers)", app.slots.len())
+                            format!(" ({what} still running: {n}/{total} {unit})")
                         } else {
                             String::new()
                         };
@@ -301,8 +347,11 @@ fn handle(app: &mut App, runner: &mut Runner, ev: Event) -> anyhow::Result<bool>
             }
             sync_progress(app, runner);
         }
-        ev @ (Event::Layer { .. } | Event::Profiled { .. } | Event::JobDone { .. }) => {
-            let layer_done = matches!(ev, Event::Layer { .. });
+        ev @ (Event::Layer { .. }
+        | Event::Profiled { .. }
+        | Event::Compared { .. }
+        | Event::JobDone { .. }) => {
+            let layer_done = matches!(ev, Event::Layer { .. } | Event::Compared { .. });
             app.on_job_event(ev);
             if layer_done {
                 sync_progress(app, runner);
@@ -328,6 +377,14 @@ fn format_name(f: Format) -> &'static str {
 /// Writes the report to `dir/calibscope-report.<ext>` with [`report::write::write_atomic`]
 /// (atomic, never over one of the UI's inputs), so a reader never sees half a report.
 pub fn export(app: &App, format: Format, dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(c) = &app.compare {
+        let text = report::compare::render(&c.result, format);
+        let path = dir.join(format!("calibscope-compare.{}", format.extension()));
+        let specs = (c.pairing.pairs.iter()).flat_map(|p| [&p.reference, &p.test]);
+        let inputs: Vec<&Path> = report::write::input_files(specs).collect();
+        report::write::write_atomic(&path, text.as_bytes(), &inputs)?;
+        return Ok(path);
+    }
     let text = report::render(&app.analysis(), format);
     let path = dir.join(format!("calibscope-report.{}", format.extension()));
     let specs = app.slots.iter().filter_map(|s| s.spec.as_ref());

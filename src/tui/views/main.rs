@@ -317,7 +317,7 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     );
 }
 
-fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
+pub(super) fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
     let w = usize::from(area.width);
     if w == 0 {
         return;

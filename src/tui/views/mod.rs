@@ -2,6 +2,7 @@
 //! things go comes from [`super::layout`], which the mouse handling in `app` reads too.
 
 mod channels;
+mod compare;
 mod help;
 mod main;
 mod overview;
@@ -28,6 +29,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Main => main::draw(frame, app, size),
         View::Overview => overview::draw(frame, app, size),
         View::Channels => channels::draw(frame, app, size),
+        View::Compare => compare::draw(frame, app, size),
     }
     if app.help {
         help::draw(frame, size);

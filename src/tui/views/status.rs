@@ -50,12 +50,17 @@ fn header(app: &App, compact: bool) -> Line<'static> {
     Line::from(spans)
 }
 
-fn progress_line(app: &App, width: usize) -> Line<'static> {
+pub(super) fn progress_line(app: &App, width: usize) -> Line<'static> {
     let p = &app.progress;
     if !p.running {
         return Line::default();
     }
-    let label = format!(" analysing {}/{} ", p.layers_done, p.layers_total);
+    let verb = if app.compare.is_some() {
+        "comparing"
+    } else {
+        "analysing"
+    };
+    let label = format!(" {verb} {}/{} ", p.layers_done, p.layers_total);
     let bar_w = width.saturating_sub(label.len() + 6).min(16);
     let filled = ((p.ratio() * bar_w as f64).round() as usize).min(bar_w);
     Line::from(vec![
