@@ -153,6 +153,15 @@ pub struct AboveThreshold {
     pub channels: usize,
 }
 
+/// What a granularity table row's group column counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupCount {
+    /// Groups with a scale of their own.
+    Groups(u64),
+    /// Outlier channels kept exact (the "outliers in float" row).
+    ExactChannels(usize),
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OutliersInFloat {
     pub channels: usize,
@@ -190,7 +199,8 @@ pub struct LayerAnalysis {
 }
 
 impl LayerAnalysis {
-    pub(crate) fn failed(spec: &LayerSpec, e: &LoadError) -> LayerAnalysis {
+    /// A layer of `spec` with nothing known yet.
+    pub(crate) fn named(spec: &LayerSpec) -> LayerAnalysis {
         LayerAnalysis {
             name: spec.name.clone(),
             source: spec.source(),
@@ -205,8 +215,15 @@ impl LayerAnalysis {
             channels: None,
             warnings: Vec::new(),
             notes: Vec::new(),
-            error: Some(e.to_string()),
+            error: None,
             profile: None,
+        }
+    }
+
+    pub(crate) fn failed(spec: &LayerSpec, e: &LoadError) -> LayerAnalysis {
+        LayerAnalysis {
+            error: Some(e.to_string()),
+            ..LayerAnalysis::named(spec)
         }
     }
 
@@ -219,6 +236,27 @@ impl LayerAnalysis {
         let mut l = LayerAnalysis::failed(&spec, e);
         l.source = e.path.clone();
         l
+    }
+
+    /// The granularity table as every report lists it: each granularity row (label, its group
+    /// count), then the outlier channels kept in float (label, how many channels are exact).
+    pub fn granularity_rows(&self) -> Vec<(String, GroupCount, &Metrics)> {
+        let rows = self
+            .granularities
+            .iter()
+            .map(|g| (g.label(), GroupCount::Groups(g.groups), &g.metrics));
+        let kept = self
+            .channels
+            .as_ref()
+            .and_then(|c| c.outliers_in_float.as_ref())
+            .map(|f| {
+                (
+                    "outliers in float".to_string(),
+                    GroupCount::ExactChannels(f.channels),
+                    &f.metrics,
+                )
+            });
+        rows.chain(kept).collect()
     }
 
     /// Whether `m` is this layer's recommended method.

@@ -303,21 +303,11 @@ fn describe(spec: &LayerSpec, p: &Profile, opts: &Options) -> LayerAnalysis {
         shape.insert(0, p.parts);
     }
     let mut layer = LayerAnalysis {
-        name: spec.name.clone(),
-        source: spec.source(),
         shape,
         dtype: p.info.dtype.name().to_string(),
         stats: Some(stats),
         casts,
-        methods: Vec::new(),
-        recommended: None,
-        sensitivity_sqnr_db: None,
-        granularities: Vec::new(),
-        channels: None,
-        warnings: Vec::new(),
-        notes: Vec::new(),
-        error: None,
-        profile: None,
+        ..LayerAnalysis::named(spec)
     };
     profile_warnings(&mut layer, p, opts);
     layer

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::fmt::{db, num, pct, shape};
 use super::{failed_layers, ranking, warning_counts};
+use crate::analysis::model::GroupCount;
 use crate::analysis::{Analysis, LayerAnalysis};
 
 pub fn render(a: &Analysis) -> String {
@@ -147,19 +148,12 @@ fn granularities(out: &mut String, l: &LayerAnalysis) {
                 m.cosine
             );
         };
-        for g in &l.granularities {
-            row(g.label(), g.groups.to_string(), &g.metrics);
-        }
-        if let Some(f) = l
-            .channels
-            .as_ref()
-            .and_then(|c| c.outliers_in_float.as_ref())
-        {
-            row(
-                "outliers in float".into(),
-                format!("{} ch exact", f.channels),
-                &f.metrics,
-            );
+        for (label, count, m) in l.granularity_rows() {
+            let groups = match count {
+                GroupCount::Groups(n) => n.to_string(),
+                GroupCount::ExactChannels(n) => format!("{n} ch exact"),
+            };
+            row(label, groups, m);
         }
     }
     if let Some(c) = &l.channels {
