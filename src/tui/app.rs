@@ -21,6 +21,9 @@ use super::event::Event;
 use super::keys::{self, Action};
 use super::layout::{self, Focus, View};
 
+mod channel_view;
+mod compare_view;
+
 /// Order of the layer list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sort {
@@ -239,20 +242,6 @@ impl App {
         }
     }
 
-    /// The compare view on `pairing`: every pair listed at once, filled in as it finishes.
-    pub fn compare(pairing: Pairing, opts: CompareOptions) -> App {
-        let mut app = App::new(Vec::new(), Vec::new(), Options::default());
-        app.view = View::Compare;
-        app.compare = Some(CompareState {
-            result: compare::pending(&pairing, &opts),
-            done: vec![false; pairing.pairs.len()],
-            pairing,
-            opts,
-            selected: 0,
-        });
-        app
-    }
-
     /// The first job: every layer with a spec, from scratch (every pair, in the compare view).
     pub fn start(&mut self) -> Option<Command> {
         if let Some(c) = &self.compare {
@@ -270,22 +259,6 @@ impl App {
             });
         }
         self.analyze(false)
-    }
-
-    /// A pair of the compare job finished.
-    pub fn on_pair(&mut self, generation: u64, index: usize, pair: compare::Pair) {
-        if generation != self.generation {
-            return;
-        }
-        if let Some(c) = &mut self.compare
-            && let Some(slot) = c.result.pairs.get_mut(index)
-        {
-            *slot = pair;
-            if let Some(d) = c.done.get_mut(index) {
-                *d = true;
-            }
-            c.result.derive();
-        }
     }
 
     /// Starts a new generation. `reuse`: keep profiles (no re-reading for histograms).
@@ -563,79 +536,6 @@ impl App {
         None
     }
 
-    /// Keys in the compare view: moving, the first degraded pair, the log scale, export, help
-    /// and quit; the analysis keys say they do not apply.
-    fn act_compare(&mut self, action: Action) -> Option<Command> {
-        match action {
-            Action::Quit | Action::Back => {
-                self.running = false;
-                return Some(Command::Quit);
-            }
-            Action::Help => self.help = true,
-            Action::Export => self.input = Some(Input::Export),
-            Action::LogScale => self.log_scale = !self.log_scale,
-            Action::Move(delta) => {
-                if let Some(c) = &mut self.compare {
-                    c.selected = offset(c.selected, delta, c.result.pairs.len());
-                }
-            }
-            Action::FirstDegraded => {
-                if let Some(c) = &mut self.compare {
-                    match c.first_degraded() {
-                        Some(i) => c.selected = i,
-                        None => self.message = Some("no pair is degraded".into()),
-                    }
-                }
-            }
-            _ => self.message = Some("not in the compare view".into()),
-        }
-        None
-    }
-
-    /// The selected layer's channel count (from its profile, which arrives first).
-    pub fn channel_count(&self) -> usize {
-        self.selected_slot()
-            .and_then(|s| s.profile.as_ref())
-            .and_then(|p| p.channels.as_ref())
-            .map_or(0, |c| c.absmax.len())
-    }
-
-    /// Columns of the channel chart at the current size.
-    fn channel_cols(&self) -> usize {
-        usize::from(layout::channel_areas(self.size).chart.width)
-    }
-
-    /// Opens the channel view on the largest channel, zoomed out.
-    fn open_channels(&mut self) {
-        self.view = View::Channels;
-        self.channel_zoom = 0;
-        self.channel_cursor = self
-            .selected_layer()
-            .and_then(|l| l.channels.as_ref())
-            .and_then(|c| c.top.first())
-            .map_or(0, |t| t.channel);
-    }
-
-    /// Zooms in ×4 around the cursor, back out once a column holds one channel.
-    fn zoom_channels(&mut self) {
-        let (n, cols) = (self.channel_count(), self.channel_cols());
-        let (_, span) = layout::channel_window(n, self.channel_cursor, self.channel_zoom, cols);
-        let (_, next) = layout::channel_window(n, self.channel_cursor, self.channel_zoom + 1, cols);
-        self.channel_zoom = if next < span {
-            self.channel_zoom + 1
-        } else {
-            0
-        };
-    }
-
-    /// Moves the channel cursor by `delta` columns of the chart.
-    fn pan(&mut self, delta: i64) {
-        let (n, cols) = (self.channel_count(), self.channel_cols());
-        let (_, span) = layout::channel_window(n, self.channel_cursor, self.channel_zoom, cols);
-        let per_col = (span / cols.max(1)).max(1) as i64;
-        self.channel_cursor = offset(self.channel_cursor, delta.saturating_mul(per_col), n);
-    }
-
     fn set_bits(&mut self, delta: i32) -> Option<Command> {
         let bits =
             (i32::from(self.opts.bits) + delta).clamp(MIN_BITS.into(), MAX_BITS.into()) as u8;
@@ -867,30 +767,6 @@ impl App {
                 }
             }
         }
-    }
-}
-
-impl App {
-    /// Wheel over the pair list moves; a click on a row selects it.
-    fn compare_mouse(&mut self, m: MouseEvent, at: Position) {
-        let areas = layout::compare_areas(self.size);
-        match m.kind {
-            MouseEventKind::ScrollDown => self.act_compare(Action::Move(1)),
-            MouseEventKind::ScrollUp => self.act_compare(Action::Move(-1)),
-            MouseEventKind::Down(MouseButton::Left) if areas.pairs_rows.contains(at) => {
-                if let Some(c) = &mut self.compare {
-                    let n = c.result.pairs.len();
-                    let h = usize::from(areas.pairs_rows.height);
-                    let first = layout::scroll_start(c.selected, h, n);
-                    let row = first + usize::from(at.y - areas.pairs_rows.y);
-                    if row < n {
-                        c.selected = row;
-                    }
-                }
-                None
-            }
-            _ => None,
-        };
     }
 }
 
