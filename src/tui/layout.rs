@@ -82,7 +82,9 @@ impl MainAreas {
 /// Method rows the table reserves room for (4 methods + the default 3 percentiles).
 const METHOD_ROWS: u16 = 7;
 
-pub fn main_areas(size: Rect) -> MainAreas {
+/// The frame the main and compare views share: a header line, a list on the left (3/10 of the
+/// width, 24 to 48 columns), the rest on the right, and a status line.
+fn list_frame(size: Rect) -> [Rect; 4] {
     let [header, body, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(0),
@@ -90,8 +92,13 @@ pub fn main_areas(size: Rect) -> MainAreas {
     ])
     .areas(size);
     let list_w = (body.width * 3 / 10).clamp(24, 48).min(body.width);
-    let [layers, right] =
+    let [list, right] =
         Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(body);
+    [header, list, right, status]
+}
+
+pub fn main_areas(size: Rect) -> MainAreas {
+    let [header, layers, right, status] = list_frame(size);
     let h = right.height;
     let methods_h = (METHOD_ROWS + 2).min(h);
     // The details get 2/5 of what the method table leaves (at least 5 rows: two casts and
@@ -220,15 +227,7 @@ pub struct CompareAreas {
 const COMPARE_METRICS_ROWS: u16 = 7;
 
 pub fn compare_areas(size: Rect) -> CompareAreas {
-    let [header, body, status] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(0),
-        Constraint::Length(1),
-    ])
-    .areas(size);
-    let list_w = (body.width * 3 / 10).clamp(24, 48).min(body.width);
-    let [pairs, right] =
-        Layout::horizontal([Constraint::Length(list_w), Constraint::Min(0)]).areas(body);
+    let [header, pairs, right, status] = list_frame(size);
     let h = right.height;
     let spark_h = (h / 8).clamp(4, 7).min(h);
     let metrics_h = COMPARE_METRICS_ROWS.min(h - spark_h);
