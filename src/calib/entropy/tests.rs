@@ -496,6 +496,22 @@ fn pruned_fast_pass_keeps_the_recheck_window() {
     tally.report("candidates");
 }
 
+/// Two hard shapes for the literal-port checks: small integer counts (many exact ties between
+/// candidates) and spikes in an otherwise empty histogram.
+fn ties_and_spikes(rng: &mut Rng) -> [Vec<u64>; 2] {
+    let ties = (0..700).map(|_| rng.below(3)).collect();
+    let spikes = (0..1500)
+        .map(|_| {
+            if rng.below(50) == 0 {
+                rng.below(1000)
+            } else {
+                0
+            }
+        })
+        .collect();
+    [ties, spikes]
+}
+
 #[test]
 fn affine_matches_a_literal_port_of_onnx_runtime() {
     let mut rng = Rng(0x0a7e_0e17_5eed_0001);
@@ -510,20 +526,7 @@ fn affine_matches_a_literal_port_of_onnx_runtime() {
             })
             .collect(),
     );
-    // Small integer counts: many exact ties between windows.
-    shapes.push((0..700).map(|_| rng.below(3)).collect());
-    // Spikes in an otherwise empty histogram.
-    shapes.push(
-        (0..1500)
-            .map(|_| {
-                if rng.below(50) == 0 {
-                    rng.below(1000)
-                } else {
-                    0
-                }
-            })
-            .collect(),
-    );
+    shapes.extend(ties_and_spikes(&mut rng));
     // ReLU-like: nothing below the zero bin, a spike on it, a decay, an outlier at the end.
     let mut relu: Vec<u64> = (0..2048)
         .map(|k| {
@@ -859,20 +862,7 @@ fn symmetric_matches_a_literal_port_of_modelopt() {
             })
             .collect(),
     );
-    // Small integer counts: many exact ties between candidates.
-    shapes.push((0..700).map(|_| rng.below(3)).collect());
-    // Spikes in an otherwise empty histogram.
-    shapes.push(
-        (0..1500)
-            .map(|_| {
-                if rng.below(50) == 0 {
-                    rng.below(1000)
-                } else {
-                    0
-                }
-            })
-            .collect(),
-    );
+    shapes.extend(ties_and_spikes(&mut rng));
     // ReLU-like: a zero spike, a bulk, an outlier at the end.
     let mut relu: Vec<u64> = (0..1024)
         .map(|k| (20_000.0 * (-(k as f64) / 60.0).exp()) as u64)
