@@ -246,6 +246,9 @@ pub struct PackedHistogram {
     pub lo: f64,
     pub hi: f64,
     bins: usize,
+    /// A byte string in a saved analysis (serde's default is a list of numbers, slower to
+    /// read and larger).
+    #[serde(with = "serde_bytes")]
     bytes: Box<[u8]>,
 }
 
