@@ -6,8 +6,12 @@ use npyz::WriterBuilder;
 
 use super::*;
 use crate::analysis::analyze;
-use crate::report;
 use crate::source::Location;
+
+/// The analysis as `--format json` prints it (the report module sits above this one).
+fn json(a: &Analysis) -> String {
+    serde_json::to_string_pretty(a).unwrap()
+}
 
 fn write_npy(dir: &Path, name: &str, shape: &[u64], values: &[f32]) -> PathBuf {
     let path = dir.join(format!("{name}.npy"));
@@ -87,8 +91,8 @@ fn a_saved_analysis_reads_back_bit_for_bit() {
         assert_eq!(m.range[1].to_bits(), (-*v).to_bits());
     }
     assert_eq!(
-        report::json(&back.analysis),
-        report::json(&s.analysis),
+        json(&back.analysis),
+        json(&s.analysis),
         "the JSON of the read-back analysis differs"
     );
     let (p, q) = (
@@ -500,11 +504,7 @@ fn merged_parts_equal_one_run_and_bad_sets_are_refused() {
     let whole = parts_of(dir.path(), 1, &opts).remove(0).1;
     for n in [2, 3, 5, 7] {
         let merged = merge(parts_of(dir.path(), n, &opts)).unwrap();
-        assert_eq!(
-            report::json(&merged.analysis),
-            report::json(&whole.analysis),
-            "N = {n}"
-        );
+        assert_eq!(json(&merged.analysis), json(&whole.analysis), "N = {n}");
         assert_eq!(merged.shard, whole.shard);
     }
     let err = |parts: Vec<(String, Saved)>| merge(parts).err().unwrap();
