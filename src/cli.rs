@@ -221,7 +221,8 @@ impl CompareArgs {
 /// The bare command: the terminal UI (or the text report when stdout is not a terminal).
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// .npy files, .npz archives or folders of them (default: the bundled samples).
+    /// .npy files, .npz archives or folders of them (default: the bundled samples), or one
+    /// saved analysis (see --save of report).
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
@@ -229,7 +230,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// .npy files, .npz archives or folders of them (default: the bundled samples).
+    /// .npy files, .npz archives or folders of them (default: the bundled samples), or one
+    /// saved analysis (see --save of report).
     pub paths: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]

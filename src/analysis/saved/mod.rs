@@ -52,8 +52,8 @@ pub const MAGIC: &[u8; 12] = b"\x89calibscope\n";
 /// older calibscope misread a newer file (a field removed or changing meaning); a field
 /// added with its derive needs no bump, since a missing one reads back as its default.
 pub const FORMAT_VERSION: u32 = 1;
-/// Magic, version and body length.
-pub const HEADER_LEN: usize = 24;
+/// Magic, version (4 bytes) and body length (8 bytes).
+pub const HEADER_LEN: usize = MAGIC.len() + 4 + 8;
 /// The file name ending that marks a saved analysis even when its header is broken.
 pub const EXTENSION: &str = "calibscope";
 
@@ -340,7 +340,8 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
             bytes.len()
         ));
     };
-    let version = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    let (version, len) = header[MAGIC.len()..].split_at(4);
+    let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
     if version != FORMAT_VERSION {
         let who = if version > FORMAT_VERSION {
             "a newer"
@@ -353,9 +354,9 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
              again"
         ));
     }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&header[16..24]);
-    let claimed = u64::from_le_bytes(len);
+    let mut claimed = [0u8; 8];
+    claimed.copy_from_slice(len);
+    let claimed = u64::from_le_bytes(claimed);
     let body = &bytes[HEADER_LEN..];
     let have = body.len() as u64;
     if have < claimed {
