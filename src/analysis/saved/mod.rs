@@ -11,8 +11,9 @@
 //! | 24.. | the body: a [`Saved`] in CBOR (RFC 8949) |
 //!
 //! Why CBOR (the `ciborium` crate): it is self-describing, so the result types' own serde
-//! derives are the format (a field a later version adds needs only its derive, a field the
-//! JSON skips when empty still reads back) and any CBOR tool can inspect a file; it writes
+//! derives are the format (a field a later version adds needs only its derives, see
+//! [`FORMAT_VERSION`]; a field the JSON skips when empty still reads back) and any CBOR tool
+//! can inspect a file (after the header); it writes
 //! each float in the shortest width that keeps every bit (NaN payloads and −0 included), and
 //! integers in 1–9 bytes. Formats that lay structs out by position (postcard, bincode) cannot
 //! read back a field skipped when empty, which the JSON shape needs. The histograms, the bulk
@@ -48,9 +49,11 @@ pub use shard::{Shard, merge};
 
 /// The first bytes of every saved analysis.
 pub const MAGIC: &[u8; 12] = b"\x89calibscope\n";
-/// The version of the body's shape. Bump it when a change to the result types would make an
-/// older calibscope misread a newer file (a field removed or changing meaning); a field
-/// added with its derive needs no bump, since a missing one reads back as its default.
+/// The version of the body's shape. A field added to the result types with its derives reads
+/// back from older files when it is an `Option` (missing reads as `None`) or carries
+/// `#[serde(default)]`; an older calibscope skips fields it does not know. Any other change (a
+/// required field added, a field removed, renamed or changing meaning) bumps this, and files
+/// of the other version get a clear error instead of a misreading.
 pub const FORMAT_VERSION: u32 = 1;
 /// Magic, version (4 bytes) and body length (8 bytes).
 pub const HEADER_LEN: usize = MAGIC.len() + 4 + 8;
