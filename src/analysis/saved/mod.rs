@@ -23,7 +23,7 @@
 //! against the file's), and nothing is allocated from a length the file claims: ciborium reads
 //! strings and byte strings in 4 KiB pieces, serde preallocates at most 1 MiB for a sequence
 //! whatever its claimed length, and nesting is limited to 256 levels. What decodes is then
-//! checked for what the code after it relies on ([`check`]). Every failure is one line
+//! checked for what the code after it relies on (the `check` module). Every failure is one line
 //! naming the file.
 
 mod check;
