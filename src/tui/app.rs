@@ -20,6 +20,7 @@ use crate::source::{LayerSpec, LoadError};
 use super::event::Event;
 use super::keys::{self, Action};
 use super::layout::{self, Focus, View};
+use super::names::NameTable;
 
 mod channel_view;
 mod compare_view;
@@ -194,6 +195,8 @@ pub struct App {
     pub running: bool,
     /// Set in the compare view (`calibscope compare`).
     pub compare: Option<CompareState>,
+    /// The names of `slots` (or of the compare view's pairs) as the lists show them.
+    pub names: NameTable,
 }
 
 impl App {
@@ -216,6 +219,8 @@ impl App {
             profile: None,
         }));
         let selected = if slots.is_empty() { None } else { Some(0) };
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        let names = NameTable::new(&names);
         App {
             slots,
             opts,
@@ -239,6 +244,7 @@ impl App {
             size: Rect::new(0, 0, 80, 24),
             running: true,
             compare: None,
+            names,
         }
     }
 

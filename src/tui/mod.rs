@@ -13,6 +13,7 @@ pub mod event;
 pub mod jobs;
 pub mod keys;
 pub mod layout;
+pub mod names;
 pub mod views;
 pub mod widgets;
 

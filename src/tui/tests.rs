@@ -45,6 +45,7 @@ fn sample_app() -> App {
 fn clone_app(a: &App) -> App {
     let mut b = App::new(Vec::new(), Vec::new(), a.opts.clone());
     b.slots = a.slots.clone();
+    b.names = a.names.clone();
     b.selected = a.selected;
     b.generation = a.generation;
     b.progress = a.progress;
@@ -399,12 +400,21 @@ fn row_text(t: &Terminal<TestBackend>, y: u16, x0: u16, x1: u16) -> String {
     (x0..x1).map(|x| buf[(x, y)].symbol()).collect()
 }
 
-/// A layer name's start and end show in `text` (the middle may be cut with `…`).
+/// `text` shows the layer name as the lists shorten it: a word of it whose pieces between
+/// `…` are parts of `name`, in order, with at least 4 chars of it.
 fn shows_name(text: &str, name: &str) -> bool {
-    let chars: Vec<char> = name.chars().collect();
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 3..].iter().collect();
-    text.contains(&head) && text.contains(&tail)
+    text.split_whitespace().any(|word| {
+        let mut rest = name;
+        let mut shown = 0;
+        for piece in word.split('…').filter(|p| !p.is_empty()) {
+            match rest.find(piece) {
+                Some(at) => rest = &rest[at + piece.len()..],
+                None => return false,
+            }
+            shown += piece.chars().count();
+        }
+        shown >= 4
+    })
 }
 
 fn click(app: &mut App, column: u16, row: u16) {
@@ -734,3 +744,4 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 }
 
 mod compare;
+mod names;

@@ -10,7 +10,7 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
-use super::{fit, fit_middle, method_color, method_tag, panel, short_label, sqnr_color};
+use super::{fit, list_title, method_color, method_tag, panel, short_label, sqnr_color};
 use crate::analysis::cast::F16_MAX;
 use crate::report::fmt::{count_short, db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
@@ -31,13 +31,13 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
 
 fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
     let vis = app.visible();
-    let title = Line::from(vec![
-        Span::raw(format!(" layers {}", vis.len())),
-        Span::styled(
-            format!(" · by {} ", app.sort.name()),
-            Style::new().fg(Color::DarkGray),
-        ),
-    ]);
+    let title = list_title(
+        "layers",
+        vis.len(),
+        &app.names.prefix,
+        &format!("by {}", app.sort.name()),
+        a.layers.width.saturating_sub(1),
+    );
     let block = panel(
         title,
         app.focus == Focus::Layers,
@@ -70,7 +70,14 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
     for (row, &i) in vis.iter().enumerate().skip(first).take(h) {
         let slot = &app.slots[i];
         let y = rows.y + (row - first) as u16;
-        let line = layer_row(slot, w, show_shape, floor, app.progress.running);
+        let line = layer_row(
+            slot,
+            |name_w| app.names.short(i, name_w),
+            w,
+            show_shape,
+            floor,
+            app.progress.running,
+        );
         let selected = app.selected == Some(i);
         let mut p = Paragraph::new(line);
         if selected {
@@ -84,7 +91,15 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
     }
 }
 
-fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool) -> Line<'static> {
+/// `name(w)`: the row's name in `w` columns.
+fn layer_row(
+    slot: &Slot,
+    name: impl FnOnce(usize) -> String,
+    w: usize,
+    show_shape: bool,
+    floor: f64,
+    running: bool,
+) -> Line<'static> {
     // Mark (3) + name + [shape] + badge (5).
     let (mark, mark_style) = match &slot.result {
         None if running => ("…".to_string(), Style::new().fg(Color::DarkGray)),
@@ -123,7 +138,7 @@ fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool)
     };
     let shape_w = if show_shape { 12 } else { 0 };
     let name_w = w.saturating_sub(3 + 5 + 2 + shape_w);
-    let name = fit_middle(&slot.name, name_w);
+    let name = name(name_w);
     let mut spans = vec![
         Span::styled(format!("{mark:<3}"), mark_style),
         Span::raw(format!("{name:<name_w$} ")),
@@ -176,7 +191,10 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     let layer = slot.result.as_ref();
     // The title shares its line with the scale/view mode drawn at the right end.
     let room = usize::from(area.width).saturating_sub(18);
-    let name = fit_middle(&slot.name, room.saturating_sub(2));
+    let name = match app.selected {
+        Some(i) => app.names.full(i, room.saturating_sub(2)),
+        None => String::new(),
+    };
     let mut used = name.chars().count() + 2;
     let mut title = vec![Span::styled(
         format!(" {name} "),
