@@ -579,7 +579,7 @@ mod tests {
         let i = 17 * 4 + 3;
         assert_eq!(t.full(i, 40), "model.layers.17.mlp.down_proj.input");
         assert_eq!(t.full(i, 30), "mo…yers.17.mlp.down_proj.input");
-        assert_eq!(t.full(i, 20), "…17.mlp.down_proj…");
+        assert_eq!(t.full(i, 20), "…17.mlp.down…input");
         assert_eq!(NameTable::new(&["ab"]).full(0, 1), "…");
     }
 
