@@ -662,6 +662,50 @@ fn snapshot_help() {
     snap("help", &mut app, 160, 48);
 }
 
+/// The whole screen as text, row by row.
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| row_text(t, y, 0, buf.area.width))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_help_badges_follow_the_sqnr_floor() {
+    let mut app = sample_app();
+    app.help = true;
+    let text = screen_text(&render(&mut app, 160, 48));
+    assert!(text.contains(" <20   <30   ≥30 "), "{text}");
+    app.opts.thresholds.sqnr_floor_db = 17.5;
+    let text = screen_text(&render(&mut app, 160, 48));
+    assert!(text.contains(" <17.5   <27.5   ≥27.5 "), "{text}");
+}
+
+#[test]
+fn the_overview_has_a_column_for_every_layers_methods() {
+    let mut app = sample_app();
+    // The second layer was run with 99.5 in place of 99.9 (a re-run under way looks so).
+    let l = app.slots[1].result.as_mut().unwrap();
+    let p = l
+        .methods
+        .iter_mut()
+        .find(|m| m.percentile == Some(99.9))
+        .unwrap();
+    p.percentile = Some(99.5);
+    app.view = View::Overview;
+    let t = render(&mut app, 160, 48);
+    let head = row_text(&t, layout::overview_areas(app.size).table.y, 0, 160);
+    let cols: Vec<&str> = head.split_whitespace().collect();
+    let at = |c: &str| cols.iter().position(|x| *x == c);
+    let found: Vec<Option<usize>> = ["mse", "p99.5", "p99.9", "p99.99", "p99.999"]
+        .iter()
+        .map(|c| at(c))
+        .collect();
+    assert!(found.iter().all(Option::is_some), "{head}");
+    assert!(found.windows(2).all(|w| w[0] < w[1]), "{head}");
+}
+
 #[test]
 fn snapshot_too_small() {
     let mut app = sample_app();
