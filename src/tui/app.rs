@@ -17,6 +17,7 @@ use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
+use super::details;
 use super::event::Event;
 use super::keys::{self, Action};
 use super::layout::{self, Focus, View};
@@ -676,8 +677,12 @@ impl App {
                 }
             }
             Focus::Details => {
-                let n = self.selected_layer().map_or(0, layout::details_len);
-                self.details_scroll = offset(self.details_scroll, delta, n);
+                // The rows as drawn at this size: the last offset shows the last row.
+                let text = layout::main_areas(self.size).details_text;
+                let last = self
+                    .selected_layer()
+                    .map_or(0, |l| details::details(l, text).max_scroll());
+                self.details_scroll = offset(self.details_scroll.min(last), delta, last + 1);
             }
         }
     }

@@ -9,6 +9,7 @@
 //! [`run`] owns the terminal and carries out the commands the app returns.
 
 pub mod app;
+pub mod details;
 pub mod event;
 pub mod jobs;
 pub mod keys;

@@ -706,6 +706,68 @@ fn the_overview_has_a_column_for_every_layers_methods() {
     assert!(found.windows(2).all(|w| w[0] < w[1]), "{head}");
 }
 
+/// Collapsed whitespace, so wrapped text compares with the original.
+fn words_of(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn every_warning_can_be_read_at_80x24() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "03_attn_scores");
+    let layer = app.selected_layer().unwrap().clone();
+    assert!(layer.warnings.len() >= 5);
+    app.focus = Focus::Details;
+    let (w, h) = (80, 24);
+    let area = layout::main_areas(Rect::new(0, 0, w, h)).details_text;
+    let rows = |app: &mut App| -> Vec<String> {
+        let t = render(app, w, h);
+        (area.y..area.bottom())
+            .map(|y| row_text(&t, y, area.x, area.right()))
+            .collect()
+    };
+    // The text seen while scrolling down one row at a time.
+    let mut seen = rows(&mut app);
+    let mut last = app.details_scroll;
+    loop {
+        app.handle_key(ch('j'));
+        if app.details_scroll == last {
+            break;
+        }
+        assert_eq!(app.details_scroll, last + 1);
+        last = app.details_scroll;
+        seen.push(rows(&mut app).last().unwrap().clone());
+    }
+    let text = words_of(&seen.join(" "));
+    for warn in &layer.warnings {
+        let want = words_of(&format!(
+            "⚠ {} ({}) {}",
+            warn.kind.name(),
+            crate::report::fmt::num_short(warn.value),
+            warn.message
+        ));
+        assert!(text.contains(&want), "not readable: {want}\nin {text}");
+    }
+    assert!(
+        text.contains("kurt"),
+        "the statistics line is the last: {text}"
+    );
+    // The end is the end: G stays there and one ↑ moves at once.
+    app.handle_key(ch('G'));
+    assert_eq!(app.details_scroll, last);
+    app.handle_key(ch('k'));
+    assert_eq!(app.details_scroll, last - 1);
+    // The wheel over the panel scrolls it too.
+    app.handle_key(ch('g'));
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        column: area.x + 2,
+        row: area.y + 1,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(app.details_scroll, 1);
+}
+
 #[test]
 fn snapshot_too_small() {
     let mut app = sample_app();
