@@ -216,7 +216,7 @@ impl NameTable {
 
     /// `text` (a name or a part of one) in at most `w` chars: whole if it fits; else its words
     /// found in the most names go first (earlier first among equals: a name's end tends to say
-    /// what it is), each run of elided text becoming one `…`, the last word cut keeping its head
+    /// what it is; among words in every name, later first), each run of elided text becoming one `…`, the last word cut keeping its head
     /// if there is room; numbers stay (unless fused to a word). Only if the numbers and
     /// separators alone are too long is it cut in the middle.
     pub fn fit(&self, text: &str, w: usize) -> String {
@@ -232,7 +232,12 @@ impl NameTable {
         let n = self.rests.len().max(1);
         // Fewest names holding it = most informative; sorted least informative first.
         let count = |i: usize| self.freq.get(toks[i].text).copied().unwrap_or(1).min(n);
-        order.sort_by(|&a, &b| count(b).cmp(&count(a)).then(a.cmp(&b)));
+        // Among words every name has, the later first: they tell nothing wherever they are,
+        // and cutting from the end keeps the rest in one piece.
+        order.sort_by(|&a, &b| {
+            let pos = if count(a) == n { b.cmp(&a) } else { a.cmp(&b) };
+            count(b).cmp(&count(a)).then(pos)
+        });
         let full = keep.clone();
         for (done, &i) in order.iter().enumerate() {
             keep[i] = 0;
@@ -579,7 +584,7 @@ mod tests {
         let i = 17 * 4 + 3;
         assert_eq!(t.full(i, 40), "model.layers.17.mlp.down_proj.input");
         assert_eq!(t.full(i, 30), "mo…yers.17.mlp.down_proj.input");
-        assert_eq!(t.full(i, 20), "…17.mlp.down…input");
+        assert_eq!(t.full(i, 20), "…17.mlp.down_proj…");
         assert_eq!(NameTable::new(&["ab"]).full(0, 1), "…");
     }
 

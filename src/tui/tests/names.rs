@@ -3,6 +3,7 @@
 //! apart from the others and show its layer number.
 
 use super::*;
+use crate::tui::names::TreeRow;
 
 /// `model.layers.{0..23}.{self_attn.q_proj, self_attn.o_proj, mlp.up_proj, mlp.down_proj}.input`.
 pub(super) fn hf_names() -> Vec<String> {
@@ -181,4 +182,82 @@ fn minilm_names_are_told_apart() {
     app.overview_scroll = 0;
     snap("names_minilm_overview", &mut app, 80, 24);
     snap("names_minilm_overview", &mut app, 160, 48);
+}
+
+#[test]
+fn the_tree_groups_layers_and_folds() {
+    let mut app = named_app(&hf_names());
+    app.size = Rect::new(0, 0, 80, 24);
+    app.handle_key(ch('t'));
+    assert!(app.tree);
+    // 24 layer groups, each with `self_attn` (2 layers) and `mlp` (2 layers): 7 rows.
+    let rows = app.list_rows();
+    assert_eq!(rows.len(), 24 * 7);
+    assert!(matches!(&rows[0], TreeRow::Group { label, members, .. }
+        if label == "0" && members == &[0, 1, 2, 3]));
+    assert!(matches!(&rows[1], TreeRow::Group { key, label, .. }
+        if key == "0.self_attn" && label == "self_attn"));
+    assert!(
+        matches!(&rows[2], TreeRow::Layer { slot: 0, label, depth: 2 } if label == "q_proj.input")
+    );
+    assert_eq!(app.list_cursor(&rows), 2);
+    // ← on a layer goes to its group, ← again folds it, Enter unfolds it.
+    app.handle_key(key(KeyCode::Left));
+    assert_eq!(app.group_cursor.as_deref(), Some("0.self_attn"));
+    app.handle_key(key(KeyCode::Left));
+    assert_eq!(app.list_rows().len(), 24 * 7 - 2);
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.list_rows().len(), 24 * 7);
+    // Moving onto a group keeps the selected layer (the right side still shows it).
+    app.handle_key(ch('k'));
+    assert_eq!(app.group_cursor.as_deref(), Some("0"));
+    assert_eq!(app.selected, Some(0));
+    app.handle_key(key(KeyCode::Left));
+    assert_eq!(app.list_rows().len(), 24 * 7 - 6);
+    app.handle_key(key(KeyCode::Right));
+    assert_eq!(app.list_rows().len(), 24 * 7);
+    // Fold every layer group: one row per layer number, each shown.
+    for l in 0..24 {
+        app.folded.insert(l.to_string());
+    }
+    let rows = app.list_rows();
+    assert_eq!(rows.len(), 24);
+    let t = render(&mut app, 80, 24);
+    let area = layout::main_areas(app.size).layers_rows;
+    for (k, y) in (area.y..area.bottom()).enumerate() {
+        let text = row_text(&t, y, area.x, area.right());
+        assert!(text.contains(&format!("▸{k} (4)")), "{text:?}");
+    }
+    // A click on the group under the cursor unfolds it; on another row it moves there.
+    app.group_cursor = Some("0".into());
+    click(&mut app, area.x + 4, area.y);
+    assert_eq!(app.list_rows().len(), 24 + 6);
+    click(&mut app, area.x + 4, area.y + 2);
+    assert_eq!(app.group_cursor, None);
+    assert_eq!(app.selected, Some(0));
+    // The selected layer in a folded group: the cursor is on that group.
+    app.folded.insert("0".into());
+    app.group_cursor = None;
+    let rows = app.list_rows();
+    assert_eq!(app.list_cursor(&rows), 0);
+    // `t` again: the flat list.
+    app.handle_key(ch('t'));
+    assert_eq!(app.list_rows().len(), 96);
+}
+
+#[test]
+fn snapshot_tree() {
+    let mut app = named_app(&hf_names());
+    app.handle_key(ch('t'));
+    for l in 1..24 {
+        if l != 17 {
+            app.folded.insert(l.to_string());
+        }
+    }
+    app.selected = Some(17 * 4 + 3);
+    snap("names_hf_tree", &mut app, 80, 24);
+    snap("names_hf_tree", &mut app, 160, 48);
+    let mut app = named_app(&minilm_names());
+    app.handle_key(ch('t'));
+    snap("names_minilm_tree", &mut app, 80, 24);
 }

@@ -16,6 +16,7 @@ use crate::report::fmt::{db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
 use crate::tui::details;
 use crate::tui::layout::{self, Focus, MainAreas};
+use crate::tui::names::TreeRow;
 use crate::tui::widgets::histogram::{HistogramPlot, Marker, column_of};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
@@ -63,25 +64,43 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
         );
         return;
     }
+    let list = app.list_rows();
+    let cursor = app.list_cursor(&list);
     let h = usize::from(rows.height);
-    let first = layout::scroll_start(app.layer_cursor(&vis), h, vis.len());
+    let first = layout::scroll_start(cursor, h, list.len());
     let w = usize::from(rows.width);
     let show_shape = w >= 44;
     let floor = app.opts.thresholds.sqnr_floor_db;
-    for (row, &i) in vis.iter().enumerate().skip(first).take(h) {
-        let slot = &app.slots[i];
+    for (row, r) in list.iter().enumerate().skip(first).take(h) {
         let y = rows.y + (row - first) as u16;
-        let line = layer_row(
-            slot,
-            |name_w| app.names.short(i, name_w),
-            w,
-            show_shape,
-            floor,
-            app.progress.running,
-        );
-        let selected = app.selected == Some(i);
+        // One column of indent per tree level.
+        let indent = " ".repeat(r.depth());
+        let line = match r {
+            TreeRow::Layer { slot, label, .. } => layer_row(
+                &app.slots[*slot],
+                |name_w| {
+                    let room = name_w.saturating_sub(indent.len());
+                    let name = if app.tree {
+                        app.names.fit(label, room)
+                    } else {
+                        app.names.short(*slot, room)
+                    };
+                    format!("{indent}{name}")
+                },
+                w,
+                show_shape,
+                floor,
+                app.progress.running,
+            ),
+            TreeRow::Group {
+                label,
+                members,
+                open,
+                ..
+            } => group_row(app, label, members, *open, &indent, w, floor),
+        };
         let mut p = Paragraph::new(line);
-        if selected {
+        if row == cursor {
             p = p.style(if app.focus == Focus::Layers {
                 Style::new().bg(Color::Blue).fg(Color::White).bold()
             } else {
@@ -90,6 +109,56 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
         }
         frame.render_widget(p, Rect::new(rows.x, y, rows.width, 1));
     }
+}
+
+/// A group of the tree: its warnings, fold arrow, path part, layer count and its worst layer's
+/// badge (errors first, as the sensitivity sort has them).
+fn group_row(
+    app: &App,
+    label: &str,
+    members: &[usize],
+    open: bool,
+    indent: &str,
+    w: usize,
+    floor: f64,
+) -> Line<'static> {
+    let slots = members.iter().filter_map(|&i| app.slots.get(i));
+    let warnings: usize = slots.clone().map(Slot::warnings).sum();
+    let errored = slots.clone().any(Slot::errored);
+    let worst = slots
+        .filter_map(Slot::sensitivity)
+        .filter(|v| !v.is_nan())
+        .reduce(f64::min);
+    let (mark, mark_style) = if warnings > 0 {
+        (
+            format!("⚠{}", warnings.min(9)),
+            Style::new().fg(Color::Yellow).bold(),
+        )
+    } else {
+        (String::new(), Style::new())
+    };
+    let (badge, badge_style) = match (errored, worst) {
+        (true, _) => ("error".to_string(), Style::new().fg(Color::Red)),
+        (false, Some(v)) => (
+            format!("{:>5}", db_short(v)),
+            Style::new().fg(Color::Black).bg(sqnr_color(v, floor)),
+        ),
+        (false, None) => ("  ·  ".to_string(), Style::new().fg(Color::DarkGray)),
+    };
+    let arrow = if open { '▾' } else { '▸' };
+    let count = format!(" ({})", members.len());
+    // The badge in the layer rows' column: mark (3) + name + space + badge (5), one spare.
+    let name_w = w.saturating_sub(3 + 5 + 2);
+    let room = name_w.saturating_sub(indent.len() + 1 + count.len());
+    let text = format!("{indent}{arrow}{}", app.names.fit(label, room));
+    let pad = name_w.saturating_sub(text.chars().count() + count.len());
+    Line::from(vec![
+        Span::styled(format!("{mark:<3}"), mark_style),
+        Span::styled(text, Style::new().bold()),
+        Span::styled(count, Style::new().fg(Color::DarkGray)),
+        Span::raw(" ".repeat(pad + 1)),
+        Span::styled(badge, badge_style),
+    ])
 }
 
 /// `name(w)`: the row's name in `w` columns.
