@@ -249,3 +249,36 @@ fn warning_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_splits_long_words() {
+        let bold = Style::new().bold();
+        let line = Line::from(vec![
+            Span::styled("⚠ kind ", bold),
+            Span::raw("aaa bbb ccc"),
+        ]);
+        let rows = wrap(vec![line, Line::default()], 7);
+        assert_eq!(texts(&rows), ["⚠ kind", "aaa bbb", "ccc", ""]);
+        // Styles stay with their chars.
+        assert_eq!(rows[0].spans[0].style, bold);
+        assert_eq!(rows[1].spans[0].style, Style::new());
+        assert_eq!(
+            texts(&wrap(vec![Line::from("abcdefghij")], 4)),
+            ["abcd", "efgh", "ij"]
+        );
+        assert!(wrap(vec![Line::from("x")], 0).is_empty());
+        // Every row fits.
+        let long = Line::from("the quick brown fox jumps over the lazy dog ".repeat(5));
+        for w in 1..30 {
+            assert!(wrap(vec![long.clone()], w).iter().all(|r| r.width() <= w));
+        }
+    }
+}
