@@ -376,18 +376,15 @@ fn is_module_sep(c: char) -> bool {
 struct Node {
     /// (part, node): the part as written, with the separator before it (none for the first).
     children: Vec<(String, Node)>,
-    /// The layer ending here (a name that is also a prefix of others: `a` beside `a.b`).
-    slot: Option<usize>,
+    /// The layers ending here (a name that is also a prefix of others: `a` beside `a.b`; a
+    /// name given twice).
+    slots: Vec<usize>,
 }
 
 impl Node {
     fn insert(&mut self, parts: &[&str], slot: usize) {
         match parts.split_first() {
-            None => {
-                if self.slot.is_none() {
-                    self.slot = Some(slot);
-                }
-            }
+            None => self.slots.push(slot),
             Some((p, rest)) => {
                 let i = match self.children.iter().position(|(q, _)| q == p) {
                     Some(i) => i,
@@ -402,9 +399,7 @@ impl Node {
     }
 
     fn members(&self, out: &mut Vec<usize>) {
-        if let Some(s) = self.slot {
-            out.push(s);
-        }
+        out.extend(&self.slots);
         for (_, c) in &self.children {
             c.members(out);
         }
@@ -436,7 +431,16 @@ pub fn tree_rows(items: &[(usize, &str)], folded: &HashSet<String>) -> Vec<TreeR
     for &(slot, name) in items {
         root.insert(&module_parts(name), slot);
     }
-    let mut out = Vec::new();
+    // Empty names have no path part.
+    let mut out: Vec<TreeRow> = root
+        .slots
+        .iter()
+        .map(|&slot| TreeRow::Layer {
+            slot,
+            label: String::new(),
+            depth: 0,
+        })
+        .collect();
     for (part, node) in &root.children {
         emit(part, node, "", 0, folded, &mut out);
     }
@@ -454,7 +458,7 @@ fn emit(
     // Merge the chain of single children below this part into one label.
     let mut label = part.to_string();
     let mut node = node;
-    while node.slot.is_none() && node.children.len() == 1 {
+    while node.slots.is_empty() && node.children.len() == 1 {
         let (p, c) = &node.children[0];
         label.push_str(p);
         node = c;
@@ -465,13 +469,11 @@ fn emit(
         .unwrap_or(&label)
         .to_string();
     if node.children.is_empty() {
-        if let Some(slot) = node.slot {
-            out.push(TreeRow::Layer {
-                slot,
-                label: shown,
-                depth,
-            });
-        }
+        out.extend(node.slots.iter().map(|&slot| TreeRow::Layer {
+            slot,
+            label: shown.clone(),
+            depth,
+        }));
         return;
     }
     let mut members = Vec::new();
@@ -487,14 +489,12 @@ fn emit(
     if !open {
         return;
     }
-    if let Some(slot) = node.slot {
-        // The group's own layer (a name that other names extend) first.
-        out.push(TreeRow::Layer {
-            slot,
-            label: shown_last(&key),
-            depth: depth + 1,
-        });
-    }
+    // The group's own layers (a name that other names extend) first.
+    out.extend(node.slots.iter().map(|&slot| TreeRow::Layer {
+        slot,
+        label: shown_last(&key),
+        depth: depth + 1,
+    }));
     // Children are in the order of their first layer (insertion order).
     for (p, c) in &node.children {
         emit(p, c, &key, depth + 1, folded, out);
@@ -701,5 +701,36 @@ mod tests {
         assert_eq!(slots, [None, Some(0), Some(1), Some(2)]);
         assert_eq!(rows[0].key(), Some("a"));
         assert!(matches!(&rows[3], TreeRow::Layer { label, .. } if label == "c"));
+        // A name given twice is two rows; an empty name is one too.
+        let items = [(0, "a.b"), (1, "a.b"), (2, ""), (3, "a.c")];
+        let rows = tree_rows(&items, &HashSet::new());
+        let slots: Vec<Option<usize>> = rows.iter().map(TreeRow::slot).collect();
+        assert_eq!(slots, [Some(2), None, Some(0), Some(1), Some(3)]);
+    }
+
+    proptest::proptest! {
+        /// Any names, any width: the shown name fits, keeps each digit run when the width
+        /// allows all of them, and never panics.
+        #[test]
+        fn fitted_names_fit(
+            names in proptest::collection::vec("[a-c0-9._/é-]{0,24}", 1..8),
+            w in 0usize..30,
+        ) {
+            let t = NameTable::new(&names);
+            for (i, n) in names.iter().enumerate() {
+                let s = t.short(i, w);
+                proptest::prop_assert!(s.chars().count() <= w, "{:?} at {} gave {:?}", n, w, s);
+                let f = t.full(i, w);
+                proptest::prop_assert!(f.chars().count() <= w, "{:?} at {} gave {:?}", n, w, f);
+                proptest::prop_assert!(t.prefix.is_empty() || n.starts_with(&t.prefix));
+            }
+            let items: Vec<(usize, &str)> = names.iter().enumerate().map(|(i, n)| (i, n.as_str())).collect();
+            let rows = tree_rows(&items, &HashSet::new());
+            // Every layer has exactly one row when nothing is folded.
+            let mut slots: Vec<usize> = rows.iter().filter_map(TreeRow::slot).collect();
+            slots.sort_unstable();
+            let want: Vec<usize> = (0..names.len()).collect();
+            proptest::prop_assert_eq!(slots, want);
+        }
     }
 }
