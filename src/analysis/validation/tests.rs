@@ -1,0 +1,1 @@
+//! Tests of held-out validation and convergence.
