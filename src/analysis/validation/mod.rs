@@ -30,6 +30,8 @@ pub use folds::Cells;
 
 /// Held-out SQNRs within this many dB of the best tie (the range variation decides).
 pub const TIE_DB: f64 = 0.1;
+/// Range variations within this share of the widest range end tie (the simpler method decides).
+pub const VARIATION_TIE: f64 = 1e-3;
 /// A method whose held-out SQNR is this many dB below its in-sample SQNR overfits its range.
 pub const OVERFIT_DB: f64 = 1.0;
 
@@ -315,9 +317,16 @@ pub fn choose(methods: &[HeldOutMethod]) -> Option<(usize, Rule)> {
         .iter()
         .map(|&i| methods[i].range_variation())
         .fold(f64::INFINITY, f64::min);
+    // Variations closer than this share of the widest range are equal: percentile ranges are
+    // read off fine histogram bins, so a percentile that keeps every value and min-max differ
+    // by a bin's width, which must not decide.
+    let reach = tied
+        .iter()
+        .flat_map(|&i| methods[i].ranges_by_fold.iter().flatten())
+        .fold(0.0f64, |a, &v| a.max(v.abs()));
     let steady: Vec<usize> = tied
         .into_iter()
-        .filter(|&i| methods[i].range_variation() <= least)
+        .filter(|&i| methods[i].range_variation() <= least + VARIATION_TIE * reach)
         .collect();
     if let [only] = steady[..] {
         return Some((only, Rule::LeastRangeVariation));
