@@ -137,3 +137,107 @@ fn heldout_and_convergence_match_numpy() {
         }
     }
 }
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calibscope"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The drifting dump through every report format: held-out columns beside the in-sample ones,
+/// the verdict, the warning, and the JSON keys of README "Held-out validation".
+#[test]
+fn reports_show_heldout_figures_and_the_verdict() {
+    let drift = fixture("drift.npy");
+    let drift = drift.to_str().unwrap();
+    let (code, text, _) = run(&["report", drift, "--validate", "-q"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("held-out h-o clip%"), "{text}");
+    assert!(
+        text.contains(
+            "  convergence: growing: minmax calibrated on the first 8 of 16 batches loses 3.2 dB"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("! calibration_unstable: minmax from the first 8 of 16 batches loses 3.2 dB"),
+        "{text}"
+    );
+    assert!(text.contains("95% CI: percentile 99.9 |x| in ["), "{text}");
+    let (_, md, _) = run(&["report", drift, "--validate", "-q", "--format", "markdown"]);
+    assert!(
+        md.contains("| held-out SQNR dB | held-out clipped % |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- convergence: **growing**: minmax calibrated"),
+        "{md}"
+    );
+    let (_, csv, _) = run(&["report", drift, "--validate", "-q", "--format", "csv"]);
+    let (_, plain_csv, _) = run(&["report", drift, "-q", "--format", "csv"]);
+    assert_eq!(csv.lines().next(), plain_csv.lines().next());
+    assert_eq!(csv.lines().filter(|l| l.contains(",heldout:")).count(), 7);
+    assert!(csv.contains(",heldout:minmax,,symmetric,8,,,,,,"), "{csv}");
+    let (_, json, _) = run(&["report", drift, "--validate", "-q", "--format", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["settings"]["validate"], true);
+    assert_eq!(v["settings"]["folds"], 2);
+    let l = &v["layers"][0];
+    assert_eq!(l["recommended_by"], "heldout");
+    assert_eq!(l["validation"]["recommended"], l["recommended"]);
+    let keys = |o: &Value| -> Vec<String> { o.as_object().unwrap().keys().cloned().collect() };
+    let mut k = keys(&l["validation"]);
+    k.sort();
+    assert_eq!(k, ["batches", "folds", "methods", "recommended", "rule"]);
+    let m = &l["validation"]["methods"][0];
+    let mut k = keys(m);
+    k.sort();
+    assert_eq!(k, ["heldout", "method", "ranges_by_fold"]);
+    let mut k = keys(&m["heldout"]);
+    k.sort();
+    assert_eq!(k, ["clipped_fraction", "sqnr_db"]);
+    assert_eq!(
+        l["convergence"]["batch_counts"],
+        serde_json::json!([1, 2, 4, 8, 16])
+    );
+    assert_eq!(l["convergence"]["verdict"], "growing");
+    let mut k = keys(&l["convergence"]["methods"][4]);
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "half_range_sqnr_loss_db",
+            "interval_95",
+            "method",
+            "percentile",
+            "ranges"
+        ]
+    );
+    // Without --validate: both null, the in-sample rule.
+    let (_, json, _) = run(&["report", drift, "-q", "--format", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let l = &v["layers"][0];
+    assert!(l["validation"].is_null() && l["convergence"].is_null());
+    assert_eq!(l["recommended_by"], "in_sample");
+}
+
+#[test]
+fn folds_are_checked_before_any_file_is_read() {
+    let (code, _, err) = run(&["report", "no-such-file.npy", "--validate", "--folds", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("1 folds is outside 2..=64"), "{err}");
+    let drift = fixture("drift.npy");
+    let drift = drift.to_str().unwrap();
+    let (code, _, err) = run(&["compare", drift, drift, "--validate"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--validate is an analysis option; compare does not use it"),
+        "{err}"
+    );
+}

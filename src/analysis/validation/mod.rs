@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::calib::{self, Chosen, MethodKind, QParams, Scheme};
 
-use super::metrics::{ErrorAccum, Prepared};
+use super::metrics::{ErrorAccum, Metrics, Prepared};
 use super::model::{LayerAnalysis, RecommendedBy, ser_num};
 use super::options::Options;
 use super::passes::Batches;
@@ -210,6 +210,9 @@ pub struct HeldOut {
     pub sqnr_db: f64,
     /// Share of finite values clipped by the range calibrated without their fold.
     pub clipped_fraction: f64,
+    /// Every pooled held-out metric (the JSON keeps the two above; the CSV lists them all).
+    #[serde(skip)]
+    pub metrics: Metrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -271,6 +274,13 @@ pub struct Validation {
     pub methods: Vec<HeldOutMethod>,
     pub recommended: String,
     pub rule: Rule,
+}
+
+impl Validation {
+    /// The held-out figures of the method labelled `label`.
+    pub fn method(&self, label: &str) -> Option<&HeldOutMethod> {
+        self.methods.iter().find(|m| m.label() == label)
+    }
 }
 
 pub(crate) fn label(method: MethodKind, percentile: Option<f64>) -> String {
@@ -469,6 +479,7 @@ impl Plan {
                         heldout: HeldOut {
                             sqnr_db: m.sqnr_db,
                             clipped_fraction: m.clipped_below + m.clipped_above,
+                            metrics: m,
                         },
                         ranges_by_fold: self
                             .by_fold

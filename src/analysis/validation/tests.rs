@@ -325,6 +325,7 @@ fn held(method: MethodKind, sqnr: f64, ranges: &[[f64; 2]]) -> HeldOutMethod {
         heldout: HeldOut {
             sqnr_db: sqnr,
             clipped_fraction: 0.0,
+            metrics: ErrorAccum::default().finish(),
         },
         ranges_by_fold: ranges.to_vec(),
     }
@@ -369,7 +370,7 @@ fn the_heldout_rule_breaks_ties_by_variation_then_simplicity() {
 fn percentile_rank_intervals_cover_95_percent() {
     for (q, n) in [(0.5, 100u64), (0.9, 20), (0.95, 200), (0.98, 150)] {
         let pmf: Vec<f64> = {
-            let mut v = vec![(1.0 - q).powi(n as i32)];
+            let mut v = vec![(1.0_f64 - q).powi(n as i32)];
             for k in 0..n {
                 let next = v[k as usize] * (n - k) as f64 / (k + 1) as f64 * q / (1.0 - q);
                 v.push(next);
