@@ -134,6 +134,8 @@ impl ProbeSums {
 thread_local! {
     /// A block's piece of one fold, widened, where a block holds several folds' values.
     static PIECE: std::cell::RefCell<Prepared> = Default::default();
+    /// A block with the values of other folds replaced by NaN.
+    static MASKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Probe {
@@ -182,8 +184,42 @@ impl Probe {
                 }
             }
         };
+        let pieces = runs[i.min(runs.len())..]
+            .iter()
+            .take_while(|r| r.1 < end)
+            .count()
+            + 1;
         match runs.get(i) {
             Some(&(fold, e)) if e >= end => add(fold, p),
+            // Many short runs (a batch axis that is not the slowest, Fortran order): one
+            // copy of the block per fold, the other folds' values masked as NaN (skipped as
+            // every non-finite value is).
+            _ if pieces > 2 * self.folds => PIECE.with_borrow_mut(|piece| {
+                MASKED.with_borrow_mut(|masked| {
+                    for fold in 0..self.folds {
+                        masked.clear();
+                        masked.resize(block.len(), f32::NAN);
+                        let (mut from, mut j, mut any) = (start, i, false);
+                        while let Some(&(f, e)) = runs.get(j) {
+                            let to = e.min(end);
+                            if f == fold {
+                                masked[from - start..to - start]
+                                    .copy_from_slice(&block[from - start..to - start]);
+                                any = true;
+                            }
+                            if e >= end {
+                                break;
+                            }
+                            from = to;
+                            j += 1;
+                        }
+                        if any {
+                            piece.fill(masked);
+                            add(fold, piece);
+                        }
+                    }
+                });
+            }),
             _ => PIECE.with_borrow_mut(|piece| {
                 let mut from = start;
                 while let Some(&(fold, e)) = runs.get(i) {

@@ -250,18 +250,19 @@ fn stationary_gaussian_batches_are_stable() {
     }
 }
 
-/// Batches shorter than a metrics block (2048 values): the blocks hold several folds, whose
-/// pieces are measured apart. Min-max held out, recomputed.
+/// Batches shorter than a metrics block (2048 values): the blocks hold several folds, measured
+/// piece by piece (1000 values: 2–3 pieces a block) or fold by fold with the others masked
+/// (300 values: 7–8 pieces). Min-max held out, recomputed.
 #[test]
 fn small_batches_are_held_out_value_by_value() {
-    let mut rng = Rng(5);
-    let batches: Vec<Vec<f32>> = (0..24)
-        .map(|b| {
-            let s = 1.0 + (b % 5) as f32 * 0.7;
-            gaussian(&mut rng, 300).iter().map(|v| v * s).collect()
-        })
-        .collect();
-    for k in [2, 3] {
+    for (len, k) in [(300, 2), (300, 3), (1000, 2), (1000, 3)] {
+        let mut rng = Rng(5);
+        let batches: Vec<Vec<f32>> = (0..24)
+            .map(|b| {
+                let s = 1.0 + (b % 5) as f32 * 0.7;
+                gaussian(&mut rng, len).iter().map(|v| v * s).collect()
+            })
+            .collect();
         let o = Options { folds: k, ..opts() };
         let l = analyse(&batches, &o);
         let v = l.validation.as_ref().unwrap();
@@ -288,7 +289,7 @@ fn small_batches_are_held_out_value_by_value() {
         let want = 10.0 * (sig / err).log10();
         assert!(
             (h.heldout.sqnr_db - want).abs() < 1e-9,
-            "K = {k}: {} vs {want}",
+            "K = {k}, {len} values a batch: {} vs {want}",
             h.heldout.sqnr_db
         );
     }
