@@ -771,3 +771,30 @@ fn method_table_shows_heldout_columns_with_validation() {
         .collect();
     assert!(!text.contains("h-o dB"));
 }
+
+/// A re-run from kept profiles (their per-fold cells packed) validates as a fresh read does.
+#[test]
+fn validated_rerun_from_kept_profiles_matches_a_fresh_analysis() {
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let opts = Options {
+        validate: true,
+        ..Options::default()
+    };
+    let mut app = App::new(found.layers, found.errors, opts);
+    let cmd = app.start();
+    jobs::run_to_end(&mut app, cmd);
+    let cmd = app.handle_key(ch('s'));
+    jobs::run_to_end(&mut app, cmd);
+    assert_eq!(app.opts.scheme, Scheme::Affine);
+    let mut validated = 0;
+    for s in &app.slots {
+        let Some(spec) = &s.spec else { continue };
+        let fresh = crate::analysis::analyze_layer(spec, &app.opts, &Progress::default());
+        let json = |l: &LayerAnalysis| serde_json::to_string(l).unwrap();
+        let kept = s.result.as_ref().unwrap();
+        validated += usize::from(kept.validation.is_some());
+        assert_eq!(json(kept), json(&fresh), "{}", s.name);
+    }
+    assert!(validated > 10, "{validated}");
+}
