@@ -78,9 +78,14 @@ pub(crate) fn db(v: f64) -> String {
     }
 }
 
-/// SQNR with the full range minus SQNR with the half range; 0 when both are exact.
+/// SQNR with the full range minus SQNR with the half range; 0 when both are exact (∞) or both
+/// undefined (an all-zero layer, 0/0).
 pub fn loss(full: f64, half: f64) -> f64 {
-    if full == half { 0.0 } else { full - half }
+    if full == half || (full.is_nan() && half.is_nan()) {
+        0.0
+    } else {
+        full - half
+    }
 }
 
 impl Convergence {
@@ -100,9 +105,10 @@ impl Convergence {
                 Verdict::TooFewBatches,
                 format!("{b} batches: the convergence verdict needs at least {MIN_BATCHES}"),
             ),
+            // Only an all-zero layer has no recommendation (every SQNR is 0/0): exact, stable.
             None => (
-                Verdict::TooFewBatches,
-                "no recommended method to judge".to_string(),
+                Verdict::Stable,
+                "no method has a defined SQNR (every finite value is 0): nothing moves".to_string(),
             ),
             Some(m) => {
                 let loss = m.half_range_sqnr_loss_db;

@@ -426,6 +426,8 @@ fn calibrate_on(
 /// Every calibration validation needs for one layer, and the probe pass 3 measures.
 pub(crate) struct Plan {
     layout: Layout,
+    /// A fold whose complement has no finite value (then no validation).
+    empty_fold: Option<usize>,
     /// Per fold: every method calibrated without it (empty without validation).
     by_fold: Vec<Vec<Chosen>>,
     /// Per fold and method: its quantizer's index in `probe.by_fold[k]`.
@@ -448,7 +450,15 @@ impl Plan {
             ..Probe::default()
         };
         let (outs, prefix_sets) = cells.training_sets(opts.scheme == Scheme::Affine);
-        if layout.validated() {
+        // A fold whose complement holds no finite value has nothing to calibrate on.
+        let empty_fold = (0..k).find(|&fold| {
+            !profile
+                .batches
+                .iter()
+                .enumerate()
+                .any(|(b, (lo, hi))| b % k != fold && lo <= hi)
+        });
+        if layout.validated() && empty_fold.is_none() {
             for (fold, set) in outs.iter().enumerate() {
                 let ch = calibrate_on(profile, |b| b % k != fold, set, opts);
                 let mut unique: Vec<QParams> = Vec::new();
@@ -484,6 +494,7 @@ impl Plan {
             })
             .collect();
         Plan {
+            empty_fold: empty_fold.filter(|_| layout.validated()),
             layout,
             by_fold,
             fold_slot,
@@ -497,7 +508,11 @@ impl Plan {
     /// rule) from pass 3's sums, and raises their warnings.
     pub(crate) fn finish(self, layer: &mut LayerAnalysis, chosen: &[Chosen], sums: &ProbeSums) {
         let l = &self.layout;
-        if l.validated() {
+        if let Some(k) = self.empty_fold {
+            layer.notes.push(format!(
+                "no held-out validation: the batches outside fold {k} hold no finite value"
+            ));
+        } else if l.validated() {
             let methods: Vec<HeldOutMethod> = chosen
                 .iter()
                 .enumerate()

@@ -440,3 +440,29 @@ fn the_in_sample_winner_can_lose_held_out() {
         "{in_sample_best}"
     );
 }
+
+/// Folds with nothing to calibrate on, and a layer of zeros: no panic, no made-up figures.
+#[test]
+fn empty_training_folds_and_zero_layers() {
+    let mut rng = Rng(13);
+    let batches: Vec<Vec<f32>> = (0..8)
+        .map(|b| {
+            if b % 2 == 1 {
+                vec![f32::NAN; 500]
+            } else {
+                gaussian(&mut rng, 500)
+            }
+        })
+        .collect();
+    let l = analyse(&batches, &opts());
+    assert!(l.validation.is_none());
+    assert_eq!(l.recommended_by, Some(RecommendedBy::InSample));
+    assert!(l.notes.iter().any(|n| {
+        n == "no held-out validation: the batches outside fold 0 hold no finite value"
+    }));
+    assert!(l.convergence.is_some());
+    let l = analyse(&vec![vec![0.0; 100]; 8], &opts());
+    let c = l.convergence.as_ref().unwrap();
+    assert_eq!(c.verdict, Verdict::Stable);
+    assert!(c.methods.iter().all(|m| m.half_range_sqnr_loss_db == 0.0));
+}
