@@ -466,3 +466,61 @@ fn empty_training_folds_and_zero_layers() {
     assert_eq!(c.verdict, Verdict::Stable);
     assert!(c.methods.iter().all(|m| m.half_range_sqnr_loss_db == 0.0));
 }
+
+/// A `.npy` of float32 `[rows, cols]` in Fortran order (file order walks axis 0 fastest).
+fn fortran_npy(rows: &[Vec<f32>]) -> Vec<u8> {
+    let (r, c) = (rows.len(), rows[0].len());
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': True, 'shape': ({r}, {c}), }}");
+    // Magic (6) + version (2) + length (2) + dict + newline, padded to 64 bytes.
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    for j in 0..c {
+        for row in rows {
+            out.extend(row[j].to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Fortran order puts every value of a block in another batch than its neighbour: the cells,
+/// the fold ranges and the held-out figures are those of the same array in C order.
+#[test]
+fn fortran_order_validates_as_c_order() {
+    let mut rng = Rng(17);
+    let batches: Vec<Vec<f32>> = (0..12)
+        .map(|b| {
+            let s = 1.0 + (b % 4) as f32;
+            gaussian(&mut rng, 700).iter().map(|v| v * s).collect()
+        })
+        .collect();
+    let c = analyse(&batches, &opts());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.npy");
+    std::fs::write(&path, fortran_npy(&batches)).unwrap();
+    let spec = LayerSpec {
+        name: "f".into(),
+        parts: vec![Location::Npy(path)],
+    };
+    let f = analyze_layer(&spec, &opts(), &Progress::default());
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let (vc, vf) = (c.validation.unwrap(), f.validation.unwrap());
+    assert_eq!(vc.recommended, vf.recommended);
+    for (a, b) in vc.methods.iter().zip(&vf.methods) {
+        assert_eq!(a.ranges_by_fold, b.ranges_by_fold, "{}", a.label());
+        let d = (a.heldout.sqnr_db - b.heldout.sqnr_db).abs();
+        assert!(d < 1e-9, "{}: {d}", a.label());
+        assert_eq!(a.heldout.clipped_fraction, b.heldout.clipped_fraction);
+    }
+    let (cc, cf) = (c.convergence.unwrap(), f.convergence.unwrap());
+    assert_eq!(cc.verdict, cf.verdict);
+    for (a, b) in cc.methods.iter().zip(&cf.methods) {
+        assert_eq!(a.ranges, b.ranges, "{}", a.label());
+        let d = (a.half_range_sqnr_loss_db - b.half_range_sqnr_loss_db).abs();
+        assert!(d < 1e-9, "{}: {d}", a.label());
+    }
+}
