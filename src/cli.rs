@@ -127,6 +127,10 @@ pub struct NotForCompare {
     ema_constant: Option<f64>,
     #[arg(long, hide = true, value_parser = parse_axis)]
     batch_axis: Option<Axis>,
+    #[arg(long, hide = true)]
+    folds: Option<usize>,
+    #[arg(long, hide = true)]
+    validate: bool,
 }
 
 /// A usage error if the command line gave `compare` one of the analysis's options (their
@@ -134,7 +138,7 @@ pub struct NotForCompare {
 /// counts).
 pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> {
     if let Some(sub) = matches.subcommand_matches("compare") {
-        for (id, flag) in &ANALYSIS_OPTIONS[..5] {
+        for (id, flag) in &ANALYSIS_OPTIONS[..7] {
             if given_in(matches, sub, id) {
                 return Err(UsageError(format!(
                     "{flag} is an analysis option; compare does not use it"
@@ -156,12 +160,14 @@ pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> 
 }
 
 /// The options that shape the numbers (clap id, flag), those `compare` refuses first.
-const ANALYSIS_OPTIONS: [(&str, &str); 11] = [
+const ANALYSIS_OPTIONS: [(&str, &str); 13] = [
     ("bits", "--bits"),
     ("scheme", "--scheme"),
     ("percentile", "--percentile"),
     ("ema_constant", "--ema-constant"),
     ("batch_axis", "--batch-axis"),
+    ("folds", "--folds"),
+    ("validate", "--validate"),
     ("sqnr_floor", "--sqnr-floor"),
     ("granularities", "--granularities"),
     ("channel_axis", "--channel-axis"),
@@ -327,6 +333,13 @@ pub struct AnalysisArgs {
     /// |x| at or above this is counted as an outlier value (LLM.int8's criterion).
     #[arg(long, value_name = "T", default_value_t = defaults().granularity.outlier_threshold, global = true)]
     pub outlier_threshold: f64,
+    /// Validate each method on held-out batches and show its convergence over batches (README
+    /// "Held-out validation"); the recommendation then follows held-out SQNR.
+    #[arg(long, global = true)]
+    pub validate: bool,
+    /// Folds of the held-out validation: batch i is in fold i mod K (needs 2·K batches).
+    #[arg(long, value_name = "K", default_value_t = defaults().folds, global = true)]
+    pub folds: usize,
 }
 
 impl AnalysisArgs {
@@ -357,6 +370,8 @@ impl AnalysisArgs {
                 outlier_ratio: self.outlier_ratio,
                 outlier_threshold: self.outlier_threshold,
             }),
+            validate: self.validate,
+            folds: self.folds,
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;

@@ -19,6 +19,8 @@
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
+//! - [`validation`]: held-out validation over folds of batches, convergence over batch
+//!   prefixes, and the recommendation by held-out SQNR;
 //! - [`warnings`]: the warning kinds and the checks that raise them;
 //! - [`saved`]: saved analyses (`--save`), reopened without the dumps, and sharded runs merged;
 //! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
@@ -34,6 +36,7 @@ pub mod pipeline;
 pub mod profile;
 pub mod saved;
 pub mod stats;
+pub mod validation;
 pub mod warnings;
 
 pub use crate::calib::MethodKind;

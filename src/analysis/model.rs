@@ -14,6 +14,7 @@ use super::metrics::Metrics;
 use super::options::Options;
 use super::profile::KeptProfile;
 use super::stats::Stats;
+use super::validation::{Convergence, Validation};
 use super::warnings::Warning;
 
 /// Version of the JSON shape (see README "JSON output").
@@ -42,6 +43,9 @@ pub struct Settings {
     pub block_sizes: Vec<usize>,
     pub outlier_ratio: f64,
     pub outlier_threshold: f64,
+    /// Whether held-out validation and convergence ran, and K.
+    pub validate: bool,
+    pub folds: usize,
 }
 
 impl Settings {
@@ -58,6 +62,8 @@ impl Settings {
             block_sizes: o.granularity.block_sizes.clone(),
             outlier_ratio: o.granularity.outlier_ratio,
             outlier_threshold: o.granularity.outlier_threshold,
+            validate: o.validate,
+            folds: o.folds,
         }
     }
 }
@@ -87,6 +93,16 @@ impl MethodResult {
             None => self.method.name().to_string(),
         }
     }
+}
+
+/// Which rule chose a layer's `recommended` method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendedBy {
+    /// The held-out rule (README "Held-out validation").
+    Heldout,
+    /// The best SQNR on the calibration data itself (no validation: too few batches).
+    InSample,
 }
 
 /// Symmetric abs-max quantization of the layer with one scale per group: the tensor, a token,
@@ -179,8 +195,10 @@ pub struct LayerAnalysis {
     pub stats: Option<Stats>,
     pub casts: Vec<CastAudit>,
     pub methods: Vec<MethodResult>,
-    /// The method with the best SQNR (ties: the narrower range).
+    /// The method with the best held-out SQNR where there is a validation, else the best
+    /// in-sample SQNR (ties: the narrower range); `recommended_by` says which.
     pub recommended: Option<String>,
+    pub recommended_by: Option<RecommendedBy>,
     /// The best SQNR any method reached: low means the layer is sensitive to quantization.
     #[serde(serialize_with = "ser_opt_num")]
     pub sensitivity_sqnr_db: Option<f64>,
@@ -188,6 +206,10 @@ pub struct LayerAnalysis {
     pub granularities: Vec<GranularityResult>,
     /// The channel axis and its outliers; `null` for a layer without one (0-d, 1-D).
     pub channels: Option<ChannelSummary>,
+    /// Held-out validation over K folds of batches; `null` with fewer than 2·K batches.
+    pub validation: Option<Validation>,
+    /// Ranges over batch prefixes and the verdict; `null` with one batch.
+    pub convergence: Option<Convergence>,
     pub warnings: Vec<Warning>,
     /// Facts about how the numbers were made (float64 narrowed, layout, ...).
     pub notes: Vec<String>,
@@ -210,9 +232,12 @@ impl LayerAnalysis {
             casts: Vec::new(),
             methods: Vec::new(),
             recommended: None,
+            recommended_by: None,
             sensitivity_sqnr_db: None,
             granularities: Vec::new(),
             channels: None,
+            validation: None,
+            convergence: None,
             warnings: Vec::new(),
             notes: Vec::new(),
             error: None,

@@ -18,6 +18,8 @@ pub const MAX_BATCHES: usize = 1 << 22;
 pub const MAX_PERCENTILES: usize = 16;
 /// Most block sizes one run measures (each is a granularity row in every output).
 pub const MAX_BLOCK_SIZES: usize = 8;
+/// Most folds of held-out validation (`--folds`).
+pub const MAX_FOLDS: usize = 64;
 /// Largest block size (values along the channel axis).
 pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 
@@ -52,6 +54,11 @@ pub struct Options {
     /// Where the scale lives: per-token, per-channel and per-block rows beside per-tensor
     /// (boxed: `Options` travels by value in the UI's commands).
     pub granularity: Box<GranularityOptions>,
+    /// Held-out validation and convergence over batches (README "Held-out validation"):
+    /// opt-in, as its exact metrics roughly double the metrics pass.
+    pub validate: bool,
+    /// K of the held-out validation: batch i is in fold i mod K.
+    pub folds: usize,
 }
 
 /// What the granularity rows and the channel summary measure (README "Granularities").
@@ -100,6 +107,8 @@ impl Default for Options {
             limits: Limits::default(),
             keep_profiles: true,
             granularity: Box::default(),
+            validate: false,
+            folds: 2,
         }
     }
 }
@@ -124,6 +133,12 @@ impl Options {
             return Err(invalid(format!(
                 "SQNR floor {} is not a finite number of dB",
                 self.thresholds.sqnr_floor_db
+            )));
+        }
+        if !(2..=MAX_FOLDS).contains(&self.folds) {
+            return Err(invalid(format!(
+                "{} folds is outside 2..={MAX_FOLDS}",
+                self.folds
             )));
         }
         self.granularity.validate()

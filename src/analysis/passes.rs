@@ -19,6 +19,7 @@ use super::metrics::{self, ErrorAccum};
 use super::options::{FINE_BINS, MAX_BATCHES, Options, Progress};
 use super::profile::Profile;
 use super::stats::Moments;
+use super::validation::{CellCounter, Layout, Probe, ProbeSums};
 
 thread_local! {
     /// The metrics pass's widened block per worker thread.
@@ -28,7 +29,7 @@ thread_local! {
 /// Where a flat element index falls along the batch axis: runs of `run` consecutive
 /// elements share a batch, and batches repeat every `count` runs.
 #[derive(Clone, Copy, Debug)]
-struct BatchMap {
+pub(crate) struct BatchMap {
     run: usize,
     count: usize,
 }
@@ -47,6 +48,61 @@ impl BatchMap {
             info.shape[axis + 1..].iter().product()
         };
         (count > 0 && count <= MAX_BATCHES && run > 0).then_some(BatchMap { run, count })
+    }
+}
+
+/// How a layer's parts split into batches: several files are one batch each; one file splits
+/// along the batch axis (or is one batch).
+pub(crate) struct Batches {
+    multi: bool,
+    maps: Vec<Option<BatchMap>>,
+    /// How many batches.
+    pub count: usize,
+}
+
+impl Batches {
+    pub(crate) fn of(parts: &[OpenArray], opts: &Options) -> Batches {
+        let multi = parts.len() > 1;
+        let maps: Vec<Option<BatchMap>> = parts
+            .iter()
+            .map(|p| {
+                if multi {
+                    None
+                } else {
+                    BatchMap::new(&p.info, opts.batch_axis)
+                }
+            })
+            .collect();
+        let count = if multi {
+            parts.len()
+        } else {
+            maps[0].map_or(1, |m| m.count)
+        };
+        Batches { multi, maps, count }
+    }
+
+    /// Calls `f(batch, range)` for each run of values of one batch in the chunk of part `pi`
+    /// that starts at flat index `first` and holds `len` values, in order.
+    pub(crate) fn runs(
+        &self,
+        pi: usize,
+        first: usize,
+        len: usize,
+        mut f: impl FnMut(usize, std::ops::Range<usize>),
+    ) {
+        match self.maps.get(pi).copied().flatten() {
+            _ if self.multi => f(pi, 0..len),
+            None => f(0, 0..len),
+            Some(b) => {
+                let mut i = 0;
+                while i < len {
+                    let idx = first + i;
+                    let end = (idx / b.run * b.run + b.run - first).min(len);
+                    f(idx / b.run % b.count, i..end);
+                    i = end;
+                }
+            }
+        }
     }
 }
 
@@ -170,21 +226,9 @@ pub(crate) fn profile_parts(
 
     // Several files: each is one batch. One file: batches along the batch axis.
     let multi = parts.len() > 1;
-    let batch_maps: Vec<Option<BatchMap>> = parts
-        .iter()
-        .map(|p| {
-            if multi {
-                None
-            } else {
-                BatchMap::new(&p.info, opts.batch_axis)
-            }
-        })
-        .collect();
-    let n_batches = if multi {
-        parts.len()
-    } else {
-        batch_maps[0].map_or(1, |m| m.count)
-    };
+    let batching = Batches::of(parts, opts);
+    let batch_maps = &batching.maps;
+    let n_batches = batching.count;
     let extremes = BatchExtremes::new(n_batches);
     let chunks: Vec<_> = parts
         .iter()
@@ -274,9 +318,25 @@ pub(crate) fn profile_parts(
     let entropy_bins = (opts.scheme == Scheme::Affine || opts.keep_profiles)
         .then(|| NumpyBins::new(-absmax as f32, absmax as f32, SEARCH_BINS));
     let entropy_pool: Pool<Vec<u64>> = Pool::new();
-    for part in parts {
+    // With batches to validate on, the histograms are counted per cell (a fold within a
+    // convergence segment) and summed: the same counts, one increment per value.
+    let layout = opts
+        .validate
+        .then(|| Layout::new(n_batches, opts.folds))
+        .flatten();
+    let cells = layout
+        .as_ref()
+        .map(|l| CellCounter::new(l, (lo, hi, absmax), entropy_bins.as_ref()));
+    for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
-        part.map_chunks(chunk, &progress.cancel, |_, values| {
+        part.map_chunks(chunk, &progress.cancel, |first, values| {
+            if let Some(cells) = &cells {
+                cells.add(&batching, pi, first, values);
+                progress
+                    .done
+                    .fetch_add(values.len() as u64, Ordering::Relaxed);
+                return;
+            }
             pool.with(make, |c| {
                 if c.needs_fold(values.len())
                     && let Ok(mut t) = totals.lock()
@@ -297,8 +357,8 @@ pub(crate) fn profile_parts(
     for c in pool.into_items() {
         totals.take(c);
     }
-    let (hist, abs_hist) = totals.finish();
-    let entropy_hist = entropy_bins.map(|b| {
+    let (mut hist, mut abs_hist) = totals.finish();
+    let mut entropy_hist = entropy_bins.as_ref().map(|b| {
         let mut counts = vec![0u64; b.bins()];
         for c in entropy_pool.into_items() {
             for (t, n) in counts.iter_mut().zip(c) {
@@ -306,6 +366,11 @@ pub(crate) fn profile_parts(
             }
         }
         b.histogram(counts)
+    });
+    let cells = cells.map(|c| {
+        let (cells, whole) = c.finish();
+        (hist, abs_hist, entropy_hist) = whole;
+        cells
     });
 
     Ok(Profile {
@@ -322,6 +387,7 @@ pub(crate) fn profile_parts(
         trailing_bytes,
         channels,
         channel_note,
+        cells,
     })
 }
 
@@ -489,6 +555,8 @@ pub(crate) struct Measured {
     pub methods: Vec<ErrorAccum>,
     pub tensor: ErrorAccum,
     pub groups: GroupAccums,
+    /// The validation's sums, with a probe.
+    pub probe: Option<ProbeSums>,
 }
 
 /// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
@@ -496,6 +564,19 @@ pub(crate) fn measure_parts_with(
     parts: &[OpenArray],
     chosen: &[Chosen],
     plan: Option<&Plan>,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Measured, LoadError> {
+    measure_parts_probe(parts, chosen, plan, None, opts, progress)
+}
+
+/// [`measure_parts_with`] plus the validation's quantizers (`probe`): some on every value,
+/// some on the values of one fold.
+pub(crate) fn measure_parts_probe(
+    parts: &[OpenArray],
+    chosen: &[Chosen],
+    plan: Option<&Plan>,
+    probe: Option<&Probe>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
@@ -511,41 +592,60 @@ pub(crate) fn measure_parts_with(
     };
     let slot: Vec<usize> = chosen.iter().map(|c| slot_of(c.q)).collect();
     let tensor_slot = plan.map(|p| slot_of(p.tensor));
+    let probe_slot: Vec<usize> =
+        probe.map_or(Vec::new(), |p| p.all.iter().map(|&q| slot_of(q)).collect());
     let grouped = plan.filter(|p| p.has_groups());
+    let batching = probe.map(|_| Batches::of(parts, opts));
     let mut total = vec![ErrorAccum::default(); unique.len()];
+    let mut sums = probe.map(ProbeSums::new);
     let mut groups = GroupAccums::default();
     for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let g = grouped.map(|p| p.measure_chunk(pi, first, values));
             let mut r = vec![ErrorAccum::default(); unique.len()];
+            let mut folds = probe.map(ProbeSums::new);
+            let runs = match (probe, &batching) {
+                (Some(p), Some(b)) => p.fold_runs(b, pi, first, values.len()),
+                _ => Vec::new(),
+            };
             // Each block is widened once, then every quantizer reads it while it is in L1.
             PREPARED.with_borrow_mut(|p| {
-                for block in values.chunks(metrics::BLOCK) {
+                for (bi, block) in values.chunks(metrics::BLOCK).enumerate() {
                     p.fill(block);
                     for (acc, q) in r.iter_mut().zip(&unique) {
                         acc.add_prepared(q, p);
+                    }
+                    if let (Some(probe), Some(f)) = (probe, folds.as_mut()) {
+                        probe.add_block(f, &runs, bi * metrics::BLOCK, block, p);
                     }
                 }
             });
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            (r, g)
+            (r, g, folds)
         })?;
-        for (p, g) in partials {
+        for (p, g, f) in partials {
             for (t, a) in total.iter_mut().zip(&p) {
                 t.merge(a);
             }
             if let Some(g) = g {
                 groups.merge(&g);
             }
+            if let (Some(s), Some(f)) = (sums.as_mut(), f) {
+                s.merge(&f);
+            }
         }
+    }
+    if let Some(s) = sums.as_mut() {
+        s.all = probe_slot.iter().map(|&i| total[i]).collect();
     }
     Ok(Measured {
         methods: slot.into_iter().map(|i| total[i]).collect(),
         tensor: tensor_slot.map(|i| total[i]).unwrap_or_default(),
         groups,
+        probe: sums,
     })
 }
 

@@ -13,11 +13,12 @@ use crate::source::{LayerSpec, LoadError, OpenArray};
 use super::cast::CastAudit;
 use super::granularity::Plan;
 use super::metrics::Metrics;
-use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings};
+use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, RecommendedBy, Settings};
 use super::options::{Options, Progress};
-use super::passes::{measure_parts_with, open_parts, profile_parts};
+use super::passes::{measure_parts_probe, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
+use super::validation;
 use super::warnings::{granularity_warnings, method_warnings, profile_warnings};
 
 /// One layer to run: its files, and the profile a front end kept from an earlier run (then
@@ -212,6 +213,11 @@ fn finish_with(
     let chosen = calib::calibrate(&profile.observed(), &opts.calib());
     let elems = profile.moments.count;
     let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
+    let checks = profile
+        .cells
+        .as_ref()
+        .map(|c| validation::Plan::new(profile, c, &chosen, opts));
+    let probe = checks.as_ref().map(|c| &c.probe);
     let reopened;
     let parts = match parts {
         Some(parts) => parts,
@@ -234,11 +240,19 @@ fn finish_with(
             }
         },
     };
-    match measure_parts_with(parts, &chosen, Some(&plan), opts, progress) {
+    match measure_parts_probe(parts, &chosen, Some(&plan), probe, opts, progress) {
         Ok(measured) => {
             let metrics = measured.methods.iter().map(|a| a.finish());
             layer.methods = method_results(&chosen, metrics, opts);
             recommend(&mut layer);
+            if let (Some(checks), Some(sums)) = (checks, &measured.probe) {
+                checks.finish(&mut layer, &chosen, sums);
+            } else if opts.validate {
+                layer.notes.push(
+                    "one batch: no held-out validation or convergence (give a batch axis or batch folders)"
+                        .into(),
+                );
+            }
             method_warnings(&mut layer, profile, opts);
             let (rows, channels, note) = plan.finish(&measured.tensor, &measured.groups, opts);
             layer.granularities = rows;
@@ -375,6 +389,7 @@ fn recommend(layer: &mut LayerAnalysis) {
         });
     if let Some(b) = best {
         layer.recommended = Some(b.label());
+        layer.recommended_by = Some(RecommendedBy::InSample);
         layer.sensitivity_sqnr_db = Some(b.metrics.sqnr_db);
     }
 }

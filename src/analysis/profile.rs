@@ -9,6 +9,7 @@ use crate::source::ArrayInfo;
 use super::cast::{CastAccum, CastType};
 use super::granularity::ChannelProfile;
 use super::stats::Moments;
+use super::validation::Cells;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Profile<H = Histogram> {
@@ -33,6 +34,8 @@ pub struct Profile<H = Histogram> {
     pub channels: Option<ChannelProfile>,
     /// Why there is no channel axis, when the options asked for one that cannot be used.
     pub channel_note: Option<String>,
+    /// The histograms per fold and convergence segment (None: one batch).
+    pub cells: Option<Cells<H>>,
 }
 
 /// A profile as front ends keep it between runs: ≈70 KiB a layer instead of 1 MiB.
@@ -59,6 +62,7 @@ impl<H> Profile<H> {
             trailing_bytes: self.trailing_bytes,
             channels: self.channels.clone(),
             channel_note: self.channel_note.clone(),
+            cells: self.cells.as_ref().map(|c| c.map(&f)),
         }
     }
 }

@@ -33,10 +33,12 @@ pub enum WarningKind {
     Clipping,
     LowSqnr,
     RangeDisagreement,
+    CalibrationUnstable,
+    OverfitRange,
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 15] = [
+    pub const ALL: [WarningKind; 17] = [
         WarningKind::NanInf,
         WarningKind::Fp16Overflow,
         WarningKind::Fp16SquareOverflow,
@@ -52,6 +54,8 @@ impl WarningKind {
         WarningKind::Clipping,
         WarningKind::LowSqnr,
         WarningKind::RangeDisagreement,
+        WarningKind::CalibrationUnstable,
+        WarningKind::OverfitRange,
     ];
 
     /// The snake_case name used in JSON and by `--fail-on`.
@@ -72,6 +76,8 @@ impl WarningKind {
             WarningKind::Clipping => "clipping",
             WarningKind::LowSqnr => "low_sqnr",
             WarningKind::RangeDisagreement => "range_disagreement",
+            WarningKind::CalibrationUnstable => "calibration_unstable",
+            WarningKind::OverfitRange => "overfit_range",
         }
     }
 

@@ -1,7 +1,10 @@
 //! CSV: one row per layer × method (a layer with no methods, e.g. a failed one, gets one row),
 //! then one per layer × granularity row, whose `method` is `granularity:tensor`,
 //! `granularity:token`, `granularity:channel`, `granularity:block:G` or
-//! `granularity:outliers_in_float` (range, scale, zero point, candidates and recommended empty).
+//! `granularity:outliers_in_float` (range, scale, zero point, candidates and recommended empty),
+//! then with `--validate` one per layer × method held out, whose `method` is `heldout:minmax`,
+//! `heldout:percentile`, ... (its ranges differ by fold: range, scale, zero point and
+//! candidates empty; `recommended` true for the method the held-out rule chose).
 
 use std::fmt::Write;
 
@@ -88,6 +91,24 @@ pub fn render(a: &Analysis) -> String {
                 out,
                 "{head},{method},,symmetric,{bits},,,,,,{},{},{},{},{},{},,{warnings},{error}",
                 m.mse, m.sqnr_db, m.max_abs_error, m.cosine, m.clipped_below, m.clipped_above,
+            );
+        }
+        for h in l.validation.iter().flat_map(|v| &v.methods) {
+            let m = &h.heldout.metrics;
+            let _ = writeln!(
+                out,
+                "{head},heldout:{},{},{},{},,,,,,{},{},{},{},{},{},{},{warnings},{error}",
+                h.method.name(),
+                h.percentile.map(|p| p.to_string()).unwrap_or_default(),
+                a.settings.scheme.name(),
+                a.settings.bits,
+                m.mse,
+                m.sqnr_db,
+                m.max_abs_error,
+                m.cosine,
+                m.clipped_below,
+                m.clipped_above,
+                l.recommended.as_deref() == Some(h.label().as_str()),
             );
         }
     }

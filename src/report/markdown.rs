@@ -71,11 +71,17 @@ pub fn render(a: &Analysis) -> String {
             out.push('\n');
         }
         if !l.methods.is_empty() {
+            let v = l.validation.as_ref();
+            let (head, rule) = if v.is_some() {
+                (" held-out SQNR dB | held-out clipped % |", "--:|--:|")
+            } else {
+                ("", "")
+            };
             let _ = writeln!(
                 out,
-                "| method | range | scale | zero point | clipped % | MSE | SQNR dB | cosine |"
+                "| method | range | scale | zero point | clipped % | MSE | SQNR dB | cosine |{head}"
             );
-            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
+            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|{rule}");
             for m in &l.methods {
                 let rec = l.is_recommended(m);
                 let label = if rec {
@@ -83,9 +89,18 @@ pub fn render(a: &Analysis) -> String {
                 } else {
                     m.label()
                 };
+                let held = match v.and_then(|v| v.method(&m.label())) {
+                    Some(h) => format!(
+                        " {} | {} |",
+                        db(h.heldout.sqnr_db),
+                        pct(h.heldout.clipped_fraction)
+                    ),
+                    None if v.is_some() => " - | - |".to_string(),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "| {} | [{}, {}] | {} | {} | {} | {} | {} | {:.5} |",
+                    "| {} | [{}, {}] | {} | {} | {} | {} | {} | {:.5} |{held}",
                     label,
                     num(m.range[0]),
                     num(m.range[1]),
@@ -98,6 +113,27 @@ pub fn render(a: &Analysis) -> String {
                 );
             }
             out.push('\n');
+            if let (Some(r), Some(v)) = (&l.recommended, v) {
+                let _ = writeln!(
+                    out,
+                    "- recommended: **{}** by held-out SQNR over {} folds of {} batches ({})",
+                    cell(r),
+                    v.folds,
+                    v.batches,
+                    v.rule.phrase()
+                );
+            }
+            if let Some(c) = &l.convergence {
+                let _ = writeln!(
+                    out,
+                    "- convergence: **{}**: {}",
+                    c.verdict.name(),
+                    cell(&c.detail)
+                );
+            }
+            if v.is_some() || l.convergence.is_some() {
+                out.push('\n');
+            }
         }
         granularities(&mut out, l);
         for n in &l.notes {

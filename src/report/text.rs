@@ -85,17 +85,34 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
         );
     }
     if !l.methods.is_empty() {
+        let v = l.validation.as_ref();
+        // Held out: the range calibrated without each value's fold (README "Held-out
+        // validation"), beside the in-sample figures.
+        let held_head = if v.is_some() {
+            format!(" {:>8} {:>9}", "held-out", "h-o clip%")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "    {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8}",
+            "    {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8}{held_head}",
             "method", "range", "scale", "zp", "clip%", "MSE", "SQNR", "cosine"
         );
         for m in &l.methods {
             let mark = if l.is_recommended(m) { "*" } else { " " };
             let range = format!("[{}, {}]", num(m.range[0]), num(m.range[1]));
+            let held = match v.and_then(|v| v.method(&m.label())) {
+                Some(h) => format!(
+                    " {:>8} {:>9}",
+                    db(h.heldout.sqnr_db),
+                    pct(h.heldout.clipped_fraction)
+                ),
+                None if v.is_some() => format!(" {:>8} {:>9}", "-", "-"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {mark} {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8.5}",
+                "  {mark} {:<17} {:>21} {:>10} {:>5} {:>7} {:>10} {:>7} {:>8.5}{held}",
                 m.label(),
                 range,
                 num(m.scale),
@@ -106,12 +123,59 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
                 m.metrics.cosine
             );
         }
-        if let Some(r) = &l.recommended {
-            let _ = writeln!(
+        match (&l.recommended, v) {
+            (Some(r), Some(v)) => {
+                let held = v.method(r).map_or(f64::NAN, |h| h.heldout.sqnr_db);
+                wrap(
+                    out,
+                    "  * recommended: ",
+                    &format!(
+                        "{r} (held-out SQNR {} dB over {} folds of {} batches: {}; best in-sample SQNR {} dB)",
+                        db(held),
+                        v.folds,
+                        v.batches,
+                        v.rule.phrase(),
+                        db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN))
+                    ),
+                );
+            }
+            (Some(r), None) => {
+                let _ = writeln!(
+                    out,
+                    "  * recommended: {r} (best SQNR {} dB)",
+                    db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN))
+                );
+            }
+            _ => {}
+        }
+        if let Some(c) = &l.convergence {
+            wrap(
                 out,
-                "  * recommended: {r} (best SQNR {} dB)",
-                db(l.sensitivity_sqnr_db.unwrap_or(f64::NAN))
+                "  convergence: ",
+                &format!("{}: {}", c.verdict.name(), c.detail),
             );
+            let intervals: Vec<String> = c
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    let [lo, hi] = m.interval_95?;
+                    Some(if lo == [-hi[1], -hi[0]] {
+                        format!("{} |x| in [{}, {}]", m.label(), num(hi[0]), num(hi[1]))
+                    } else {
+                        format!(
+                            "{} lo in [{}, {}], hi in [{}, {}]",
+                            m.label(),
+                            num(lo[0]),
+                            num(lo[1]),
+                            num(hi[0]),
+                            num(hi[1])
+                        )
+                    })
+                })
+                .collect();
+            if !intervals.is_empty() {
+                wrap(out, "  95% CI: ", &intervals.join("; "));
+            }
         }
     }
     granularities(out, l);

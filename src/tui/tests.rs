@@ -851,3 +851,67 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 
 mod compare;
 mod names;
+
+/// With `--validate`, the method table shows the held-out SQNR and clip% beside the in-sample
+/// figures, and the star follows the held-out rule.
+#[test]
+fn method_table_shows_heldout_columns_with_validation() {
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let opts = Options {
+        validate: true,
+        ..Options::default()
+    };
+    let mut app = App::new(found.layers, found.errors, opts);
+    let cmd = app.start();
+    jobs::run_to_end(&mut app, cmd);
+    for (w, h) in [(160, 45), (90, 40)] {
+        let t = render(&mut app, w, h);
+        let text: String = t
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(text.contains("h-o dB"), "{w}x{h}");
+        assert!(text.contains("★ best held-out SQNR"), "{w}x{h}");
+    }
+    let mut plain = sample_app();
+    let t = render(&mut plain, 160, 45);
+    let text: String = t
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(!text.contains("h-o dB"));
+}
+
+/// A re-run from kept profiles (their per-fold cells packed) validates as a fresh read does.
+#[test]
+fn validated_rerun_from_kept_profiles_matches_a_fresh_analysis() {
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let opts = Options {
+        validate: true,
+        ..Options::default()
+    };
+    let mut app = App::new(found.layers, found.errors, opts);
+    let cmd = app.start();
+    jobs::run_to_end(&mut app, cmd);
+    let cmd = app.handle_key(ch('s'));
+    jobs::run_to_end(&mut app, cmd);
+    assert_eq!(app.opts.scheme, Scheme::Affine);
+    let mut validated = 0;
+    for s in &app.slots {
+        let Some(spec) = &s.spec else { continue };
+        let fresh = crate::analysis::analyze_layer(spec, &app.opts, &Progress::default());
+        let json = |l: &LayerAnalysis| serde_json::to_string(l).unwrap();
+        let kept = s.result.as_ref().unwrap();
+        validated += usize::from(kept.validation.is_some());
+        assert_eq!(json(kept), json(&fresh), "{}", s.name);
+    }
+    assert!(validated > 10, "{validated}");
+}

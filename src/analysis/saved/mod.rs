@@ -196,6 +196,8 @@ impl Saved {
             percentiles: s.percentiles.clone(),
             ema_constant: s.ema_constant,
             batch_axis: s.batch_axis,
+            validate: s.validate,
+            folds: s.folds,
             thresholds: Thresholds {
                 sqnr_floor_db: s.sqnr_floor_db,
                 ..base.thresholds.clone()
@@ -237,11 +239,13 @@ pub fn needs_rerun(saved: &Saved, opts: &Options) -> bool {
 
 /// Whether the saved profiles still describe the layers under `opts`: passes 1–2 depend on
 /// the batch axis (per-batch extremes), the channel axis and the outlier threshold (per-channel
-/// facts). Otherwise a re-run reads the values again.
+/// facts), and validation on the per-fold histograms of the same folds. Otherwise a re-run
+/// reads the values again.
 pub fn profiles_fit(saved: &Settings, opts: &Options) -> bool {
     saved.batch_axis == opts.batch_axis
         && saved.channel_axis == opts.granularity.channel_axis
         && saved.outlier_threshold == opts.granularity.outlier_threshold
+        && (!opts.validate || (saved.validate && saved.folds == opts.folds))
 }
 
 /// Runs the saved layers again with `opts`: from their profiles when those fit (only

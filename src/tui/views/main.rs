@@ -472,13 +472,16 @@ fn draw_legend(frame: &mut Frame, app: &App, layer: &LayerAnalysis, area: Rect, 
 
 fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, area: Rect) {
     let focused = app.focus == Focus::Methods;
+    // With a held-out validation (`--validate`) the star follows it and two columns show it.
+    let v = layer.and_then(|l| l.validation.as_ref());
     let title = Line::from(vec![
         Span::raw(" methods "),
         Span::styled(
             format!(
-                "{} {}-bit · ★ best SQNR ",
+                "{} {}-bit · ★ best {}SQNR ",
                 app.opts.scheme.name(),
-                app.opts.bits
+                app.opts.bits,
+                if v.is_some() { "held-out " } else { "" }
             ),
             Style::new().fg(Color::DarkGray),
         ),
@@ -492,13 +495,16 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
     let wide = inner.width >= 96;
     let sel = app.method_index();
     let floor = app.opts.thresholds.sqnr_floor_db;
-    let header: Vec<&str> = if wide {
+    let mut header: Vec<&str> = if wide {
         vec![
             "", "method", "lo", "hi", "scale", "zp", "clip↓%", "clip↑%", "MSE", "SQNR dB", "cosine",
         ]
     } else {
         vec!["", "method", "lo", "hi", "clip%", "SQNR", "cos"]
     };
+    if v.is_some() {
+        header.extend(["h-o dB", "h-o clip%"]);
+    }
     let rows = layer.methods.iter().enumerate().map(|(i, m)| {
         let tag = method_tag(i, m, &layer.methods);
         let color = method_color(i, m);
@@ -530,6 +536,16 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
                 Cell::from(format!("{:.4}", mx.cosine)),
             ]);
         }
+        if let Some(v) = v {
+            let h = v.method(&m.label()).map(|h| &h.heldout);
+            cells.extend([
+                h.map_or(Cell::from("-"), |h| {
+                    Cell::from(db_short(h.sqnr_db))
+                        .style(Style::new().fg(sqnr_color(h.sqnr_db, floor)))
+                }),
+                Cell::from(h.map_or("-".to_string(), |h| pct_short(h.clipped_fraction))),
+            ]);
+        }
         let mut row = Row::new(cells);
         if sel == Some(i) {
             row = row.style(if focused {
@@ -540,7 +556,7 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
         }
         row
     });
-    let widths: Vec<Constraint> = if wide {
+    let mut widths: Vec<Constraint> = if wide {
         vec![
             Constraint::Length(1),
             Constraint::Length(12),
@@ -565,6 +581,9 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
             Constraint::Length(6),
         ]
     };
+    if v.is_some() {
+        widths.extend([Constraint::Length(6), Constraint::Length(9)]);
+    }
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().fg(Color::DarkGray).bold()))
         .column_spacing(1);
