@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use calibscope::analysis::compare::{CompareOptions, FailOn};
+use calibscope::analysis::formats::parse_formats;
 use calibscope::analysis::options::{GranularityOptions, parse_granularities};
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
-use calibscope::analysis::{Granularity, Options};
+use calibscope::analysis::{FormatKind, Granularity, Options};
 use calibscope::calib::Scheme;
 use calibscope::report::export::NameMap;
 use calibscope::source::{BatchLayout, Limits};
@@ -262,6 +263,10 @@ pub struct AnalysisArgs {
     /// |x| at or above this is counted as an outlier value (LLM.int8's criterion).
     #[arg(long, value_name = "T", default_value_t = defaults().granularity.outlier_threshold, global = true)]
     pub outlier_threshold: f64,
+    /// Deployed formats measured beside the int methods: `all`, `none` or some of fp8_e4m3,
+    /// fp8_e5m2, mxfp8, mxfp4, nvfp4 (comma-separated).
+    #[arg(long, value_name = "LIST", default_value_t = Formats(defaults().formats), global = true)]
+    pub formats: Formats,
 }
 
 impl AnalysisArgs {
@@ -292,6 +297,7 @@ impl AnalysisArgs {
                 outlier_ratio: self.outlier_ratio,
                 outlier_threshold: self.outlier_threshold,
             }),
+            formats: self.formats.0.clone(),
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;
@@ -389,6 +395,31 @@ impl std::str::FromStr for Rows {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_granularities(s).map(Rows).map_err(|e| e.to_string())
+    }
+}
+
+/// `--formats all`, `none` or `fp8_e4m3,...` (checked when parsed).
+#[derive(Clone, Debug)]
+pub struct Formats(pub Vec<FormatKind>);
+
+impl fmt::Display for Formats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        if self.0 == FormatKind::ALL {
+            return f.write_str("all");
+        }
+        let names: Vec<&str> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for Formats {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_formats(s).map(Formats).map_err(|e| e.to_string())
     }
 }
 

@@ -18,12 +18,14 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
+//! - [`formats`]: FP8, MXFP8/MXFP4 and NVFP4 rows;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`warnings`]: the warning kinds and the checks that raise them;
 //! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
 pub mod cast;
 pub mod compare;
+pub mod formats;
 pub mod granularity;
 pub mod metrics;
 pub mod model;
@@ -35,6 +37,7 @@ pub mod stats;
 pub mod warnings;
 
 pub use crate::calib::MethodKind;
+pub use formats::{FormatKind, FormatResult};
 pub use granularity::Granularity;
 pub use model::{
     Analysis, ChannelSummary, GranularityResult, JSON_VERSION, LayerAnalysis, MethodResult,

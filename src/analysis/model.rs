@@ -9,6 +9,7 @@ use crate::calib::{MethodKind, Scheme};
 use crate::source::{LayerSpec, LoadError};
 
 use super::cast::CastAudit;
+use super::formats::{FormatKind, FormatResult};
 use super::granularity::Granularity;
 use super::metrics::Metrics;
 use super::options::Options;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub block_sizes: Vec<usize>,
     pub outlier_ratio: f64,
     pub outlier_threshold: f64,
+    /// The format rows measured (`--formats`).
+    pub formats: Vec<FormatKind>,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             block_sizes: o.granularity.block_sizes.clone(),
             outlier_ratio: o.granularity.outlier_ratio,
             outlier_threshold: o.granularity.outlier_threshold,
+            formats: o.formats.clone(),
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct LayerAnalysis {
     pub granularities: Vec<GranularityResult>,
     /// The channel axis and its outliers; `null` for a layer without one (0-d, 1-D).
     pub channels: Option<ChannelSummary>,
+    /// FP8, MX and NVFP4 rows (`--formats`, README "Formats").
+    pub formats: Vec<FormatResult>,
     pub warnings: Vec<Warning>,
     /// Facts about how the numbers were made (float64 narrowed, layout, ...).
     pub notes: Vec<String>,
@@ -213,6 +219,7 @@ impl LayerAnalysis {
             sensitivity_sqnr_db: None,
             granularities: Vec::new(),
             channels: None,
+            formats: Vec::new(),
             warnings: Vec::new(),
             notes: Vec::new(),
             error: None,

@@ -6,6 +6,7 @@ use crate::calib::Scheme;
 use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::source::Limits;
 
+use super::formats::{FormatKind, check_formats};
 use super::granularity::Granularity;
 use super::warnings::Thresholds;
 
@@ -52,6 +53,8 @@ pub struct Options {
     /// Where the scale lives: per-token, per-channel and per-block rows beside per-tensor
     /// (boxed: `Options` travels by value in the UI's commands).
     pub granularity: Box<GranularityOptions>,
+    /// The deployed formats measured beside the int methods (`--formats`, README "Formats").
+    pub formats: Vec<FormatKind>,
 }
 
 /// What the granularity rows and the channel summary measure (README "Granularities").
@@ -100,6 +103,7 @@ impl Default for Options {
             limits: Limits::default(),
             keep_profiles: true,
             granularity: Box::default(),
+            formats: FormatKind::DEFAULT.to_vec(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl Options {
                 self.thresholds.sqnr_floor_db
             )));
         }
+        check_formats(&self.formats)?;
         self.granularity.validate()
     }
 

@@ -14,6 +14,7 @@ use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
+use super::formats::{FormatAccums, FormatPlan};
 use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
 use super::metrics::{self, ErrorAccum};
 use super::options::{FINE_BINS, MAX_BATCHES, Options, Progress};
@@ -480,7 +481,7 @@ pub(crate) fn measure_parts(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
-    measure_parts_with(parts, chosen, None, opts, progress).map(|m| m.methods)
+    measure_parts_with(parts, chosen, None, None, opts, progress).map(|m| m.methods)
 }
 
 /// What pass 3 measured: each chosen range's error, and with a [`Plan`] the per-tensor grid's
@@ -489,6 +490,7 @@ pub(crate) struct Measured {
     pub methods: Vec<ErrorAccum>,
     pub tensor: ErrorAccum,
     pub groups: GroupAccums,
+    pub formats: FormatAccums,
 }
 
 /// [`measure`] with the granularity rows of `plan`.
@@ -496,17 +498,27 @@ pub(crate) fn measure_with(
     spec: &LayerSpec,
     chosen: &[Chosen],
     plan: &Plan,
+    formats: &FormatPlan,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
-    measure_parts_with(&open_parts(spec, opts)?, chosen, Some(plan), opts, progress)
+    measure_parts_with(
+        &open_parts(spec, opts)?,
+        chosen,
+        Some(plan),
+        Some(formats),
+        opts,
+        progress,
+    )
 }
 
-/// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
+/// Pass 3 over a layer's open parts, with the granularity rows of `plan` and the format rows
+/// of `formats` if given.
 pub(crate) fn measure_parts_with(
     parts: &[OpenArray],
     chosen: &[Chosen],
     plan: Option<&Plan>,
+    formats: Option<&FormatPlan>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
@@ -525,10 +537,13 @@ pub(crate) fn measure_parts_with(
     let grouped = plan.filter(|p| p.has_groups());
     let mut total = vec![ErrorAccum::default(); unique.len()];
     let mut groups = GroupAccums::default();
+    let formats = formats.filter(|f| !f.is_empty());
+    let mut format_sums = FormatAccums::default();
     for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let g = grouped.map(|p| p.measure_chunk(pi, first, values));
+            let f = formats.map(|p| p.measure_chunk(pi, first, values));
             let mut r = vec![ErrorAccum::default(); unique.len()];
             // Each block is widened once, then every quantizer reads it while it is in L1.
             PREPARED.with_borrow_mut(|p| {
@@ -542,14 +557,17 @@ pub(crate) fn measure_parts_with(
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            (r, g)
+            (r, g, f)
         })?;
-        for (p, g) in partials {
+        for (p, g, f) in partials {
             for (t, a) in total.iter_mut().zip(&p) {
                 t.merge(a);
             }
             if let Some(g) = g {
                 groups.merge(&g);
+            }
+            if let Some(f) = f {
+                format_sums.merge(&f);
             }
         }
     }
@@ -557,6 +575,7 @@ pub(crate) fn measure_parts_with(
         methods: slot.into_iter().map(|i| total[i]).collect(),
         tensor: tensor_slot.map(|i| total[i]).unwrap_or_default(),
         groups,
+        formats: format_sums,
     })
 }
 

@@ -11,13 +11,14 @@ use crate::histogram::Histogram;
 use crate::source::{LayerSpec, LoadError, OpenArray};
 
 use super::cast::CastAudit;
+use super::formats::FormatPlan;
 use super::granularity::Plan;
 use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings};
 use super::options::{Options, Progress};
 use super::passes::{measure_parts_with, measure_with, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
-use super::warnings::{granularity_warnings, method_warnings, profile_warnings};
+use super::warnings::{format_warnings, granularity_warnings, method_warnings, profile_warnings};
 
 /// One layer to run: its files, and the profile a front end kept from an earlier run (then
 /// passes 1–2 are not repeated: only calibration and the metrics pass run again).
@@ -211,9 +212,13 @@ fn finish_with(
     let chosen = calib::calibrate(&profile.observed(), &opts.calib());
     let elems = profile.moments.count;
     let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
+    let token_note = profile.channel_note.is_some() || plan.has_note();
+    let formats = FormatPlan::new(profile, &chosen, opts, token_note);
     let measured = match parts {
-        Some(parts) => measure_parts_with(parts, &chosen, Some(&plan), opts, progress),
-        None => measure_with(spec, &chosen, &plan, opts, progress),
+        Some(parts) => {
+            measure_parts_with(parts, &chosen, Some(&plan), Some(&formats), opts, progress)
+        }
+        None => measure_with(spec, &chosen, &plan, &formats, opts, progress),
     };
     match measured {
         Ok(measured) => {
@@ -241,6 +246,10 @@ fn finish_with(
                 .notes
                 .extend(profile.channel_note.iter().cloned().chain(note));
             granularity_warnings(&mut layer, &measured.tensor.finish(), opts);
+            let (rows, facts) = formats.finish(&measured.tensor, &measured.formats);
+            layer.formats = rows;
+            layer.notes.extend(formats.note.clone());
+            format_warnings(&mut layer, &facts, opts);
         }
         Err(e) => layer.error = Some(e.to_string()),
     }

@@ -167,6 +167,26 @@ impl FpFormat {
         }
     }
 
+    /// The per-tensor scales of a calibrated amax `a` in float32: (M/a, a/M), M = [`Self::max`],
+    /// so that y = x·(M/a) is quantized and x̂ = q·(a/M). `None` for a ≤ 0 or NaN (the caller
+    /// treats the layer as exact: never an infinite scale). For a so small that M/a overflows
+    /// float32 (a < 2^-118 or so), M/a is taken as the largest float32.
+    pub fn tensor_scales(&self, amax: f32) -> Option<(f32, f32)> {
+        if amax.is_nan() || amax <= 0.0 {
+            return None;
+        }
+        let m = self.max();
+        let inv = m / amax;
+        let inv = if inv.is_finite() { inv } else { f32::MAX };
+        Some((inv, amax / m))
+    }
+
+    /// One value of the per-tensor (or per-token) path: x̂ = quantize(x·inv)·s in float32.
+    #[inline(always)]
+    pub fn qdq(&self, x: f32, inv: f32, s: f32) -> f32 {
+        self.quantize(x * inv) * s
+    }
+
     /// The code of a value already on the grid (|r| ≤ max), with the sign of `r`.
     fn code_of(&self, r: f32) -> u8 {
         let sign = if r.is_sign_negative() {
