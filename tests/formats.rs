@@ -199,8 +199,15 @@ fn rows_need_a_contiguous_channel_axis_and_say_so() {
         },
     );
     assert!(l.formats.is_empty());
-    // The default: E4M3 per tensor (7 calibrators + mse_fp8) and per token.
+    // The default: none (opt-in for the cost).
     let l = analyse(&[8, 32], &v, &Options::default());
+    assert!(l.formats.is_empty());
+    // E4M3: per tensor (7 calibrators + mse_fp8) and per token.
+    let e4m3 = Options {
+        formats: vec![FormatKind::Fp8E4m3],
+        ..Options::default()
+    };
+    let l = analyse(&[8, 32], &v, &e4m3);
     assert_eq!(l.formats.len(), 9);
     assert_eq!(l.formats[4].method, Some("mse_fp8"));
     assert_eq!(l.formats[8].granularity, FormatGranularity::Token);
@@ -216,7 +223,11 @@ fn fp8_warnings_name_the_clipping_calibrator_and_the_nan_count() {
     for i in 0..8 {
         v[i * 500] = 40.0 + i as f32;
     }
-    let l = analyse(&[32, 128], &v, &Options::default());
+    let e4m3 = Options {
+        formats: vec![FormatKind::Fp8E4m3],
+        ..Options::default()
+    };
+    let l = analyse(&[32, 128], &v, &e4m3);
     let kinds: Vec<WarningKind> = l.warnings.iter().map(|w| w.kind).collect();
     assert!(kinds.contains(&WarningKind::Fp8Clipping), "{kinds:?}");
     let nan = l

@@ -21,7 +21,7 @@ mod kernels;
 #[cfg(test)]
 mod tests;
 
-use kernels::FpLanes;
+use kernels::{FpLanes, Grid};
 
 /// A deployed number format (`--formats`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -43,10 +43,11 @@ impl FormatKind {
         FormatKind::Nvfp4,
     ];
 
-    /// The default of `--formats`: FP8 E4M3 (per tensor with every calibrator's amax, the
-    /// FP8 MSE search, per token), what an LLM engineer deploys first; the other rows are
-    /// opt-in (README "Formats" has the costs).
-    pub const DEFAULT: [FormatKind; 1] = [FormatKind::Fp8E4m3];
+    /// The default of `--formats`: none. Every format row costs a pass over the values in
+    /// pass 3, and even the FP8 E4M3 rows alone grow the default analysis' CPU per value by
+    /// more than the 30% budget (README "Formats" has the figures): opt in with
+    /// `--formats fp8_e4m3` (what an LLM engineer deploys first) or `all`.
+    pub const DEFAULT: [FormatKind; 0] = [];
 
     /// The name in JSON and on the command line.
     pub fn name(self) -> &'static str {
@@ -224,6 +225,20 @@ struct TensorQ {
     fmt: FpFormat,
     scales: Option<(f32, f32)>,
 }
+
+impl TensorQ {
+    fn grid(&self) -> Option<Grid> {
+        self.scales.map(|(inv, s)| Grid::new(&self.fmt, inv, s))
+    }
+}
+
+thread_local! {
+    /// Pass 3's chunk with NaN and ±Inf zeroed, per worker thread.
+    static FINITE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Values per block of the per-tensor rows: every row reads a block while it is in L1.
+const BLOCK: usize = 2048;
 
 /// The NVFP4 tensor scale s_g and 6·s_g.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -409,18 +424,31 @@ impl FormatPlan {
 
     /// The format rows of one chunk of part `part` starting at flat index `first`.
     pub fn measure_chunk(&self, part: usize, first: usize, values: &[f32]) -> FormatAccums {
+        FINITE.with_borrow_mut(|buf| {
+            kernels::finite_into(values, buf);
+            self.measure_finite(part, first, buf)
+        })
+    }
+
+    /// [`Self::measure_chunk`] on values with NaN and ±Inf already zeroed.
+    fn measure_finite(&self, part: usize, first: usize, values: &[f32]) -> FormatAccums {
         let mut out = FormatAccums {
             tensor: vec![ErrorAccum::default(); self.tensor.len()],
             token: vec![ErrorAccum::default(); self.token.len()],
             mx: vec![Default::default(); self.mx.len()],
             nv: Default::default(),
         };
-        for (acc, q) in out.tensor.iter_mut().zip(&self.tensor) {
-            let mut l = FpLanes::default();
-            match q.scales {
-                Some((inv, s)) => kernels::tensor(&mut l, values, &q.fmt, inv, s),
-                None => l.exact(values),
+        let grids: Vec<Option<Grid>> = self.tensor.iter().map(TensorQ::grid).collect();
+        let mut lanes = vec![FpLanes::default(); grids.len()];
+        for block in values.chunks(BLOCK) {
+            for (l, g) in lanes.iter_mut().zip(&grids) {
+                match g {
+                    Some(g) => kernels::run(l, block, g, false),
+                    None => l.exact(block),
+                }
             }
+        }
+        for (l, acc) in lanes.iter().zip(out.tensor.iter_mut()) {
             l.absorb(acc);
         }
         let Some((count, maps)) = &self.map else {
@@ -433,53 +461,57 @@ impl FormatPlan {
         if map.stride != 1 || map.offset != 0 || !first.is_multiple_of(*count) {
             return out;
         }
+        let mut token = vec![FpLanes::default(); self.token.len()];
+        let mut mx = vec![FpLanes::default(); self.mx.len()];
+        let mut nv = FpLanes::default();
         for xs in values.chunks_exact(*count) {
-            for (acc, k) in out.token.iter_mut().zip(&self.token) {
-                let mut l = FpLanes::default();
-                let a = kernels::absmax(xs);
-                match k.element().tensor_scales(a) {
-                    Some((inv, s)) => kernels::tensor(&mut l, xs, &k.element(), inv, s),
+            let a = kernels::absmax(xs);
+            for (l, k) in token.iter_mut().zip(&self.token) {
+                let fmt = k.element();
+                match fmt.tensor_scales(a) {
+                    Some((inv, s)) => kernels::run(l, xs, &Grid::new(&fmt, inv, s), false),
                     None => l.exact(xs),
                 }
-                l.absorb(acc);
             }
-            for (acc, &(k, rule)) in out.mx.iter_mut().zip(&self.mx) {
-                let mut l = FpLanes::default();
+            for ((l, acc), &(k, rule)) in mx.iter_mut().zip(out.mx.iter_mut()).zip(&self.mx) {
                 let fmt = k.element();
                 for b in xs.chunks(MX_BLOCK) {
-                    let a = kernels::absmax(b);
                     acc.1 += 1;
-                    let Some(x) = mx_scale_exp(a, &fmt, rule) else {
+                    let Some(x) = mx_scale_exp(kernels::absmax(b), &fmt, rule) else {
                         l.exact(b);
                         continue;
                     };
                     let before = l.clipped();
-                    kernels::tensor(&mut l, b, &fmt, e8m0_pow2(-x), e8m0_pow2(x));
+                    let g = Grid::new(&fmt, e8m0_pow2(-x), e8m0_pow2(x));
+                    kernels::run(l, b, &g, false);
                     acc.2 += u64::from(l.clipped() > before);
                 }
-                l.absorb(&mut acc.0);
             }
-            if let Some(nv) = self.nv {
-                let mut l = FpLanes::default();
+            if let Some(n) = self.nv {
                 for b in xs.chunks(NVFP4_BLOCK) {
                     let a = kernels::absmax(b);
-                    if a == 0.0 || nv.six_sg == 0.0 {
-                        l.exact(b);
+                    if a == 0.0 || n.six_sg == 0.0 {
+                        nv.exact(b);
                         continue;
                     }
-                    let sb = E4M3.quantize(a / nv.six_sg);
-                    let d = sb * nv.sg;
+                    let d = E4M3.quantize(a / n.six_sg) * n.sg;
                     if d == 0.0 {
                         // The block's scale rounds to 0: it dequantizes to 0.
-                        l.zero(b);
-                        out.nv.1 += b.iter().filter(|v| v.is_finite() && **v != 0.0).count() as u64;
+                        nv.zero(b);
+                        out.nv.1 += b.iter().filter(|v| **v != 0.0).count() as u64;
                         continue;
                     }
-                    kernels::divided(&mut l, b, &E2M1, d);
+                    kernels::run(&mut nv, b, &Grid::new(&E2M1, d, d), true);
                 }
-                l.absorb(&mut out.nv.0);
             }
         }
+        for (l, acc) in token.iter().zip(out.token.iter_mut()) {
+            l.absorb(acc);
+        }
+        for (l, acc) in mx.iter().zip(out.mx.iter_mut()) {
+            l.absorb(&mut acc.0);
+        }
+        nv.absorb(&mut out.nv.0);
         out
     }
 
@@ -573,14 +605,14 @@ impl FormatPlan {
 /// the values an unclamped cast would make NaN or ±inf. `None` amax scales (a ≤ 0): exact.
 pub fn tensor_row(values: &[f32], fmt: &FpFormat, amax: f32) -> (Metrics, u64) {
     let mut acc = ErrorAccum::default();
-    for block in values.chunks(1 << 16) {
-        let mut l = FpLanes::default();
-        match fmt.tensor_scales(amax) {
-            Some((inv, s)) => kernels::tensor(&mut l, block, fmt, inv, s),
-            None => l.exact(block),
-        }
-        l.absorb(&mut acc);
+    let mut buf = Vec::new();
+    kernels::finite_into(values, &mut buf);
+    let mut l = FpLanes::default();
+    match fmt.tensor_scales(amax) {
+        Some((inv, s)) => kernels::run(&mut l, &buf, &Grid::new(fmt, inv, s), false),
+        None => l.exact(&buf),
     }
+    l.absorb(&mut acc);
     let fin = values.iter().filter(|v| v.is_finite());
     acc.n = fin.clone().count() as u64;
     acc.sig_sq = fin.map(|&v| f64::from(v) * f64::from(v)).sum();
@@ -605,4 +637,113 @@ pub fn mx_scale_exp(amax: f32, fmt: &FpFormat, rule: ScaleRule) -> Option<i32> {
 /// 2^k for an E8M0 exponent (±127 at most: both it and 2^-k are exact float32).
 fn e8m0_pow2(k: i32) -> f32 {
     crate::formats::pow2(k)
+}
+
+/// The best row of one family at a bit budget (README "Formats": the recommendation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetEntry {
+    /// `int8 mse`, `int8 per token`, `fp8_e4m3 mse_fp8`, `mxfp4 rceil`, ...
+    pub label: String,
+    pub sqnr_db: f64,
+}
+
+/// Per bit budget (8 then 4) the best row of each family, best first: at 8 bits int8 per
+/// tensor (the methods) and per token/channel (when `--bits` is 8), FP8 per tensor, FP8 per
+/// token and MXFP8; at 4 bits int4 per block (when `--bits` is 4 and block rows were
+/// measured), MXFP4 and NVFP4. Empty budgets are left out.
+pub fn budgets(l: &super::model::LayerAnalysis, int_bits: u8) -> Vec<(u8, Vec<BudgetEntry>)> {
+    use super::granularity::Granularity;
+    let best = |rows: Vec<(String, f64)>| -> Option<BudgetEntry> {
+        rows.into_iter()
+            .filter(|r| !r.1.is_nan())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(label, sqnr_db)| BudgetEntry { label, sqnr_db })
+    };
+    let formats = |pred: &dyn Fn(&FormatResult) -> bool| {
+        best(
+            l.formats
+                .iter()
+                .filter(|r| pred(r))
+                .map(|r| (r.label(), r.metrics.sqnr_db))
+                .collect(),
+        )
+    };
+    let grans = |pred: &dyn Fn(Granularity) -> bool| {
+        best(
+            l.granularities
+                .iter()
+                .filter(|g| pred(g.granularity))
+                .map(|g| {
+                    let phrase = super::warnings::granularity_phrase(g);
+                    (format!("int{} {phrase}", g.bits), g.metrics.sqnr_db)
+                })
+                .collect(),
+        )
+    };
+    let mut out = Vec::new();
+    for bits in [8u8, 4] {
+        let mut e: Vec<BudgetEntry> = Vec::new();
+        if int_bits == bits {
+            e.extend(best(
+                l.methods
+                    .iter()
+                    .map(|m| (format!("int{bits} {}", m.label()), m.metrics.sqnr_db))
+                    .collect(),
+            ));
+            let finer = if bits == 8 {
+                grans(&|g| matches!(g, Granularity::Token | Granularity::Channel))
+            } else {
+                grans(&|g| g == Granularity::Block)
+            };
+            e.extend(finer);
+        }
+        if bits == 8 {
+            e.extend(formats(&|r| {
+                r.format.is_fp8() && r.granularity == FormatGranularity::Tensor
+            }));
+            e.extend(formats(&|r| {
+                r.format.is_fp8() && r.granularity == FormatGranularity::Token
+            }));
+            e.extend(formats(&|r| r.format == FormatKind::Mxfp8));
+        } else {
+            e.extend(formats(&|r| r.format == FormatKind::Mxfp4));
+            e.extend(formats(&|r| r.format == FormatKind::Nvfp4));
+        }
+        let has_format = e.iter().any(|x| !x.label.starts_with("int"));
+        if has_format {
+            e.sort_by(|a, b| b.sqnr_db.total_cmp(&a.sqnr_db));
+            out.push((bits, e));
+        }
+    }
+    out
+}
+
+/// One line per budget: `8-bit: best fp8_e4m3 token 33.8 dB; then int8 mse 31.2 dB, ...`.
+pub fn budget_lines(l: &super::model::LayerAnalysis, int_bits: u8) -> Vec<String> {
+    budgets(l, int_bits)
+        .into_iter()
+        .map(|(bits, e)| {
+            let db = |v: f64| {
+                if v.is_infinite() {
+                    "inf".to_string()
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let rest: Vec<String> = e[1..]
+                .iter()
+                .map(|x| format!("{} {} dB", x.label, db(x.sqnr_db)))
+                .collect();
+            let then = if rest.is_empty() {
+                String::new()
+            } else {
+                format!("; then {}", rest.join(", "))
+            };
+            format!(
+                "{bits}-bit: best {} {} dB{then}",
+                e[0].label,
+                db(e[0].sqnr_db)
+            )
+        })
+        .collect()
 }
