@@ -381,3 +381,130 @@ fn half_to_f32(h: u16) -> f32 {
         _ => (1.0 + m / 1024.0) * 2f32.powi(e - 15),
     }
 }
+
+fn calibscope() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("calibscope").unwrap()
+}
+
+fn sample(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
+}
+
+#[test]
+fn the_formats_flag_is_validated_echoed_and_shown_in_every_report() {
+    calibscope()
+        .args(["report", "-q", "--formats", "fp8,nvfp4"])
+        .arg(sample("02_block_gelu.npy"))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "unknown format `fp8` (expected all, none or some of: fp8_e4m3, fp8_e5m2, mxfp8, mxfp4, nvfp4)",
+        ));
+    let out = calibscope()
+        .args([
+            "report",
+            "-q",
+            "--format",
+            "json",
+            "--formats",
+            "nvfp4,fp8_e4m3",
+        ])
+        .arg(sample("02_block_gelu.npy"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["settings"]["formats"],
+        serde_json::json!(["fp8_e4m3", "nvfp4"])
+    );
+    let rows = v["layers"][0]["formats"].as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    // The keys in the documented order (as written, not as a parsed map sorts them).
+    let raw = String::from_utf8(out.stdout).unwrap();
+    let first = &raw[raw.rfind("\"formats\": [").unwrap()..];
+    let at: Vec<usize> = [
+        "format",
+        "granularity",
+        "block_size",
+        "method",
+        "percentile",
+        "scale_rule",
+        "amax",
+        "metrics",
+        "unclamped_nonfinite",
+    ]
+    .iter()
+    .map(|k| first.find(&format!("\"{k}\":")).unwrap())
+    .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+    let text = calibscope()
+        .args(["report", "-q", "--formats", "all"])
+        .arg(sample("02_block_gelu.npy"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("fp8_e4m3 mse_fp8"), "{text}");
+    assert!(text.contains("  * 8-bit: best "), "{text}");
+    assert!(text.contains("  * 4-bit: best "), "{text}");
+    let csv = calibscope()
+        .args(["report", "-q", "--format", "csv", "--formats", "all"])
+        .arg(sample("02_block_gelu.npy"))
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    // Header unchanged; 7 methods, 3 granularity rows, 23 format rows.
+    assert!(csv.starts_with("layer,source,shape,dtype,method,percentile,scheme,bits,lo,hi,"));
+    assert_eq!(csv.lines().filter(|l| l.contains(",format:")).count(), 23);
+    assert!(csv.contains(",format:mxfp4:rceil,"), "{csv}");
+    let md = calibscope()
+        .args(["report", "-q", "--format", "markdown", "--formats", "mxfp8"])
+        .arg(sample("02_block_gelu.npy"))
+        .output()
+        .unwrap();
+    let md = String::from_utf8(md.stdout).unwrap();
+    assert!(md.contains("| mxfp8 ocp |"), "{md}");
+}
+
+#[test]
+fn the_json_export_carries_the_fp8_input_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ranges.json");
+    calibscope()
+        .args([
+            "report",
+            "-q",
+            "--formats",
+            "fp8_e4m3",
+            "--method",
+            "minmax",
+        ])
+        .args(["--export", "json"])
+        .arg(&out)
+        .arg(sample("02_block_gelu.npy"))
+        .assert()
+        .success();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let f = &v["02_block_gelu"]["fp8"];
+    assert_eq!(f["format"], "fp8_e4m3");
+    assert_eq!(f["method"], "minmax");
+    let amax = f["amax"].as_f64().unwrap();
+    assert_eq!(amax, v["02_block_gelu"]["max"].as_f64().unwrap());
+    // input_scale = amax/448 as float32.
+    assert_eq!(
+        f["input_scale"].as_f64().unwrap() as f32,
+        amax as f32 / 448.0
+    );
+    let scale = f64::from(amax as f32 / 448.0);
+    assert!((f["scale"].as_f64().unwrap() - scale).abs() <= 1e-15 * scale);
+    // Without the FP8 rows there is no fp8 key.
+    calibscope()
+        .args(["report", "-q", "--export", "json"])
+        .arg(&out)
+        .arg(sample("02_block_gelu.npy"))
+        .assert()
+        .success();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(v["02_block_gelu"].get("fp8").is_none());
+}

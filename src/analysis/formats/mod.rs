@@ -654,9 +654,10 @@ pub struct BudgetEntry {
 pub fn budgets(l: &super::model::LayerAnalysis, int_bits: u8) -> Vec<(u8, Vec<BudgetEntry>)> {
     use super::granularity::Granularity;
     let best = |rows: Vec<(String, f64)>| -> Option<BudgetEntry> {
+        // The first of equals (min-max before the percentile that equals it).
         rows.into_iter()
             .filter(|r| !r.1.is_nan())
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .reduce(|a, b| if b.1 > a.1 { b } else { a })
             .map(|(label, sqnr_db)| BudgetEntry { label, sqnr_db })
     };
     let formats = |pred: &dyn Fn(&FormatResult) -> bool| {
