@@ -199,18 +199,19 @@ fn rows_need_a_contiguous_channel_axis_and_say_so() {
         },
     );
     assert!(l.formats.is_empty());
-    // The default: none (opt-in for the cost).
+    // The default: E4M3 per tensor (7 calibrators + mse_fp8) and per token; a 1-D tensor then
+    // has no note (it has no tokens to speak of).
     let l = analyse(&[8, 32], &v, &Options::default());
-    assert!(l.formats.is_empty());
-    // E4M3: per tensor (7 calibrators + mse_fp8) and per token.
-    let e4m3 = Options {
-        formats: vec![FormatKind::Fp8E4m3],
-        ..Options::default()
-    };
-    let l = analyse(&[8, 32], &v, &e4m3);
     assert_eq!(l.formats.len(), 9);
     assert_eq!(l.formats[4].method, Some("mse_fp8"));
     assert_eq!(l.formats[8].granularity, FormatGranularity::Token);
+    let l = analyse(&[256], &v, &Options::default());
+    assert_eq!(l.formats.len(), 8);
+    assert!(
+        l.notes.iter().all(|n| !n.contains("format rows")),
+        "{:?}",
+        l.notes
+    );
 }
 
 #[test]
@@ -500,7 +501,7 @@ fn the_json_export_carries_the_fp8_input_scale() {
     assert!((f["scale"].as_f64().unwrap() - scale).abs() <= 1e-15 * scale);
     // Without the FP8 rows there is no fp8 key.
     calibscope()
-        .args(["report", "-q", "--export", "json"])
+        .args(["report", "-q", "--formats", "none", "--export", "json"])
         .arg(&out)
         .arg(sample("02_block_gelu.npy"))
         .assert()
