@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use calibscope::analysis::compare::{CompareOptions, FailOn};
+use calibscope::analysis::formats::parse_formats;
 use calibscope::analysis::options::{GranularityOptions, parse_granularities};
 use calibscope::analysis::warnings::{Thresholds, WarningKind};
-use calibscope::analysis::{Granularity, Options};
+use calibscope::analysis::{FormatKind, Granularity, Options};
 use calibscope::calib::Scheme;
 use calibscope::report::export::NameMap;
 use calibscope::source::{BatchLayout, Limits};
@@ -138,7 +139,7 @@ pub struct NotForCompare {
 /// counts).
 pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> {
     if let Some(sub) = matches.subcommand_matches("compare") {
-        for (id, flag) in &ANALYSIS_OPTIONS[..7] {
+        for (id, flag) in &ANALYSIS_OPTIONS[..8] {
             if given_in(matches, sub, id) {
                 return Err(UsageError(format!(
                     "{flag} is an analysis option; compare does not use it"
@@ -160,7 +161,7 @@ pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> 
 }
 
 /// The options that shape the numbers (clap id, flag), those `compare` refuses first.
-const ANALYSIS_OPTIONS: [(&str, &str); 13] = [
+const ANALYSIS_OPTIONS: [(&str, &str); 14] = [
     ("bits", "--bits"),
     ("scheme", "--scheme"),
     ("percentile", "--percentile"),
@@ -168,6 +169,7 @@ const ANALYSIS_OPTIONS: [(&str, &str); 13] = [
     ("batch_axis", "--batch-axis"),
     ("folds", "--folds"),
     ("validate", "--validate"),
+    ("formats", "--formats"),
     ("sqnr_floor", "--sqnr-floor"),
     ("granularities", "--granularities"),
     ("channel_axis", "--channel-axis"),
@@ -340,6 +342,10 @@ pub struct AnalysisArgs {
     /// Folds of the held-out validation: batch i is in fold i mod K (needs 2·K batches).
     #[arg(long, value_name = "K", default_value_t = defaults().folds, global = true)]
     pub folds: usize,
+    /// Deployed formats measured beside the int methods: `all`, `none` or some of fp8_e4m3,
+    /// fp8_e5m2, mxfp8, mxfp4, nvfp4 (comma-separated).
+    #[arg(long, value_name = "LIST", default_value_t = Formats(defaults().formats), global = true)]
+    pub formats: Formats,
 }
 
 impl AnalysisArgs {
@@ -372,6 +378,7 @@ impl AnalysisArgs {
             }),
             validate: self.validate,
             folds: self.folds,
+            formats: self.formats.0.clone(),
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;
@@ -529,6 +536,31 @@ impl std::str::FromStr for Rows {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_granularities(s).map(Rows).map_err(|e| e.to_string())
+    }
+}
+
+/// `--formats all`, `none` or `fp8_e4m3,...` (checked when parsed).
+#[derive(Clone, Debug)]
+pub struct Formats(pub Vec<FormatKind>);
+
+impl fmt::Display for Formats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        if self.0 == FormatKind::ALL {
+            return f.write_str("all");
+        }
+        let names: Vec<&str> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for Formats {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_formats(s).map(Formats).map_err(|e| e.to_string())
     }
 }
 

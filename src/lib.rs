@@ -17,6 +17,7 @@
 
 pub mod analysis;
 pub mod calib;
+pub mod formats;
 pub mod histogram;
 pub mod report;
 pub mod samples;

@@ -12,6 +12,7 @@ const RANKS: &[(&str, u8)] = &[
     ("simd", 0),
     ("source", 0),
     ("histogram", 1),
+    ("formats", 1),
     ("calib", 2),
     ("analysis", 3),
     ("report", 4),

@@ -18,6 +18,7 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
+//! - [`formats`]: FP8, MXFP8/MXFP4 and NVFP4 rows;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`validation`]: held-out validation over folds of batches, convergence over batch
 //!   prefixes, and the recommendation by held-out SQNR;
@@ -27,6 +28,7 @@
 
 pub mod cast;
 pub mod compare;
+pub mod formats;
 pub mod granularity;
 pub mod metrics;
 pub mod model;
@@ -40,6 +42,7 @@ pub mod validation;
 pub mod warnings;
 
 pub use crate::calib::MethodKind;
+pub use formats::{FormatKind, FormatResult};
 pub use granularity::Granularity;
 pub use model::{
     Analysis, ChannelSummary, GranularityResult, JSON_VERSION, LayerAnalysis, MethodResult,

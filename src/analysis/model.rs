@@ -9,6 +9,7 @@ use crate::calib::{MethodKind, Scheme};
 use crate::source::{LayerSpec, LoadError};
 
 use super::cast::CastAudit;
+use super::formats::{FormatKind, FormatResult};
 use super::granularity::Granularity;
 use super::metrics::Metrics;
 use super::options::Options;
@@ -46,6 +47,8 @@ pub struct Settings {
     /// Whether held-out validation and convergence ran, and K.
     pub validate: bool,
     pub folds: usize,
+    /// The format rows measured (`--formats`).
+    pub formats: Vec<FormatKind>,
 }
 
 impl Settings {
@@ -64,6 +67,7 @@ impl Settings {
             outlier_threshold: o.granularity.outlier_threshold,
             validate: o.validate,
             folds: o.folds,
+            formats: o.formats.clone(),
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct LayerAnalysis {
     pub validation: Option<Validation>,
     /// Ranges over batch prefixes and the verdict; `null` with one batch.
     pub convergence: Option<Convergence>,
+    /// FP8, MX and NVFP4 rows (`--formats`, README "Formats").
+    pub formats: Vec<FormatResult>,
     pub warnings: Vec<Warning>,
     /// Facts about how the numbers were made (float64 narrowed, layout, ...).
     pub notes: Vec<String>,
@@ -238,6 +244,7 @@ impl LayerAnalysis {
             channels: None,
             validation: None,
             convergence: None,
+            formats: Vec::new(),
             warnings: Vec::new(),
             notes: Vec::new(),
             error: None,

@@ -6,6 +6,7 @@ use crate::calib::Scheme;
 use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::source::Limits;
 
+use super::formats::{FormatKind, check_formats};
 use super::granularity::Granularity;
 use super::warnings::Thresholds;
 
@@ -59,6 +60,8 @@ pub struct Options {
     pub validate: bool,
     /// K of the held-out validation: batch i is in fold i mod K.
     pub folds: usize,
+    /// The deployed formats measured beside the int methods (`--formats`, README "Formats").
+    pub formats: Vec<FormatKind>,
 }
 
 /// What the granularity rows and the channel summary measure (README "Granularities").
@@ -109,6 +112,7 @@ impl Default for Options {
             granularity: Box::default(),
             validate: false,
             folds: 2,
+            formats: FormatKind::DEFAULT.to_vec(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Options {
                 self.folds
             )));
         }
+        check_formats(&self.formats)?;
         self.granularity.validate()
     }
 

@@ -14,6 +14,7 @@ use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
+use super::formats::{FormatAccums, FormatPlan};
 use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
 use super::metrics::{self, ErrorAccum};
 use super::options::{FINE_BINS, MAX_BATCHES, Options, Progress};
@@ -546,7 +547,7 @@ pub(crate) fn measure_parts(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
-    measure_parts_with(parts, chosen, None, opts, progress).map(|m| m.methods)
+    measure_parts_with(parts, chosen, None, None, opts, progress).map(|m| m.methods)
 }
 
 /// What pass 3 measured: each chosen range's error, and with a [`Plan`] the per-tensor grid's
@@ -557,17 +558,20 @@ pub(crate) struct Measured {
     pub groups: GroupAccums,
     /// The validation's sums, with a probe.
     pub probe: Option<ProbeSums>,
+    pub formats: FormatAccums,
 }
 
-/// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
+/// Pass 3 over a layer's open parts, with the granularity rows of `plan` and the format rows
+/// of `formats` if given.
 pub(crate) fn measure_parts_with(
     parts: &[OpenArray],
     chosen: &[Chosen],
     plan: Option<&Plan>,
+    formats: Option<&FormatPlan>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
-    measure_parts_probe(parts, chosen, plan, None, opts, progress)
+    measure_parts_probe(parts, chosen, plan, formats, None, opts, progress)
 }
 
 /// [`measure_parts_with`] plus the validation's quantizers (`probe`): some on every value,
@@ -576,6 +580,7 @@ pub(crate) fn measure_parts_probe(
     parts: &[OpenArray],
     chosen: &[Chosen],
     plan: Option<&Plan>,
+    formats: Option<&FormatPlan>,
     probe: Option<&Probe>,
     opts: &Options,
     progress: &Progress,
@@ -599,10 +604,13 @@ pub(crate) fn measure_parts_probe(
     let mut total = vec![ErrorAccum::default(); unique.len()];
     let mut sums = probe.map(ProbeSums::new);
     let mut groups = GroupAccums::default();
+    let formats = formats.filter(|f| !f.is_empty());
+    let mut format_sums = FormatAccums::default();
     for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let g = grouped.map(|p| p.measure_chunk(pi, first, values));
+            let f = formats.map(|p| p.measure_chunk(pi, first, values));
             let mut r = vec![ErrorAccum::default(); unique.len()];
             let mut folds = probe.map(ProbeSums::new);
             let runs = match (probe, &batching) {
@@ -624,17 +632,20 @@ pub(crate) fn measure_parts_probe(
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            (r, g, folds)
+            (r, g, folds, f)
         })?;
-        for (p, g, f) in partials {
+        for (p, g, folds, f) in partials {
             for (t, a) in total.iter_mut().zip(&p) {
                 t.merge(a);
             }
             if let Some(g) = g {
                 groups.merge(&g);
             }
-            if let (Some(s), Some(f)) = (sums.as_mut(), f) {
+            if let (Some(s), Some(f)) = (sums.as_mut(), folds) {
                 s.merge(&f);
+            }
+            if let Some(f) = f {
+                format_sums.merge(&f);
             }
         }
     }
@@ -646,6 +657,7 @@ pub(crate) fn measure_parts_probe(
         tensor: tensor_slot.map(|i| total[i]).unwrap_or_default(),
         groups,
         probe: sums,
+        formats: format_sums,
     })
 }
 

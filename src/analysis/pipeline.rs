@@ -11,6 +11,7 @@ use crate::histogram::Histogram;
 use crate::source::{LayerSpec, LoadError, OpenArray};
 
 use super::cast::CastAudit;
+use super::formats::FormatPlan;
 use super::granularity::Plan;
 use super::metrics::Metrics;
 use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, RecommendedBy, Settings};
@@ -19,7 +20,7 @@ use super::passes::{measure_parts_probe, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use super::validation;
-use super::warnings::{granularity_warnings, method_warnings, profile_warnings};
+use super::warnings::{format_warnings, granularity_warnings, method_warnings, profile_warnings};
 
 /// One layer to run: its files, and the profile a front end kept from an earlier run (then
 /// passes 1–2 are not repeated: only calibration and the metrics pass run again).
@@ -213,6 +214,8 @@ fn finish_with(
     let chosen = calib::calibrate(&profile.observed(), &opts.calib());
     let elems = profile.moments.count;
     let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
+    let token_note = profile.channel_note.is_some() || plan.has_note();
+    let formats = FormatPlan::new(profile, &chosen, opts, token_note);
     let checks = profile
         .cells
         .as_ref()
@@ -240,7 +243,15 @@ fn finish_with(
             }
         },
     };
-    match measure_parts_probe(parts, &chosen, Some(&plan), probe, opts, progress) {
+    match measure_parts_probe(
+        parts,
+        &chosen,
+        Some(&plan),
+        Some(&formats),
+        probe,
+        opts,
+        progress,
+    ) {
         Ok(measured) => {
             let metrics = measured.methods.iter().map(|a| a.finish());
             layer.methods = method_results(&chosen, metrics, opts);
@@ -261,6 +272,10 @@ fn finish_with(
                 .notes
                 .extend(profile.channel_note.iter().cloned().chain(note));
             granularity_warnings(&mut layer, &measured.tensor.finish(), opts);
+            let (rows, facts) = formats.finish(&measured.tensor, &measured.formats);
+            layer.formats = rows;
+            layer.notes.extend(formats.note.clone());
+            format_warnings(&mut layer, &facts, opts);
         }
         Err(e) => layer.error = Some(e.to_string()),
     }

@@ -8,6 +8,7 @@ use crate::calib::{self, Scheme};
 use crate::source::DType;
 
 use super::cast::{CastType, F16_MAX, F16_OVERFLOW};
+use super::formats::{FormatFacts, FormatGranularity, FormatKind, FormatResult, ScaleRule};
 use super::granularity::Granularity;
 use super::metrics::Metrics;
 use super::model::{GranularityResult, LayerAnalysis};
@@ -35,10 +36,14 @@ pub enum WarningKind {
     RangeDisagreement,
     CalibrationUnstable,
     OverfitRange,
+    Fp8Clipping,
+    Fp8UnclampedNan,
+    Fp8ZeroAmax,
+    MxScaleClipping,
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 17] = [
+    pub const ALL: [WarningKind; 21] = [
         WarningKind::NanInf,
         WarningKind::Fp16Overflow,
         WarningKind::Fp16SquareOverflow,
@@ -56,6 +61,10 @@ impl WarningKind {
         WarningKind::RangeDisagreement,
         WarningKind::CalibrationUnstable,
         WarningKind::OverfitRange,
+        WarningKind::Fp8Clipping,
+        WarningKind::Fp8UnclampedNan,
+        WarningKind::Fp8ZeroAmax,
+        WarningKind::MxScaleClipping,
     ];
 
     /// The snake_case name used in JSON and by `--fail-on`.
@@ -78,6 +87,10 @@ impl WarningKind {
             WarningKind::RangeDisagreement => "range_disagreement",
             WarningKind::CalibrationUnstable => "calibration_unstable",
             WarningKind::OverfitRange => "overfit_range",
+            WarningKind::Fp8Clipping => "fp8_clipping",
+            WarningKind::Fp8UnclampedNan => "fp8_unclamped_nan",
+            WarningKind::Fp8ZeroAmax => "fp8_zero_amax",
+            WarningKind::MxScaleClipping => "mx_scale_clipping",
         }
     }
 
@@ -504,4 +517,124 @@ pub(crate) fn granularity_warnings(layer: &mut LayerAnalysis, tensor: &Metrics, 
             if ch.outliers.len() == 1 { "it" } else { "them" },
         ),
     ));
+}
+
+/// The format rows' warnings: `fp8_clipping`, `fp8_unclamped_nan`, `fp8_zero_amax` and
+/// `mx_scale_clipping` (README "Warnings"), and the NVFP4 underflow note.
+pub(crate) fn format_warnings(layer: &mut LayerAnalysis, facts: &FormatFacts, _opts: &Options) {
+    let e4m3: Vec<&FormatResult> = layer
+        .formats
+        .iter()
+        .filter(|r| r.format == FormatKind::Fp8E4m3 && r.granularity == FormatGranularity::Tensor)
+        .collect();
+    let mut out = Vec::new();
+    // What a calibrator's clipping costs against the min-max scale, which holds every value.
+    if let Some(full) = e4m3.iter().find(|r| r.method.as_deref() == Some("minmax")) {
+        let costly: Vec<(&FormatResult, f64)> = e4m3
+            .iter()
+            .filter(|r| r.metrics.clipped() > 0.0)
+            .map(|r| (*r, full.metrics.sqnr_db - r.metrics.sqnr_db))
+            .filter(|(_, cost)| *cost > 0.0)
+            .collect();
+        if let Some((worst, cost)) = costly.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            let more = match costly.len() - 1 {
+                0 => String::new(),
+                n => format!(
+                    " ({n} more amax{} clip too)",
+                    if n == 1 { "" } else { "es" }
+                ),
+            };
+            out.push(Warning::new(
+                WarningKind::Fp8Clipping,
+                *cost,
+                format!(
+                    "E4M3 at the {} amax {:.4e} clips {:.2}% of values that E4M3 holds at the min-max scale: SQNR {:.1} dB vs {:.1} dB (costs {:.1} dB){more}; FP8 needs little clipping",
+                    method_phrase(worst),
+                    worst.amax.unwrap_or(f64::NAN),
+                    100.0 * worst.metrics.clipped(),
+                    worst.metrics.sqnr_db,
+                    full.metrics.sqnr_db,
+                    cost
+                ),
+            ));
+        }
+    }
+    let nan: Vec<&&FormatResult> = e4m3
+        .iter()
+        .filter(|r| r.unclamped_nonfinite.unwrap_or(0) > 0)
+        .collect();
+    if let Some(worst) = nan.iter().max_by_key(|r| r.unclamped_nonfinite) {
+        let n = worst.unclamped_nonfinite.unwrap_or(0);
+        let more = match nan.len() - 1 {
+            0 => String::new(),
+            k => format!(" ({k} more amax{} do too)", if k == 1 { "" } else { "es" }),
+        };
+        out.push(Warning::new(
+            WarningKind::Fp8UnclampedNan,
+            n as f64,
+            format!(
+                "a kernel that casts to E4M3 without clamping would write NaN for {} at the {} amax {:.4e} (|x|·448/amax past 464){more}; clamp to ±448 before the cast",
+                values(n, "value"),
+                method_phrase(worst),
+                worst.amax.unwrap_or(f64::NAN)
+            ),
+        ));
+    }
+    if !facts.zero_amax.is_empty() {
+        out.push(Warning::new(
+            WarningKind::Fp8ZeroAmax,
+            facts.zero_amax.len() as f64,
+            format!(
+                "amax 0 for {}: the FP8 scale M/amax would be infinite; taken as exact (every value is 0)",
+                facts.zero_amax.join(", ")
+            ),
+        ));
+    }
+    for &(kind, rule, blocks, clipped_blocks) in &facts.mx_blocks {
+        if rule != ScaleRule::Ocp || clipped_blocks == 0 {
+            continue;
+        }
+        let row = |r: ScaleRule| {
+            layer
+                .formats
+                .iter()
+                .find(|f| f.format == kind && f.scale_rule == Some(r))
+        };
+        let (Some(ocp), Some(rceil)) = (row(ScaleRule::Ocp), row(ScaleRule::Rceil)) else {
+            continue;
+        };
+        let share = ocp.metrics.clipped();
+        out.push(Warning::new(
+            WarningKind::MxScaleClipping,
+            share,
+            format!(
+                "{}: the OCP scale rule clips {:.3}% of values in {:.2}% of blocks ({} of {}); RCEIL would not (SQNR {:.1} dB OCP vs {:.1} dB RCEIL)",
+                kind.name(),
+                100.0 * share,
+                100.0 * clipped_blocks as f64 / blocks.max(1) as f64,
+                fmt_count(clipped_blocks),
+                fmt_count(blocks),
+                ocp.metrics.sqnr_db,
+                rceil.metrics.sqnr_db
+            ),
+        ));
+    }
+    if facts.nvfp4_underflow > 0 {
+        layer.notes.push(format!(
+            "nvfp4: {} lie in blocks whose E4M3 scale rounds to 0 and dequantize to 0",
+            values(facts.nvfp4_underflow, "nonzero value")
+        ));
+    }
+    layer.warnings.extend(out);
+}
+
+/// `entropy`, `percentile 99.9`, `FP8 MSE search`: a per-tensor row's amax source in a
+/// sentence.
+fn method_phrase(r: &FormatResult) -> String {
+    match (r.method.as_deref(), r.percentile) {
+        (Some("mse_fp8"), _) => "FP8 MSE search".into(),
+        (Some(m), Some(p)) => format!("{m} {p}"),
+        (Some(m), None) => m.to_string(),
+        (None, _) => "dynamic".into(),
+    }
 }

@@ -4,7 +4,10 @@
 //! `granularity:outliers_in_float` (range, scale, zero point, candidates and recommended empty),
 //! then with `--validate` one per layer × method held out, whose `method` is `heldout:minmax`,
 //! `heldout:percentile`, ... (its ranges differ by fold: range, scale, zero point and
-//! candidates empty; `recommended` true for the method the held-out rule chose).
+//! candidates empty; `recommended` true for the method the held-out rule chose),
+//! then one per layer × format row, whose `method` is `format:fp8_e4m3:entropy`,
+//! `format:fp8_e4m3:percentile 99.9`, `format:fp8_e4m3:token`, `format:mxfp4:ocp`,
+//! `format:nvfp4`, ... (`lo`/`hi` ±amax and `scale` amax/M for per-tensor rows; scheme empty).
 
 use std::fmt::Write;
 
@@ -109,6 +112,31 @@ pub fn render(a: &Analysis) -> String {
                 m.clipped_below,
                 m.clipped_above,
                 l.recommended.as_deref() == Some(h.label().as_str()),
+            );
+        }
+        for r in &l.formats {
+            let m = &r.metrics;
+            // Per-tensor rows: the range ±amax and the scale amax/M (float32, as used).
+            let (lo, hi, scale) = match r.amax {
+                Some(a) => (
+                    (-a).to_string(),
+                    a.to_string(),
+                    f64::from(a as f32 / r.format.element().max()).to_string(),
+                ),
+                None => Default::default(),
+            };
+            let _ = writeln!(
+                out,
+                "{head},{},{},,{},{lo},{hi},{scale},,,{},{},{},{},{},{},,{warnings},{error}",
+                field(&r.csv_method()),
+                r.percentile.map(|p| p.to_string()).unwrap_or_default(),
+                r.format.bits(),
+                m.mse,
+                m.sqnr_db,
+                m.max_abs_error,
+                m.cosine,
+                m.clipped_below,
+                m.clipped_above,
             );
         }
     }

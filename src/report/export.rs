@@ -155,9 +155,60 @@ struct Range {
     max: f64,
     scale: f64,
     zero_point: i64,
+    /// The FP8 E4M3 per-tensor scale, when its rows were measured (`--formats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fp8: Option<Fp8Scale>,
 }
 
-/// `{layer: {"method", "min", "max", "scale", "zero_point"}}`.
+/// A layer's FP8 E4M3 per-tensor scale: `scale` = amax/448 in float32, which is what serving
+/// engines load as `input_scale` (x ≈ fp8 · input_scale).
+#[derive(Serialize)]
+struct Fp8Scale {
+    format: &'static str,
+    method: String,
+    amax: f64,
+    scale: f64,
+    input_scale: f32,
+}
+
+/// The E4M3 per-tensor row to export: with `recommended` the best SQNR (ties: the smaller
+/// amax), otherwise the row of the exported method's label.
+fn fp8_scale(l: &LayerAnalysis, method: &str) -> Option<Fp8Scale> {
+    use crate::analysis::formats::{FormatGranularity, FormatKind};
+    let rows = l
+        .formats
+        .iter()
+        .filter(|r| r.format == FormatKind::Fp8E4m3 && r.granularity == FormatGranularity::Tensor);
+    let label = |r: &crate::analysis::FormatResult| {
+        let full = r.label();
+        full.split_once(' ')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or(full)
+    };
+    let row = if method == "recommended" {
+        rows.filter(|r| !r.metrics.sqnr_db.is_nan()).min_by(|a, b| {
+            b.metrics
+                .sqnr_db
+                .total_cmp(&a.metrics.sqnr_db)
+                .then(a.amax.unwrap_or(0.0).total_cmp(&b.amax.unwrap_or(0.0)))
+        })
+    } else {
+        let mut rows = rows;
+        rows.find(|r| label(r) == method || r.method.as_deref() == Some(method))
+    }?;
+    let amax = row.amax?;
+    let scale = amax as f32 / crate::formats::E4M3.max();
+    Some(Fp8Scale {
+        format: row.format.name(),
+        method: label(row),
+        amax,
+        scale: f64::from(scale),
+        input_scale: scale,
+    })
+}
+
+/// `{layer: {"method", "min", "max", "scale", "zero_point"}}`, plus `"fp8": {"format",
+/// "method", "amax", "scale", "input_scale"}` where the FP8 E4M3 rows were measured.
 pub fn ranges_json(a: &Analysis, method: &str, names: &NameMap) -> Result<String, String> {
     let mut map = BTreeMap::new();
     for (l, m) in picked(a, method)? {
@@ -169,6 +220,7 @@ pub fn ranges_json(a: &Analysis, method: &str, names: &NameMap) -> Result<String
                 max: m.range[1],
                 scale: m.scale,
                 zero_point: m.zero_point,
+                fp8: fp8_scale(l, method),
             },
         );
     }

@@ -136,6 +136,7 @@ pub fn render(a: &Analysis) -> String {
             }
         }
         granularities(&mut out, l);
+        formats(&mut out, l);
         for n in &l.notes {
             let _ = writeln!(out, "- note: {}", cell(n));
         }
@@ -177,6 +178,40 @@ pub fn render(a: &Analysis) -> String {
         }
     }
     out
+}
+
+/// The format rows of one layer and the best row at each bit budget.
+fn formats(out: &mut String, l: &LayerAnalysis) {
+    if l.formats.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| format | amax | max abs error | clipped % | MSE | SQNR dB | cosine | NaN/inf if unclamped |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|");
+    for r in &l.formats {
+        let m = &r.metrics;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.5} | {} |",
+            r.label(),
+            r.amax.map(num).unwrap_or_default(),
+            num(m.max_abs_error),
+            pct(m.clipped()),
+            num(m.mse),
+            db(m.sqnr_db),
+            m.cosine,
+            r.unclamped_nonfinite
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        );
+    }
+    out.push('\n');
+    let bits = l.methods.first().map_or(8, |m| m.bits);
+    for line in crate::analysis::formats::budget_lines(l, bits) {
+        let _ = writeln!(out, "- {}", cell(&line));
+    }
 }
 
 /// The granularity table and the channel summary of one layer.

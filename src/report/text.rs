@@ -179,6 +179,7 @@ fn layer(out: &mut String, l: &LayerAnalysis) {
         }
     }
     granularities(out, l);
+    formats(out, l);
     for n in &l.notes {
         wrap(out, "  note: ", n);
     }
@@ -253,6 +254,36 @@ fn granularities(out: &mut String, l: &LayerAnalysis) {
                 t.channels
             ),
         );
+    }
+}
+
+/// The format rows and the best row at each bit budget.
+fn formats(out: &mut String, l: &LayerAnalysis) {
+    if l.formats.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    {:<27} {:>11} {:>10} {:>7} {:>10} {:>7} {:>8}",
+        "format", "amax", "max err", "clip%", "MSE", "SQNR", "NaN/inf"
+    );
+    for r in &l.formats {
+        let _ = writeln!(
+            out,
+            "    {:<27} {:>11} {:>10} {:>7} {:>10} {:>7} {:>8}",
+            r.label(),
+            r.amax.map(num).unwrap_or_default(),
+            num(r.metrics.max_abs_error),
+            pct(r.metrics.clipped()),
+            num(r.metrics.mse),
+            db(r.metrics.sqnr_db),
+            r.unclamped_nonfinite
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        );
+    }
+    for line in crate::analysis::formats::budget_lines(l, l.methods.first().map_or(8, |m| m.bits)) {
+        wrap(out, "  * ", &line);
     }
 }
 

@@ -400,6 +400,11 @@ impl Plan {
         }
     }
 
+    /// Whether the rows carry a note (on why per-token and per-block rows are missing).
+    pub fn has_note(&self) -> bool {
+        self.note.is_some()
+    }
+
     /// Whether pass 3 has anything to do beside the tensor row.
     pub fn has_groups(&self) -> bool {
         self.channels.is_some()

@@ -198,6 +198,7 @@ impl Saved {
             batch_axis: s.batch_axis,
             validate: s.validate,
             folds: s.folds,
+            formats: s.formats.clone(),
             thresholds: Thresholds {
                 sqnr_floor_db: s.sqnr_floor_db,
                 ..base.thresholds.clone()

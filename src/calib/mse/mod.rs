@@ -6,11 +6,13 @@
 //! * [`affine`]: our own coarse-to-fine search over pairs of bin edges.
 
 mod affine;
+pub mod fp8;
 mod symmetric;
 #[cfg(test)]
 mod tests;
 
 pub use affine::affine;
+pub use fp8::fp8;
 pub use symmetric::symmetric;
 
 use super::{Found, QParams, Scheme, Search};
