@@ -216,33 +216,56 @@ fn rows_need_a_contiguous_channel_axis_and_say_so() {
 
 #[test]
 fn fp8_warnings_name_the_clipping_calibrator_and_the_nan_count() {
-    // A Gaussian-ish bulk with a few far outliers: percentile amaxes clip them; under E4M3
-    // clipping costs SQNR, and an unclamped cast would make them NaN.
-    let mut v: Vec<f32> = (0..4096)
+    // A Gaussian-ish bulk with a few far outliers: the int8 recommendation clips them; under
+    // E4M3 that clipping costs SQNR, and an unclamped cast would make them NaN. Both warnings
+    // are judged at the recommended method's amax (the one an export deploys).
+    let mut v: Vec<f32> = (0..65536)
         .map(|i| ((i as f32 * 0.7).sin() + (i as f32 * 1.3).cos()) * 0.5)
         .collect();
-    for i in 0..8 {
-        v[i * 500] = 40.0 + i as f32;
+    for i in 0..4 {
+        v[i * 5000] = 40.0 + i as f32;
     }
     let e4m3 = Options {
         formats: vec![FormatKind::Fp8E4m3],
         ..Options::default()
     };
-    let l = analyse(&[32, 128], &v, &e4m3);
-    let kinds: Vec<WarningKind> = l.warnings.iter().map(|w| w.kind).collect();
-    assert!(kinds.contains(&WarningKind::Fp8Clipping), "{kinds:?}");
+    let l = analyse(&[512, 128], &v, &e4m3);
+    let m = l.recommended_method().unwrap();
+    let rec = l
+        .formats
+        .iter()
+        .find(|r| r.method.as_deref() == Some(m.method.name()) && r.percentile == m.percentile)
+        .unwrap();
+    let full = l
+        .formats
+        .iter()
+        .find(|r| r.method.as_deref() == Some("minmax"))
+        .unwrap();
+    // The data makes the recommended range clip the outliers.
+    assert!(
+        rec.metrics.clipped() > 0.0,
+        "{}",
+        l.recommended.as_deref().unwrap()
+    );
+    let cost = full.metrics.sqnr_db - rec.metrics.sqnr_db;
+    let clip = l
+        .warnings
+        .iter()
+        .find(|w| w.kind == WarningKind::Fp8Clipping);
+    assert!(cost >= 1.0, "cost {cost}");
+    assert!(clip.is_some());
+    if let Some(w) = clip {
+        assert_eq!(w.value, cost);
+        assert!(w.message.contains("recommended"), "{}", w.message);
+    }
     let nan = l
         .warnings
         .iter()
         .find(|w| w.kind == WarningKind::Fp8UnclampedNan)
         .unwrap();
-    let worst = l
-        .formats
-        .iter()
-        .filter_map(|r| r.unclamped_nonfinite)
-        .max()
-        .unwrap();
-    assert_eq!(nan.value, worst as f64);
+    // At most the 4 outliers lie past 464 after scaling.
+    assert_eq!(nan.value, rec.unclamped_nonfinite.unwrap() as f64);
+    assert!(nan.value >= 1.0 && nan.value <= 4.0, "{}", nan.value);
     assert!(nan.message.contains("clamp to ±448"), "{}", nan.message);
 }
 

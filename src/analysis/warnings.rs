@@ -136,6 +136,8 @@ pub struct Thresholds {
     pub bf16_sqnr_db: f64,
     /// Share of values that flush to zero or turn subnormal in float16.
     pub fp16_underflow_share: f64,
+    /// E4M3 at the recommended amax losing this much SQNR to clipping against min-max (dB).
+    pub fp8_clip_cost_db: f64,
 }
 
 impl Default for Thresholds {
@@ -148,6 +150,7 @@ impl Default for Thresholds {
             disagreement: 4.0,
             bf16_sqnr_db: 40.0,
             fp16_underflow_share: 0.001,
+            fp8_clip_cost_db: 1.0,
         }
     }
 }
@@ -521,62 +524,48 @@ pub(crate) fn granularity_warnings(layer: &mut LayerAnalysis, tensor: &Metrics, 
 
 /// The format rows' warnings: `fp8_clipping`, `fp8_unclamped_nan`, `fp8_zero_amax` and
 /// `mx_scale_clipping` (README "Warnings"), and the NVFP4 underflow note.
-pub(crate) fn format_warnings(layer: &mut LayerAnalysis, facts: &FormatFacts, _opts: &Options) {
+pub(crate) fn format_warnings(layer: &mut LayerAnalysis, facts: &FormatFacts, opts: &Options) {
     let e4m3: Vec<&FormatResult> = layer
         .formats
         .iter()
         .filter(|r| r.format == FormatKind::Fp8E4m3 && r.granularity == FormatGranularity::Tensor)
         .collect();
     let mut out = Vec::new();
-    // What a calibrator's clipping costs against the min-max scale, which holds every value.
-    if let Some(full) = e4m3.iter().find(|r| r.method.as_deref() == Some("minmax")) {
-        let costly: Vec<(&FormatResult, f64)> = e4m3
-            .iter()
-            .filter(|r| r.metrics.clipped() > 0.0)
-            .map(|r| (*r, full.metrics.sqnr_db - r.metrics.sqnr_db))
-            .filter(|(_, cost)| *cost > 0.0)
-            .collect();
-        if let Some((worst, cost)) = costly.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
-            let more = match costly.len() - 1 {
-                0 => String::new(),
-                n => format!(
-                    " ({n} more amax{} clip too)",
-                    if n == 1 { "" } else { "es" }
-                ),
-            };
+    // Judged at the amax that would be deployed (the recommended method's), not at every
+    // calibrator's: a percentile clips by design, and flagging each one would flag every layer.
+    let rec = layer.recommended_method().and_then(|m| {
+        e4m3.iter()
+            .find(|r| r.method.as_deref() == Some(m.method.name()) && r.percentile == m.percentile)
+    });
+    let full = e4m3.iter().find(|r| r.method.as_deref() == Some("minmax"));
+    if let (Some(rec), Some(full)) = (rec, full) {
+        let cost = full.metrics.sqnr_db - rec.metrics.sqnr_db;
+        if rec.metrics.clipped() > 0.0 && cost >= opts.thresholds.fp8_clip_cost_db {
             out.push(Warning::new(
                 WarningKind::Fp8Clipping,
-                *cost,
+                cost,
                 format!(
-                    "E4M3 at the {} amax {:.4e} clips {:.2}% of values that E4M3 holds at the min-max scale: SQNR {:.1} dB vs {:.1} dB (costs {:.1} dB){more}; FP8 needs little clipping",
-                    method_phrase(worst),
-                    worst.amax.unwrap_or(f64::NAN),
-                    100.0 * worst.metrics.clipped(),
-                    worst.metrics.sqnr_db,
+                    "E4M3 at the recommended {} amax {:.4e} clips {:.2}% of values that E4M3 holds at the min-max scale: SQNR {:.1} dB vs {:.1} dB (costs {:.1} dB); FP8 needs little clipping",
+                    method_phrase(rec),
+                    rec.amax.unwrap_or(f64::NAN),
+                    100.0 * rec.metrics.clipped(),
+                    rec.metrics.sqnr_db,
                     full.metrics.sqnr_db,
                     cost
                 ),
             ));
         }
     }
-    let nan: Vec<&&FormatResult> = e4m3
-        .iter()
-        .filter(|r| r.unclamped_nonfinite.unwrap_or(0) > 0)
-        .collect();
-    if let Some(worst) = nan.iter().max_by_key(|r| r.unclamped_nonfinite) {
-        let n = worst.unclamped_nonfinite.unwrap_or(0);
-        let more = match nan.len() - 1 {
-            0 => String::new(),
-            k => format!(" ({k} more amax{} do too)", if k == 1 { "" } else { "es" }),
-        };
+    if let Some(rec) = rec.filter(|r| r.unclamped_nonfinite.unwrap_or(0) > 0) {
+        let n = rec.unclamped_nonfinite.unwrap_or(0);
         out.push(Warning::new(
             WarningKind::Fp8UnclampedNan,
             n as f64,
             format!(
-                "a kernel that casts to E4M3 without clamping would write NaN for {} at the {} amax {:.4e} (|x|·448/amax past 464){more}; clamp to ±448 before the cast",
+                "a kernel that casts to E4M3 without clamping would write NaN for {} at the recommended {} amax {:.4e} (|x|·448/amax past 464); clamp to ±448 before the cast",
                 values(n, "value"),
-                method_phrase(worst),
-                worst.amax.unwrap_or(f64::NAN)
+                method_phrase(rec),
+                rec.amax.unwrap_or(f64::NAN)
             ),
         ));
     }
