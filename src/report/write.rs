@@ -85,6 +85,7 @@ pub fn input_files<'a>(
     specs.into_iter().flat_map(|s| &s.parts).map(|l| match l {
         Location::Npy(p) => p.as_path(),
         Location::NpzMember { archive, .. } => archive.as_path(),
+        Location::SafetensorsTensor { file, .. } => file.as_path(),
     })
 }
 
