@@ -128,7 +128,12 @@ impl fmt::Display for Location {
                 write!(f, "{}/{}", archive.display(), member)
             }
             Location::SafetensorsTensor { file, tensor } => {
-                write!(f, "{}/{}", file.display(), tensor)
+                write!(
+                    f,
+                    "{}/{}",
+                    file.display(),
+                    safetensors::display_name(tensor)
+                )
             }
         }
     }
