@@ -846,3 +846,36 @@ fn report_covers_good_tensors_and_names_each_broken_one() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn compare_pairs_two_safetensors_files_by_tensor_name() -> R {
+    let dir = TempDir::new()?;
+    let r: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+    let t: Vec<f32> = r.iter().map(|x| x + 0.001).collect();
+    let file = |v: &[f32]| {
+        st_tensors(&[
+            ("model.layers.0.mlp", "F32", &[8, 8], &f32_bytes(v)),
+            ("only.here", "U8", &[1], &[1]),
+        ])
+    };
+    let reference = write(dir.path(), "ref.safetensors", &file(&r))?;
+    let test_bytes = st_tensors(&[("model.layers.0.mlp", "F32", &[8, 8], &f32_bytes(&t))]);
+    let test = write(dir.path(), "int8.safetensors", &test_bytes)?;
+    let out = calibscope()
+        .args([
+            "compare",
+            reference.to_str().unwrap(),
+            test.to_str().unwrap(),
+        ])
+        .args(["--format", "json", "-q"])
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["pairs"].as_array().map(Vec::len), Some(1), "{v}");
+    let pair = &v["pairs"][0];
+    assert_eq!(pair["name"], "model.layers.0.mlp");
+    assert_eq!(pair["metrics"]["count"], 64);
+    let max_abs = pair["metrics"]["max_abs_error"].as_f64().unwrap();
+    assert!((max_abs - 0.001).abs() < 1e-6, "{max_abs}");
+    assert_eq!(v["reference_only"], serde_json::json!(["only.here"]));
+    Ok(())
+}
