@@ -179,7 +179,7 @@ def _hf_model(args):
     import transformers
     if args.hf_model:
         model = transformers.AutoModelForCausalLM.from_pretrained(args.hf_model,
-                                                                  torch_dtype=args.dtype)
+                                                                  dtype=args.dtype)
         return model
     # A small model of a real architecture, randomly initialised from its config.
     sizes = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6,
@@ -187,7 +187,7 @@ def _hf_model(args):
                  max_position_embeddings=512)
     config = transformers.AutoConfig.for_model(args.hf_arch, **sizes)
     torch.manual_seed(args.seed)
-    return transformers.AutoModelForCausalLM.from_config(config, torch_dtype=args.dtype)
+    return transformers.AutoModelForCausalLM.from_config(config, dtype=args.dtype)
 
 
 def _batches(args, model):
@@ -198,12 +198,16 @@ def _batches(args, model):
             yield {"input_ids": torch.randint(0, vocab, (args.batch_size, args.seq_len),
                                               generator=g)}
         return
+    # The text is tokenized as one stream and cut into windows of --seq-len tokens (no padding,
+    # whose positions would enter the statistics).
     import transformers
     tok = transformers.AutoTokenizer.from_pretrained(args.hf_model)
-    lines = [s for s in Path(args.text_file).read_text().splitlines() if s.strip()]
-    for i in range(0, min(len(lines), args.batches * args.batch_size), args.batch_size):
-        yield tok(lines[i:i + args.batch_size], return_tensors="pt", padding="max_length",
-                  truncation=True, max_length=args.seq_len)
+    text = Path(args.text_file).read_text()
+    ids = torch.tensor(tok(text)["input_ids"], dtype=torch.long)
+    per_batch = args.batch_size * args.seq_len
+    for b in range(min(args.batches, len(ids) // per_batch)):
+        window = ids[b * per_batch:(b + 1) * per_batch]
+        yield {"input_ids": window.view(args.batch_size, args.seq_len)}
 
 
 def main(argv=None):
@@ -213,7 +217,7 @@ def main(argv=None):
     src.add_argument("--hf-arch", help="a transformers model type (llama, qwen2, mistral, ...) "
                      "to build small and randomly initialised")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--text-file", help="calibration text, one sample per line")
+    data.add_argument("--text-file", help="calibration text (tokenized as one stream)")
     data.add_argument("--random-tokens", action="store_true", help="random token ids")
     p.add_argument("--modules", default="*",
                    help="comma-separated module paths, shell wildcards or re:REGEX "
@@ -236,12 +240,17 @@ def main(argv=None):
                               args.format)
     print(f"{type(model).__name__}: {len(dumper.names)} modules hooked "
           f"({dumper.names[0]} ... {dumper.names[-1]})", file=sys.stderr)
+    folder = None
     with dumper, torch.no_grad():
         for inputs in _batches(args, model):
             model(**inputs)
             folder = dumper.next_batch()
+    if folder is None:
+        sys.exit("no calibration batch: the text has fewer than --batch-size x --seq-len tokens")
+    # One sub-folder alone is not taken for batch folders unless asked.
+    layout = "" if dumper.batch > 1 else " --layout batches"
     print(f"{dumper.batch} batches in {args.out}/ (last: {folder}); next:\n"
-          f"  calibscope {args.out}", file=sys.stderr)
+          f"  calibscope {args.out}{layout}", file=sys.stderr)
 
 
 if __name__ == "__main__":
