@@ -547,13 +547,14 @@ fn header_length_checks() -> R {
 
 #[test]
 fn header_that_is_not_a_json_object() -> R {
-    let cases: [(&[u8], &str); 8] = [
+    let cases: [(&[u8], &str); 9] = [
         (
             b"{\"a\": ",
             "header is not valid JSON: EOF while parsing a value at line 1 column 6",
         ),
         (b"[1, 2]", "header is not a JSON object"),
-        (b" {}", "header is not a JSON object"),
+        (b" \n[{}]", "header is not a JSON object"),
+        (b"\t\r\n {} ", "the header lists no tensors"),
         (
             b"{} {}",
             "header is not valid JSON: trailing characters at line 1 column 4",
@@ -877,5 +878,23 @@ fn compare_pairs_two_safetensors_files_by_tensor_name() -> R {
     let max_abs = pair["metrics"]["max_abs_error"].as_f64().unwrap();
     assert!((max_abs - 0.001).abs() < 1e-6, "{max_abs}");
     assert_eq!(v["reference_only"], serde_json::json!(["only.here"]));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- found by fuzzing
+
+/// safetensors_read: the format's reader accepts JSON whitespace before the header's `{`; we
+/// refused it as "not a JSON object".
+#[test]
+fn fuzz_leading_whitespace_before_the_header_object() -> R {
+    let bytes = b"\x08\x00\x00\x00\x00\x00\x00\x00  {  }  ";
+    assert_eq!(file_error(bytes)?, "the header lists no tensors");
+    let good = st(
+        "\n {\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+        &[9],
+    );
+    let dir = TempDir::new()?;
+    let path = write(dir.path(), "ws.safetensors", &good)?;
+    assert_eq!(values(&open(&tensor(&path, "a"))?, 1)?, [9.0]);
     Ok(())
 }

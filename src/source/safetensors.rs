@@ -257,7 +257,11 @@ fn read_header<R: Read>(r: &mut R, total: u64, limits: &Limits) -> Result<FileHe
     let mut bytes = vec![0u8; n as usize];
     r.read_exact(&mut bytes).map_err(eof)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| "header is not valid UTF-8".to_string())?;
-    if !text.starts_with('{') {
+    // JSON whitespace may come first, as the format's own reader accepts.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
         return Err("header is not a JSON object".into());
     }
     let mut de = serde_json::Deserializer::from_str(text);
