@@ -18,6 +18,12 @@ environment, that binary is timed on the same inputs too (before/after tables).
 
 With --compare, only `calibscope compare` is timed instead: the 1 GiB file against a copy with
 small noise added (a second 1 GiB file), against `cat` of both files, same run.
+
+With --per-value, only the efficiency figures are measured (issue 18's yardstick): on a 256 MiB
+float32 file of shape 256 x 262144 with four x30 outlier columns, the CPU time (user + sys) per
+value of the default `calibscope report`, its wall time and peak RSS, and ONNX Runtime's minmax +
+entropy + percentile calibrators' wall time on the same file, each a median of 5 in one run
+(BASELINE, when set, is measured the same way in the same run).
 """
 import json
 import os
@@ -32,6 +38,7 @@ import numpy as np
 QUICK = "--quick" in sys.argv
 MODELOPT = "--modelopt" in sys.argv
 COMPARE = "--compare" in sys.argv
+PER_VALUE = "--per-value" in sys.argv
 RUNS = 3 if QUICK else 5
 OUT = "target/bench"
 BIN = "target/release/calibscope"
@@ -71,18 +78,26 @@ def make_data():
     return big, many, joined
 
 
-def timed(cmd):
-    """Wall seconds and peak RSS (MiB) of a command."""
+def timed_cpu(cmd):
+    """Wall seconds, CPU seconds (user + sys) and peak RSS (MiB) of a command."""
     t0 = time.perf_counter()
     r = subprocess.run(["/usr/bin/time", "-v"] + cmd, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t0
     if r.returncode not in (0, 3):
         raise SystemExit(f"{cmd} failed: {r.stderr[-2000:]}")
-    rss = 0.0
+    rss, cpu = 0.0, 0.0
     for line in r.stderr.splitlines():
         if "Maximum resident set size" in line:
             rss = int(line.split(":")[1]) / 1024
+        elif "User time (seconds)" in line or "System time (seconds)" in line:
+            cpu += float(line.split(":")[1])
+    return dt, cpu, rss
+
+
+def timed(cmd):
+    """Wall seconds and peak RSS (MiB) of a command."""
+    dt, _, rss = timed_cpu(cmd)
     return dt, rss
 
 
@@ -170,7 +185,59 @@ def compare_bench(big):
           f"{t_cmp / t_read:>11.2f} {mib / t_cmp:>7.0f} {t_one:>10.3f} {rss:>12.0f}")
 
 
+PV_ROWS, PV_COLS = 256, 262144
+
+
+def per_value_bench():
+    """Issue 18's figures: CPU ns per value of the default report, ONNX Runtime / ours."""
+    os.makedirs(OUT, exist_ok=True)
+    path = f"{OUT}/per_value_{PV_ROWS}x{PV_COLS}.npy"
+    if not os.path.exists(path):
+        rng = np.random.default_rng(18)
+        a = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(PV_ROWS, PV_COLS))
+        outliers = rng.choice(PV_COLS, 4, replace=False)
+        for i in range(PV_ROWS):
+            row = rng.standard_normal(PV_COLS, dtype=np.float32)
+            row[outliers] *= 30
+            a[i] = row
+        a.flush()
+        del a
+    values = PV_ROWS * PV_COLS
+    bins = [("ours", BIN)]
+    if os.environ.get("BASELINE"):
+        bins.insert(0, ("baseline", os.environ["BASELINE"]))
+    runs = {}
+    for label, b in bins:
+        timed_cpu([b, "report", "-q", "--format", "json", path])  # warm the cache and binary
+    for _ in range(5):  # interleaved, so both binaries see the same machine
+        for label, b in bins:
+            runs.setdefault(label, []).append(
+                timed_cpu([b, "report", "-q", "--format", "json", path]))
+    ort = []
+    for _ in range(5):
+        parts, _, err = ort_time([path])
+        if parts is None:
+            print("ONNX Runtime run failed:", err)
+            break
+        ort.append(sum(parts.values()))
+    print(f"file: {path} ({values} float32 values, {values * 4 / 2**20:.0f} MiB), medians of 5")
+    print(f"{'binary':<10} {'wall s':>8} {'CPU s':>8} {'CPU ns/value':>13} {'peak RSS MiB':>13}"
+          f" {'ORT / ours (wall)':>18}")
+    t_ort = statistics.median(ort) if ort else float("nan")
+    for label, _ in bins:
+        r = runs[label]
+        wall = statistics.median(t for t, _, _ in r)
+        cpu = statistics.median(c for _, c, _ in r)
+        rss = max(m for _, _, m in r)
+        print(f"{label:<10} {wall:>8.3f} {cpu:>8.3f} {cpu / values * 1e9:>13.2f} {rss:>13.0f}"
+              f" {t_ort / wall:>18.1f}")
+    print(f"ONNX Runtime minmax + entropy + percentile: {t_ort:.2f} s wall (median of {len(ort)})")
+
+
 def main():
+    if PER_VALUE:
+        per_value_bench()
+        return
     big, many, joined = make_data()
     if COMPARE:
         compare_bench(big)

@@ -50,10 +50,30 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the analysis to stdout (text, JSON, CSV or Markdown) and optionally export ranges.
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// Compare two runs layer by layer: the float reference against a quantized, float16 or
     /// other-runtime run, and find the first layer where it breaks.
     Compare(CompareArgs),
+    /// Combine the saved parts of a sharded run (`report … --shard K/N --save PART`) into one
+    /// analysis, as one process would have made it.
+    Merge(MergeArgs),
+}
+
+/// `calibscope merge PART... [--save ALL] [--format FMT]`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The saved parts, one per shard (in any order).
+    #[arg(value_name = "PART", required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Write the merged analysis here (a saved analysis, like --save of report).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Print the merged analysis in this format (default: text, or nothing with --save).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// No progress messages.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 fn compare_defaults() -> CompareOptions {
@@ -113,25 +133,60 @@ pub struct NotForCompare {
 /// defaults reach it too, by clap's propagation of global options: only the command line
 /// counts).
 pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> {
-    let Some(sub) = matches.subcommand_matches("compare") else {
-        return Ok(());
-    };
-    for (id, flag) in [
-        ("bits", "--bits"),
-        ("scheme", "--scheme"),
-        ("percentile", "--percentile"),
-        ("ema_constant", "--ema-constant"),
-        ("batch_axis", "--batch-axis"),
-    ] {
-        for m in [matches, sub] {
-            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+    if let Some(sub) = matches.subcommand_matches("compare") {
+        for (id, flag) in &ANALYSIS_OPTIONS[..5] {
+            if given_in(matches, sub, id) {
                 return Err(UsageError(format!(
                     "{flag} is an analysis option; compare does not use it"
                 )));
             }
         }
     }
+    if let Some(sub) = matches.subcommand_matches("merge") {
+        for (id, flag) in ANALYSIS_OPTIONS.iter().chain(&[("layout", "--layout")]) {
+            if given_in(matches, sub, id) {
+                return Err(UsageError(format!(
+                    "{flag} is an analysis option; merge combines parts as they were analysed \
+                     (open the merged file with it to re-run)"
+                )));
+            }
+        }
+    }
     Ok(())
+}
+
+/// The options that shape the numbers (clap id, flag), those `compare` refuses first.
+const ANALYSIS_OPTIONS: [(&str, &str); 11] = [
+    ("bits", "--bits"),
+    ("scheme", "--scheme"),
+    ("percentile", "--percentile"),
+    ("ema_constant", "--ema-constant"),
+    ("batch_axis", "--batch-axis"),
+    ("sqnr_floor", "--sqnr-floor"),
+    ("granularities", "--granularities"),
+    ("channel_axis", "--channel-axis"),
+    ("block_sizes", "--block-sizes"),
+    ("outlier_ratio", "--outlier-ratio"),
+    ("outlier_threshold", "--outlier-threshold"),
+];
+
+fn given_in(top: &clap::ArgMatches, sub: &clap::ArgMatches, id: &str) -> bool {
+    [top, sub].iter().any(|m| {
+        m.try_get_raw(id).is_ok_and(|v| v.is_some())
+            && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    })
+}
+
+/// The analysis options given on the command line (clap ids), at the top or in the
+/// subcommand: over a saved analysis only these replace its settings.
+pub fn given_options(matches: &clap::ArgMatches) -> Vec<&'static str> {
+    let sub = matches.subcommand().map_or(matches, |(_, m)| m);
+    ANALYSIS_OPTIONS
+        .iter()
+        .chain(&[("layout", "--layout")])
+        .map(|(id, _)| *id)
+        .filter(|id| given_in(matches, sub, id))
+        .collect()
 }
 
 impl CompareArgs {
@@ -166,7 +221,8 @@ impl CompareArgs {
 /// The bare command: the terminal UI (or the text report when stdout is not a terminal).
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// .npy files, .npz archives or folders of them (default: the bundled samples).
+    /// .npy files, .npz archives or folders of them (default: the bundled samples), or one
+    /// saved analysis (see --save of report).
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
@@ -174,7 +230,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// .npy files, .npz archives or folders of them (default: the bundled samples).
+    /// .npy files, .npz archives or folders of them (default: the bundled samples), or one
+    /// saved analysis (see --save of report).
     pub paths: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
@@ -201,6 +258,14 @@ pub struct ReportArgs {
     /// named by the second.
     #[arg(long, value_name = "FILE")]
     pub name_map: Option<PathBuf>,
+    /// Also write the analysis to FILE (with its histograms): `calibscope FILE` and
+    /// `calibscope report FILE` open it again without the dumps.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Analyse only shard K of N (0 ≤ K < N): a deterministic 1/N of the layers, balanced by
+    /// bytes; save each part with --save and combine them with `calibscope merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
 }
@@ -298,6 +363,58 @@ impl AnalysisArgs {
         Ok(opts)
     }
 
+    /// The options over a saved analysis: its own (`saved`), with those given on the command
+    /// line (`given`, clap ids) in their place, validated by the library's rules.
+    pub fn options_over(&self, saved: Options, given: &[&str]) -> Result<Options, UsageError> {
+        if given.contains(&"layout") {
+            return Err(UsageError(
+                "--layout applies when reading dumps; a saved analysis keeps its layers".into(),
+            ));
+        }
+        let mine = self.options()?;
+        let g = |id: &str| given.contains(&id);
+        let mut o = Options {
+            limits: mine.limits.clone(),
+            ..saved
+        };
+        if g("bits") {
+            o.bits = mine.bits;
+        }
+        if g("scheme") {
+            o.scheme = mine.scheme;
+        }
+        if g("percentile") {
+            o.percentiles = mine.percentiles.clone();
+        }
+        if g("ema_constant") {
+            o.ema_constant = mine.ema_constant;
+        }
+        if g("batch_axis") {
+            o.batch_axis = mine.batch_axis;
+        }
+        if g("sqnr_floor") {
+            o.thresholds.sqnr_floor_db = mine.thresholds.sqnr_floor_db;
+        }
+        let (og, mg) = (&mut o.granularity, &mine.granularity);
+        if g("granularities") {
+            og.rows = mg.rows.clone();
+        }
+        if g("channel_axis") {
+            og.channel_axis = mg.channel_axis;
+        }
+        if g("block_sizes") {
+            og.block_sizes = mg.block_sizes.clone();
+        }
+        if g("outlier_ratio") {
+            og.outlier_ratio = mg.outlier_ratio;
+        }
+        if g("outlier_threshold") {
+            og.outlier_threshold = mg.outlier_threshold;
+        }
+        o.validate().map_err(|e| UsageError(e.to_string()))?;
+        Ok(o)
+    }
+
     pub fn layout(&self) -> BatchLayout {
         match self.layout {
             LayoutArg::Auto => BatchLayout::Auto,
@@ -357,6 +474,14 @@ impl ReportArgs {
             }
         };
         Ok(Some((kind, PathBuf::from(file))))
+    }
+
+    /// `--shard K/N`, checked before anything is read.
+    pub fn shard(&self) -> Result<Option<(usize, usize)>, UsageError> {
+        self.shard
+            .as_deref()
+            .map(|s| calibscope::analysis::saved::shard::parse(s).map_err(UsageError))
+            .transpose()
     }
 
     /// `--name-map FILE`, read and checked before any analysis runs.

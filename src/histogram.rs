@@ -1,12 +1,12 @@
 //! Fixed-edge histograms with u64 counts (float counts saturate at 2^24: torch.histc's bug).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx2};
 
 /// `counts.len()` equal-width bins over `[lo, hi]`; values equal to `hi` fall in the last bin.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     pub lo: f64,
     pub hi: f64,
@@ -241,11 +241,14 @@ fn total_lanes(counts: &[u64]) -> u64 {
 /// dense u64s (1 MiB a layer for the pair), so a UI holding hundreds of layers stays small.
 /// Written here rather than taken from a crate: the run-length part is ours, and the varint is
 /// ten lines.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PackedHistogram {
     pub lo: f64,
     pub hi: f64,
     bins: usize,
+    /// A byte string in a saved analysis (serde's default is a list of numbers, slower to
+    /// read and larger).
+    #[serde(with = "serde_bytes")]
     bytes: Box<[u8]>,
 }
 

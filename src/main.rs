@@ -14,19 +14,22 @@ use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, FromArgMatches};
 
 use calibscope::analysis::compare::{self, Comparison, FailOn};
-use calibscope::analysis::{Options, Progress, analyze};
+use calibscope::analysis::saved::{self, Saved};
+use calibscope::analysis::warnings::WarningKind;
+use calibscope::analysis::{Analysis, Options, Progress, analyze};
 use calibscope::report::{self, Format, export, write};
 use calibscope::source::{Discovery, discover};
-use cli::{AnalysisArgs, Cli, Command, CompareArgs, ExportKind, FormatArg, ReportArgs};
+use cli::{AnalysisArgs, Cli, Command, CompareArgs, ExportKind, FormatArg, MergeArgs, ReportArgs};
 
 fn main() -> ExitCode {
     keep_freed_memory();
     let matches = Cli::command().get_matches();
     let cli =
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    let given = cli::given_options(&matches);
     let result = cli::refused_in_compare(&matches)
         .map_err(anyhow::Error::new)
-        .and_then(|()| run(cli));
+        .and_then(|()| run(cli, &given));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -50,29 +53,45 @@ fn keep_freed_memory() {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// `given`: the analysis options given on the command line (clap ids).
+fn run(cli: Cli, given: &[&str]) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::Report(args)) => report_command(args),
+        Some(Command::Report(args)) => report_command(*args, given),
         Some(Command::Compare(args)) => compare_command(args, &cli.run.analysis),
+        Some(Command::Merge(args)) => merge_command(args),
         None => {
             let args = cli.run;
             setup_threads(&args.analysis)?;
             if std::io::stdout().is_terminal() {
+                if let Some((_, saved)) = open_saved(&args.paths)? {
+                    let opts = args
+                        .analysis
+                        .options_over(saved.options(&defaults()), given)?;
+                    let rerun = saved::needs_rerun(&saved, &opts);
+                    let fit = saved::profiles_fit(&saved.analysis.settings, &opts);
+                    calibscope::tui::run_saved(saved.into_slots(), opts, rerun, fit)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let (opts, found) = prepare(&args.paths, &args.analysis)?;
                 calibscope::tui::run(found.layers, found.errors, opts)?;
                 Ok(ExitCode::SUCCESS)
             } else {
-                report_command(ReportArgs {
-                    paths: args.paths,
-                    format: FormatArg::Text,
-                    quiet: true,
-                    fail_on: None,
-                    export: None,
-                    method: "recommended".into(),
-                    trt_header: export::TRT_HEADER.into(),
-                    name_map: None,
-                    analysis: args.analysis,
-                })
+                report_command(
+                    ReportArgs {
+                        paths: args.paths,
+                        format: FormatArg::Text,
+                        quiet: true,
+                        fail_on: None,
+                        export: None,
+                        method: "recommended".into(),
+                        trt_header: export::TRT_HEADER.into(),
+                        name_map: None,
+                        save: None,
+                        shard: None,
+                        analysis: args.analysis,
+                    },
+                    given,
+                )
             }
         }
     }
@@ -100,40 +119,143 @@ fn prepare(paths: &[PathBuf], a: &AnalysisArgs) -> Result<(Options, Discovery)> 
     Ok((opts, found))
 }
 
-fn report_command(args: ReportArgs) -> Result<ExitCode> {
+fn defaults() -> Options {
+    Options::default()
+}
+
+/// The saved analysis among `paths`, read and checked (it must be the only path).
+fn open_saved(paths: &[PathBuf]) -> Result<Option<(PathBuf, Saved)>> {
+    let Some(path) = paths.iter().find(|p| saved::is_saved(p)) else {
+        return Ok(None);
+    };
+    if paths.len() > 1 {
+        return Err(cli::UsageError(format!(
+            "{} is a saved analysis: open it on its own (merge joins the parts of a sharded run)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(Some((path.clone(), saved::read(path)?)))
+}
+
+/// `calibscope report`: analyse the dumps (or open a saved analysis, re-running it when the
+/// command line changes its settings), print, export, save; the exit status.
+fn report_command(args: ReportArgs, given: &[&str]) -> Result<ExitCode> {
     setup_threads(&args.analysis).ok();
     let fail_on = args.fail_on()?;
     let export_to = args.export()?;
     let names = args.name_map()?;
-    let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
-    opts.keep_profiles = false;
-    let analysis = with_progress(args.quiet, found.layers.len(), |progress| {
-        analyze(&found.layers, &found.errors, &opts, progress)
-    })?;
-    print(report::render(&analysis, format_of(args.format)).as_bytes())?;
+    let shard = args.shard()?;
+    let saving = args.save.is_some();
+    let (saved, inputs) = match open_saved(&args.paths)? {
+        Some((path, old)) => {
+            if shard.is_some() {
+                return Err(cli::UsageError(format!(
+                    "--shard splits the dumps of a run; {} is already analysed",
+                    path.display()
+                ))
+                .into());
+            }
+            let mut opts = args
+                .analysis
+                .options_over(old.options(&defaults()), given)?;
+            opts.keep_profiles = saving;
+            let inputs: Vec<PathBuf> = std::iter::once(path.as_path())
+                .chain(old.input_files())
+                .map(Path::to_path_buf)
+                .collect();
+            let saved = if saved::needs_rerun(&old, &opts) {
+                let n = old.layers.len();
+                let analysis = with_progress(args.quiet, n, |progress| {
+                    saved::rerun(&old, &opts, progress)
+                })?;
+                let specs = old.layers.iter().map(|l| l.spec.clone()).collect();
+                let positions = old.layers.iter().map(|l| l.position).collect();
+                Saved::new(analysis, specs, positions, old.inputs, old.shard)
+            } else {
+                old
+            };
+            (saved, inputs)
+        }
+        None => {
+            let (mut opts, found) = prepare(&args.paths, &args.analysis)?;
+            opts.keep_profiles = saving;
+            let (k, n) = shard.unwrap_or((0, 1));
+            let part = saved::shard::part(&found.layers, &found.errors, k, n);
+            let analysis = with_progress(args.quiet, part.specs.len(), |progress| {
+                analyze(&part.specs, &part.errors, &opts, progress)
+            })?;
+            let inputs: Vec<PathBuf> = (args.paths.iter().map(PathBuf::as_path))
+                .chain(write::input_files(&found.layers))
+                .chain(found.errors.iter().map(|e| Path::new(&e.path)))
+                .map(Path::to_path_buf)
+                .collect();
+            let specs = (part.specs.into_iter().map(Some))
+                .chain(part.errors.iter().map(|_| None))
+                .collect();
+            let saved = Saved::new(
+                analysis,
+                specs,
+                part.positions,
+                args.paths.clone(),
+                part.shard,
+            );
+            (saved, inputs)
+        }
+    };
+    let analysis = &saved.analysis;
+    print(report::render(analysis, format_of(args.format)).as_bytes())?;
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
 
     if let Some((kind, file)) = &export_to {
         let contents = match kind {
             ExportKind::TrtCache => {
-                export::trt_cache(&analysis, &args.method, &args.trt_header, &names)
+                export::trt_cache(analysis, &args.method, &args.trt_header, &names)
             }
-            ExportKind::Ort => export::ort_cache(&analysis, &args.method, &names),
-            ExportKind::Json => export::ranges_json(&analysis, &args.method, &names),
+            ExportKind::Ort => export::ort_cache(analysis, &args.method, &names),
+            ExportKind::Json => export::ranges_json(analysis, &args.method, &names),
         }
         .map_err(anyhow::Error::msg)?;
-        let inputs: Vec<&Path> = (args.paths.iter().map(PathBuf::as_path))
-            .chain(write::input_files(&found.layers))
-            .chain(found.errors.iter().map(|e| Path::new(&e.path)))
-            .collect();
         write::write_atomic(file, contents.as_bytes(), &inputs)?;
     }
+    if let Some(file) = &args.save {
+        let bytes = saved::encode(&saved).map_err(anyhow::Error::msg)?;
+        write::write_atomic(file, &bytes, &inputs)?;
+    }
+    Ok(status(analysis, fail_on))
+}
 
+/// `calibscope merge PART...`: the parts of a sharded run as one analysis.
+fn merge_command(args: MergeArgs) -> Result<ExitCode> {
+    use rayon::prelude::*;
+    let parts = args
+        .parts
+        .par_iter()
+        .map(|p| saved::read(p).map(|s| (p.display().to_string(), s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = saved::merge(parts).map_err(anyhow::Error::msg)?;
+    if args.format.is_some() || args.save.is_none() {
+        let format = format_of(args.format.unwrap_or(FormatArg::Text));
+        print(report::render(&merged.analysis, format).as_bytes())?;
+    }
+    if let Some(file) = &args.save {
+        let inputs: Vec<&Path> = (args.parts.iter().map(PathBuf::as_path))
+            .chain(merged.input_files())
+            .collect();
+        let bytes = saved::encode(&merged).map_err(anyhow::Error::msg)?;
+        write::write_atomic(file, &bytes, &inputs)?;
+    }
+    Ok(status(&merged.analysis, None))
+}
+
+/// 1 when a layer failed (each printed on stderr), 3 when `--fail-on` matched, else 0.
+fn status(analysis: &Analysis, fail_on: Option<Vec<WarningKind>>) -> ExitCode {
     let failed = analysis.layers.iter().any(|l| l.error.is_some());
     if failed {
         for l in analysis.layers.iter().filter(|l| l.error.is_some()) {
             eprintln!("error: {}", l.error.as_deref().unwrap_or(""));
         }
-        return Ok(ExitCode::from(1));
+        return ExitCode::from(1);
     }
     if let Some(kinds) = fail_on {
         let hit = analysis
@@ -142,10 +264,10 @@ fn report_command(args: ReportArgs) -> Result<ExitCode> {
             .flat_map(|l| &l.warnings)
             .any(|w| kinds.is_empty() || kinds.contains(&w.kind));
         if hit {
-            return Ok(ExitCode::from(3));
+            return ExitCode::from(3);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 fn format_of(f: FormatArg) -> Format {

@@ -898,3 +898,39 @@ fn fuzz_leading_whitespace_before_the_header_object() -> R {
     assert_eq!(values(&open(&tensor(&path, "a"))?, 1)?, [9.0]);
     Ok(())
 }
+
+#[test]
+fn a_saved_analysis_of_safetensors_reopens_and_reruns() -> R {
+    let dir = TempDir::new()?;
+    let run = dir.path().join("run");
+    for b in 0..2 {
+        let a: Vec<f32> = (0..48)
+            .map(|i| ((i * 13 + b * 7) % 17) as f32 - 8.0)
+            .collect();
+        write(
+            &run,
+            &format!("batch_{b:03}/acts.safetensors"),
+            &st_tensors(&[
+                ("model.layers.0.mlp", "F32", &[4, 12], &f32_bytes(&a)),
+                (
+                    "model.layers.1.mlp",
+                    "F8_E4M3",
+                    &[4],
+                    &[0x38, 0x40, 0xb8, 0x7e],
+                ),
+            ]),
+        )?;
+    }
+    let saved = dir.path().join("run.calibscope");
+    let (plain, code, _) = json_report(&[run.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    json_report(&[run.to_str().unwrap(), "--save", saved.to_str().unwrap()]);
+    let (reopened, code, _) = json_report(&[saved.to_str().unwrap()]);
+    assert_eq!((code, &reopened), (0, &plain));
+    // A re-run with other bits reads the tensors again through the saved locations.
+    let (rerun, code, stderr) = json_report(&[saved.to_str().unwrap(), "--bits", "4"]);
+    let (fresh, _, _) = json_report(&[run.to_str().unwrap(), "--bits", "4"]);
+    assert_eq!((code, &rerun), (0, &fresh), "{stderr:?}");
+    assert_eq!(plain["layers"][1]["dtype"], "float8_e4m3fn");
+    Ok(())
+}

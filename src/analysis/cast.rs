@@ -2,7 +2,7 @@
 //! values (IEEE round to nearest even, via the `half` crate).
 
 use half::f16;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx2};
@@ -13,7 +13,7 @@ pub const F16_MAX: f64 = 65504.0;
 pub const F16_OVERFLOW: f64 = 65520.0;
 
 /// The two casts we audit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CastType {
     Float16,
@@ -119,7 +119,7 @@ impl Lanes {
 }
 
 /// Cast counts and error sums of one chunk; merged in chunk order.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CastAccum {
     pub overflow: u64,
     pub underflow: u64,
@@ -324,7 +324,7 @@ pub fn sqnr_db(signal_sq: f64, noise_sq: f64) -> f64 {
 }
 
 /// The cast section of a layer's result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CastAudit {
     pub dtype: CastType,
     /// Finite inputs that became ±inf.

@@ -7,7 +7,7 @@
 //! Σr², from which Σx̂² = s²·Σr² (Σr² is exact in f64) and the cosine's
 //! Σx·x̂ = (Σx² + Σx̂² − Σe²)/2.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calib::QParams;
 #[cfg(target_arch = "x86_64")]
@@ -343,7 +343,7 @@ impl ErrorAccum {
 }
 
 /// The error of one method's range on the layer's real values.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub mse: f64,
     /// `10·log10(Σx² / Σ(x−x̂)²)`; written as `"inf"` in JSON when the error is 0.
@@ -360,6 +360,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics that could not be measured (the values were not there): every one NaN.
+    pub const UNMEASURED: Metrics = Metrics {
+        mse: f64::NAN,
+        sqnr_db: f64::NAN,
+        max_abs_error: f64::NAN,
+        cosine: f64::NAN,
+        clipped_below: f64::NAN,
+        clipped_above: f64::NAN,
+    };
+
     pub fn clipped(&self) -> f64 {
         self.clipped_below + self.clipped_above
     }

@@ -20,6 +20,7 @@
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`warnings`]: the warning kinds and the checks that raise them;
+//! - [`saved`]: saved analyses (`--save`), reopened without the dumps, and sharded runs merged;
 //! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
 pub mod cast;
@@ -31,6 +32,7 @@ pub mod options;
 pub mod passes;
 pub mod pipeline;
 pub mod profile;
+pub mod saved;
 pub mod stats;
 pub mod warnings;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::calib::{MethodKind, Scheme};
 use crate::source::{LayerSpec, LoadError};
@@ -20,7 +20,7 @@ use super::warnings::Warning;
 pub const JSON_VERSION: u32 = 1;
 
 /// The result of analysing all layers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Analysis {
     pub version: u32,
     pub settings: Settings,
@@ -28,7 +28,7 @@ pub struct Analysis {
 }
 
 /// The options that shaped the numbers, echoed in every output.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub bits: u8,
     pub scheme: Scheme,
@@ -63,7 +63,7 @@ impl Settings {
 }
 
 /// One method's range on one layer and its exact error there.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MethodResult {
     pub method: MethodKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +91,7 @@ impl MethodResult {
 
 /// Symmetric abs-max quantization of the layer with one scale per group: the tensor, a token,
 /// a channel or a block (README "Granularities").
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GranularityResult {
     pub granularity: Granularity,
     /// G for a block row, else `null`.
@@ -121,7 +121,7 @@ impl GranularityResult {
 }
 
 /// The per-channel absmax along the channel axis and the outlier channels.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelSummary {
     pub axis: usize,
     pub count: usize,
@@ -136,7 +136,7 @@ pub struct ChannelSummary {
     pub outliers_in_float: Option<OutliersInFloat>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopChannel {
     pub channel: usize,
     pub absmax: f64,
@@ -146,7 +146,7 @@ pub struct TopChannel {
 }
 
 /// LLM.int8's criterion: values with |x| ≥ threshold and the channels holding any.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AboveThreshold {
     pub threshold: f64,
     pub values: u64,
@@ -162,7 +162,7 @@ pub enum GroupCount {
     ExactChannels(usize),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutliersInFloat {
     pub channels: usize,
     pub metrics: Metrics,
@@ -170,7 +170,7 @@ pub struct OutliersInFloat {
 
 /// Everything we know about one layer. `error` set means the layer could not be analysed
 /// (its message names the file); the other fields then hold what was known before it failed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerAnalysis {
     pub name: String,
     pub source: String,
@@ -272,9 +272,10 @@ impl LayerAnalysis {
 /// Options-independent facts about a layer from passes 1 and 2: kept so a change of scheme,
 /// bits or percentiles recalibrates without re-reading for them. `H` is how the two fine
 /// histograms are held: dense while a layer is analysed, packed in a [`KeptProfile`].
-/// Serializes non-finite numbers as strings (`"inf"`, `"-inf"`, `"nan"`): JSON has none.
+/// Serializes non-finite numbers as strings (`"inf"`, `"-inf"`, `"nan"`): JSON has none. A
+/// binary format (a saved analysis) gets the number itself, so every bit comes back.
 pub fn ser_num<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.is_finite() {
+    if v.is_finite() || !s.is_human_readable() {
         s.serialize_f64(*v)
     } else if v.is_nan() {
         s.serialize_str("nan")

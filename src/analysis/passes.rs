@@ -491,17 +491,6 @@ pub(crate) struct Measured {
     pub groups: GroupAccums,
 }
 
-/// [`measure`] with the granularity rows of `plan`.
-pub(crate) fn measure_with(
-    spec: &LayerSpec,
-    chosen: &[Chosen],
-    plan: &Plan,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<Measured, LoadError> {
-    measure_parts_with(&open_parts(spec, opts)?, chosen, Some(plan), opts, progress)
-}
-
 /// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
 pub(crate) fn measure_parts_with(
     parts: &[OpenArray],

@@ -12,9 +12,10 @@ use crate::source::{LayerSpec, LoadError, OpenArray};
 
 use super::cast::CastAudit;
 use super::granularity::Plan;
+use super::metrics::Metrics;
 use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, Settings};
 use super::options::{Options, Progress};
-use super::passes::{measure_parts_with, measure_with, open_parts, profile_parts};
+use super::passes::{measure_parts_with, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use super::warnings::{granularity_warnings, method_warnings, profile_warnings};
@@ -211,27 +212,32 @@ fn finish_with(
     let chosen = calib::calibrate(&profile.observed(), &opts.calib());
     let elems = profile.moments.count;
     let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
-    let measured = match parts {
-        Some(parts) => measure_parts_with(parts, &chosen, Some(&plan), opts, progress),
-        None => measure_with(spec, &chosen, &plan, opts, progress),
+    let reopened;
+    let parts = match parts {
+        Some(parts) => parts,
+        None => match reopen(spec, profile, opts) {
+            Ok(p) => {
+                reopened = p;
+                &reopened
+            }
+            Err(e) => {
+                // A kept profile whose values are gone (a saved analysis opened without its
+                // dumps): the ranges stand on the histograms alone; their error cannot be
+                // measured, and the layer says why.
+                layer.methods =
+                    method_results(&chosen, std::iter::repeat(Metrics::UNMEASURED), opts);
+                layer.error = Some(format!(
+                    "{e}: the ranges come from the kept histograms; their error metrics need \
+                     the values"
+                ));
+                return layer;
+            }
+        },
     };
-    match measured {
+    match measure_parts_with(parts, &chosen, Some(&plan), opts, progress) {
         Ok(measured) => {
-            layer.methods = chosen
-                .iter()
-                .zip(measured.methods)
-                .map(|(c, a)| MethodResult {
-                    method: c.method,
-                    percentile: c.percentile,
-                    scheme: opts.scheme,
-                    bits: opts.bits,
-                    range: [c.search.lo, c.search.hi],
-                    scale: c.q.scale,
-                    zero_point: c.q.zero_point,
-                    candidates: c.search.candidates,
-                    metrics: a.finish(),
-                })
-                .collect();
+            let metrics = measured.methods.iter().map(|a| a.finish());
+            layer.methods = method_results(&chosen, metrics, opts);
             recommend(&mut layer);
             method_warnings(&mut layer, profile, opts);
             let (rows, channels, note) = plan.finish(&measured.tensor, &measured.groups, opts);
@@ -245,6 +251,49 @@ fn finish_with(
         Err(e) => layer.error = Some(e.to_string()),
     }
     layer
+}
+
+/// Opens a layer's files again for the metrics pass of a kept profile, checking they still
+/// hold the arrays the profile was made from.
+fn reopen(
+    spec: &LayerSpec,
+    profile: &Profile,
+    opts: &Options,
+) -> Result<Vec<OpenArray>, LoadError> {
+    let parts = open_parts(spec, opts)?;
+    let same = parts.len() == profile.parts
+        && parts.first().is_some_and(|p| p.info == profile.info)
+        && parts.iter().map(|p| p.info.len() as u64).sum::<u64>() == profile.moments.count;
+    if !same {
+        return Err(LoadError::new(
+            spec.source(),
+            "changed since its histograms were made (another shape, dtype or batch count)",
+        ));
+    }
+    Ok(parts)
+}
+
+/// Each chosen range with its metrics.
+fn method_results(
+    chosen: &[calib::Chosen],
+    metrics: impl Iterator<Item = Metrics>,
+    opts: &Options,
+) -> Vec<MethodResult> {
+    chosen
+        .iter()
+        .zip(metrics)
+        .map(|(c, metrics)| MethodResult {
+            method: c.method,
+            percentile: c.percentile,
+            scheme: opts.scheme,
+            bits: opts.bits,
+            range: [c.search.lo, c.search.hi],
+            scale: c.q.scale,
+            zero_point: c.q.zero_point,
+            candidates: c.search.candidates,
+            metrics,
+        })
+        .collect()
 }
 
 /// Statistics, casts and the profile's warnings (those that do not depend on the methods).

@@ -1,5 +1,7 @@
 //! A layer's profile: the options-independent facts of passes 1 and 2.
 
+use serde::{Deserialize, Serialize};
+
 use crate::calib;
 use crate::histogram::{Histogram, PackedHistogram};
 use crate::source::ArrayInfo;
@@ -8,7 +10,7 @@ use super::cast::{CastAccum, CastType};
 use super::granularity::ChannelProfile;
 use super::stats::Moments;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Profile<H = Histogram> {
     pub info: ArrayInfo,
     pub parts: usize,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::simd::{self, Avx2};
 
@@ -10,7 +10,7 @@ use super::cast::F16_OVERFLOW;
 
 /// Moments and extremes of one chunk (or of several merged). Merged in chunk order so the
 /// result does not depend on the thread count.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
     pub count: u64,
     pub nan: u64,
@@ -353,7 +353,7 @@ impl Moments {
 }
 
 /// The statistics section of a layer's result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub count: u64,
     pub finite: u64,
@@ -372,7 +372,7 @@ pub struct Stats {
 }
 
 /// Nearest-rank percentiles read off 65536-bin histograms (see `resolution`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// How exact the values are: each is the upper edge of the histogram bin that holds the
     /// nearest-rank value, so it lies at most this far above it.

@@ -2,7 +2,7 @@
 //! Adding one is a variant here plus a check in [`profile_warnings`] (facts of passes 1–2) or
 //! [`method_warnings`] (the chosen ranges and their metrics).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calib::{self, Scheme};
 use crate::source::DType;
@@ -15,7 +15,7 @@ use super::options::Options;
 use super::profile::Profile;
 
 /// Every warning calibscope raises. The JSON `kind` is the snake_case name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningKind {
     NanInf,
@@ -81,7 +81,7 @@ impl WarningKind {
 }
 
 /// One warning on one layer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Warning {
     pub kind: WarningKind,
     pub message: String,

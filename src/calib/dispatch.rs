@@ -1,6 +1,6 @@
 //! The dispatch that turns a layer's observed facts into every method's chosen range.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{QParams, Scheme, Search};
 use crate::histogram::Histogram;
@@ -9,7 +9,7 @@ use crate::histogram::Histogram;
 pub const SEARCH_BINS: usize = 2048;
 
 /// A calibration method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MethodKind {
     Minmax,

@@ -1,10 +1,10 @@
 //! Integer quantization schemes: scale, zero point and quantize-dequantize
 //! (definitions in the README's "Methods" section, after `calibration-reference.md`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the real range maps onto integers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// Signed narrow range `[-(2^(b-1)-1), 2^(b-1)-1]`, zero point 0 (TensorRT, ORT int8).

@@ -12,13 +12,13 @@ pub mod safetensors;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use discover::{BatchLayout, Discovery, discover};
 pub use npy::{OpenArray, parse_header};
 
 /// Element types we can read. Everything is analysed as f32.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     F16,
@@ -82,7 +82,7 @@ impl fmt::Display for DType {
 }
 
 /// What a file's header says about one array.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrayInfo {
     pub dtype: DType,
     /// Byte order of the data in the file (false for single-byte types).
@@ -106,18 +106,82 @@ impl ArrayInfo {
 }
 
 /// Where one array's bytes live.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Location {
-    Npy(PathBuf),
+    Npy(#[serde(with = "path_bytes")] PathBuf),
     NpzMember {
+        #[serde(with = "path_bytes")]
         archive: PathBuf,
         member: String,
     },
     /// One tensor of a `.safetensors` file.
     SafetensorsTensor {
+        #[serde(with = "path_bytes")]
         file: PathBuf,
         tensor: String,
     },
+}
+
+/// Paths in a saved analysis: their bytes on Unix, so a name that is not UTF-8 still comes
+/// back as the same path (serde's own `PathBuf` refuses those); elsewhere their text.
+pub mod path_bytes {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            s.serialize_bytes(p.as_os_str().as_bytes())
+        }
+        #[cfg(not(unix))]
+        {
+            s.serialize_bytes(p.to_string_lossy().as_bytes())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let bytes = serde_bytes_buf(d)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+
+    /// A byte string (serde reads `Vec<u8>` as a sequence unless asked for bytes).
+    fn serde_bytes_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a path as bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl Location {
+    /// The file the bytes are read from (the archive of a member, the file of a tensor).
+    pub fn file(&self) -> &std::path::Path {
+        match self {
+            Location::Npy(p) => p,
+            Location::NpzMember { archive, .. } => archive,
+            Location::SafetensorsTensor { file, .. } => file,
+        }
+    }
 }
 
 impl fmt::Display for Location {
@@ -140,7 +204,7 @@ impl fmt::Display for Location {
 }
 
 /// One layer: a single array, or (batch-folder layout) one array per calibration batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerSpec {
     /// Display name: file stem, `archive/member`, or the file name shared across batch folders.
     pub name: String,

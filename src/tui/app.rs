@@ -242,7 +242,37 @@ impl App {
         }
     }
 
-    /// The first job: every layer with a spec, from scratch (every pair, in the compare view).
+    /// The UI on a saved analysis: every layer's result (and profile) in place from the start.
+    /// `rerun`: the options differ from the saved ones, so [`App::start`] runs the layers
+    /// again, from their profiles when they `fit` the options (else from their files).
+    pub fn from_saved(
+        layers: Vec<(Option<LayerSpec>, LayerAnalysis)>,
+        opts: Options,
+        rerun: bool,
+        fit: bool,
+    ) -> App {
+        let mut app = App::new(Vec::new(), Vec::new(), opts);
+        app.slots = layers
+            .into_iter()
+            .map(|(spec, mut result)| {
+                if !fit {
+                    result.profile = None;
+                }
+                Slot {
+                    name: result.name.clone(),
+                    stale: rerun && spec.is_some(),
+                    spec,
+                    profile: result.profile.clone(),
+                    result: Some(result),
+                }
+            })
+            .collect();
+        app.selected = (!app.slots.is_empty()).then_some(0);
+        app
+    }
+
+    /// The first job: every layer with a spec, from scratch (every pair, in the compare view);
+    /// on a saved analysis, nothing unless its options changed.
     pub fn start(&mut self) -> Option<Command> {
         if let Some(c) = &self.compare {
             self.generation += 1;
@@ -257,6 +287,10 @@ impl App {
                 pairing: c.pairing.clone(),
                 opts: c.opts.clone(),
             });
+        }
+        if self.slots.iter().all(|s| s.result.is_some()) {
+            let rerun = self.slots.iter().any(|s| s.stale);
+            return if rerun { self.analyze(true) } else { None };
         }
         self.analyze(false)
     }

@@ -34,7 +34,7 @@ use ratatui::crossterm::execute;
 use ratatui::layout::Rect;
 
 use crate::analysis::compare::{CompareOptions, Pairing};
-use crate::analysis::{Options, Progress};
+use crate::analysis::{LayerAnalysis, Options, Progress};
 use crate::report::{self, Format};
 use crate::source::{LayerSpec, LoadError};
 
@@ -50,6 +50,17 @@ const TICK: Duration = Duration::from_millis(100);
 /// (exit status 128+signal) on a stop signal or when the terminal goes away.
 pub fn run(specs: Vec<LayerSpec>, errors: Vec<LoadError>, opts: Options) -> anyhow::Result<()> {
     run_app(App::new(specs, errors, opts))
+}
+
+/// Opens the UI on a saved analysis (see [`App::from_saved`]): every layer at once, without
+/// reading the dumps unless `rerun`.
+pub fn run_saved(
+    layers: Vec<(Option<LayerSpec>, LayerAnalysis)>,
+    opts: Options,
+    rerun: bool,
+    fit: bool,
+) -> anyhow::Result<()> {
+    run_app(App::from_saved(layers, opts, rerun, fit))
 }
 
 /// Opens the compare view on `pairing`, as [`run`] does the analysis.

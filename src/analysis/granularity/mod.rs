@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calib::{QParams, Scheme};
 use crate::source::ArrayInfo;
@@ -37,7 +37,7 @@ mod tests;
 use kernels::*;
 
 /// One way of placing the scale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// One scale for the whole tensor (min-max symmetric).
@@ -84,7 +84,7 @@ pub const TOP_CHANNELS: usize = 8;
 
 /// Where the channel axis runs in one part's file order: flat index i (within the part) is in
 /// channel ((offset + i) / stride) mod count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMap {
     pub stride: usize,
     pub count: usize,
@@ -98,7 +98,7 @@ impl ChannelMap {
 }
 
 /// The channel axis of a layer, resolved against its parts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelLayout {
     /// The axis in the layer's shape (batch files add a leading axis).
     pub axis: usize,
@@ -201,7 +201,7 @@ impl ChannelLayout {
 }
 
 /// The per-channel facts of pass 1.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelProfile {
     pub layout: ChannelLayout,
     /// Each channel's largest finite |x| (0 for a channel with none).

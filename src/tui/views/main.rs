@@ -244,8 +244,14 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         return;
     };
     if let Some(e) = &layer.error {
+        // Methods beside an error: ranges from a kept profile whose values are gone.
+        let head = if layer.methods.is_empty() {
+            "this layer could not be analysed"
+        } else {
+            "ranges only: their error could not be measured"
+        };
         let text = vec![
-            Line::from("this layer could not be analysed".red().bold()),
+            Line::from(head.red().bold()),
             Line::from(""),
             Line::from(e.clone()),
         ];
