@@ -53,7 +53,7 @@ for _ in $(seq 1 120); do
     grep -qF "analysing" "$OUT/01_start.txt" || break
     sleep 0.5
 done
-expect 01_start "calibscope" "01_conv1_relu" "03_a" "09_s" "minmax" "entropy" "mse" "p99.9" "? help"
+expect 01_start "calibscope" "01_conv1_relu" "heavy_tail" "09_s" "minmax" "entropy" "mse" "p99.9" "? help"
 reject 01_start "analysing"
 
 press j; press j

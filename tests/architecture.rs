@@ -135,6 +135,8 @@ fn the_ui_state_never_imports_its_drawing() {
         "app/channel_view.rs",
         "layout.rs",
         "keys.rs",
+        "names.rs",
+        "details.rs",
         "event.rs",
         "jobs.rs",
     ] {

@@ -2,6 +2,7 @@
 //! [`Command`]s (start a job, export, quit) that the runner in `mod.rs` carries out, so every
 //! key can be unit-tested on a plain `App`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ratatui::crossterm::event::{
@@ -17,9 +18,11 @@ use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::report::Format;
 use crate::source::{LayerSpec, LoadError};
 
+use super::details;
 use super::event::Event;
 use super::keys::{self, Action};
 use super::layout::{self, Focus, View};
+use super::names::{self, NameTable, TreeRow};
 
 mod channel_view;
 mod compare_view;
@@ -194,6 +197,14 @@ pub struct App {
     pub running: bool,
     /// Set in the compare view (`calibscope compare`).
     pub compare: Option<CompareState>,
+    /// The names of `slots` (or of the compare view's pairs) as the lists show them.
+    pub names: NameTable,
+    /// The layer list grouped by module path (`t`).
+    pub tree: bool,
+    /// Keys of the folded groups.
+    pub folded: HashSet<String>,
+    /// The tree's cursor is on this group's row (else on the selected layer's).
+    pub group_cursor: Option<String>,
 }
 
 impl App {
@@ -216,6 +227,8 @@ impl App {
             profile: None,
         }));
         let selected = if slots.is_empty() { None } else { Some(0) };
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        let names = NameTable::new(&names);
         App {
             slots,
             opts,
@@ -239,6 +252,10 @@ impl App {
             size: Rect::new(0, 0, 80, 24),
             running: true,
             compare: None,
+            names,
+            tree: false,
+            folded: HashSet::new(),
+            group_cursor: None,
         }
     }
 
@@ -434,6 +451,88 @@ impl App {
             .unwrap_or(0)
     }
 
+    /// The layer list's rows: the visible layers, or in tree mode their groups and the layers
+    /// of the open ones.
+    pub fn list_rows(&self) -> Vec<TreeRow> {
+        let vis = self.visible();
+        if !self.tree {
+            return vis
+                .into_iter()
+                .map(|slot| TreeRow::Layer {
+                    slot,
+                    label: self.names.rest(slot).to_string(),
+                    depth: 0,
+                })
+                .collect();
+        }
+        let items: Vec<(usize, &str)> = vis.iter().map(|&i| (i, self.names.rest(i))).collect();
+        names::tree_rows(&items, &self.folded)
+    }
+
+    /// The cursor's row in `rows`: the group under it, else the selected layer's row, else the
+    /// folded group that holds the selected layer, else the first.
+    pub fn list_cursor(&self, rows: &[TreeRow]) -> usize {
+        if let Some(k) = &self.group_cursor
+            && let Some(p) = rows.iter().position(|r| r.key() == Some(k))
+        {
+            return p;
+        }
+        let Some(sel) = self.selected else { return 0 };
+        if let Some(p) = rows.iter().position(|r| r.slot() == Some(sel)) {
+            return p;
+        }
+        rows.iter()
+            .rposition(|r| matches!(r, TreeRow::Group { members, .. } if members.contains(&sel)))
+            .unwrap_or(0)
+    }
+
+    /// Puts the list's cursor on `row`: a layer is selected, a group only highlighted.
+    fn move_to_row(&mut self, row: &TreeRow) {
+        match row {
+            TreeRow::Layer { slot, .. } => {
+                self.group_cursor = None;
+                self.select(*slot);
+            }
+            TreeRow::Group { key, .. } => self.group_cursor = Some(key.clone()),
+        }
+    }
+
+    /// Folds (`fold`) or unfolds the group `key`.
+    fn set_fold(&mut self, key: &str, fold: bool) {
+        if fold {
+            self.folded.insert(key.to_string());
+        } else {
+            self.folded.remove(key);
+        }
+    }
+
+    /// ← / → in the tree: ← folds the open group under the cursor, else goes to the group
+    /// above; → unfolds a folded group.
+    fn fold_step(&mut self, delta: i64) {
+        let rows = self.list_rows();
+        let Some(cur) = rows.get(self.list_cursor(&rows)) else {
+            return;
+        };
+        match (cur, delta < 0) {
+            (TreeRow::Group { key, open, .. }, true) if *open => {
+                let key = key.clone();
+                self.set_fold(&key, true);
+            }
+            (TreeRow::Group { key, open, .. }, false) if !*open => {
+                let key = key.clone();
+                self.set_fold(&key, false);
+            }
+            (_, true) => {
+                let (pos, depth) = (self.list_cursor(&rows), cur.depth());
+                if let Some(parent) = rows[..pos].iter().rev().find(|r| r.depth() < depth) {
+                    let parent = parent.clone();
+                    self.move_to_row(&parent);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn selected_slot(&self) -> Option<&Slot> {
         self.selected.and_then(|i| self.slots.get(i))
     }
@@ -540,7 +639,17 @@ impl App {
             Action::Pan(delta) => {
                 if self.view == View::Channels {
                     self.pan(delta);
+                } else if self.view == View::Main && self.tree && self.focus == Focus::Layers {
+                    self.fold_step(delta);
                 }
+            }
+            Action::Tree => {
+                self.tree = !self.tree;
+                self.group_cursor = None;
+                if self.view != View::Main {
+                    self.view = View::Main;
+                }
+                self.focus = Focus::Layers;
             }
             Action::Sort => self.sort = self.sort.next(),
             Action::Filter => self.input = Some(Input::Filter(self.filter.clone())),
@@ -647,8 +756,17 @@ impl App {
                 self.focus = Focus::Methods;
             }
             View::Main => {
-                if self.focus == Focus::Layers {
-                    self.focus = Focus::Methods;
+                if self.focus != Focus::Layers {
+                    return;
+                }
+                // On a group: fold or unfold it; on a layer: its methods.
+                let rows = self.list_rows();
+                match rows.get(self.list_cursor(&rows)) {
+                    Some(TreeRow::Group { key, open, .. }) => {
+                        let (key, open) = (key.clone(), *open);
+                        self.set_fold(&key, open);
+                    }
+                    _ => self.focus = Focus::Methods,
                 }
             }
             View::Channels => {}
@@ -690,12 +808,12 @@ impl App {
         }
         match self.focus {
             Focus::Layers => {
-                let vis = self.visible();
-                if vis.is_empty() {
+                let rows = self.list_rows();
+                if rows.is_empty() {
                     return;
                 }
-                let pos = offset(self.layer_cursor(&vis), delta, vis.len());
-                self.select(vis[pos]);
+                let pos = offset(self.list_cursor(&rows), delta, rows.len());
+                self.move_to_row(&rows[pos]);
             }
             Focus::Methods => {
                 let n = self.selected_layer().map_or(0, |l| l.methods.len());
@@ -704,8 +822,12 @@ impl App {
                 }
             }
             Focus::Details => {
-                let n = self.selected_layer().map_or(0, layout::details_len);
-                self.details_scroll = offset(self.details_scroll, delta, n);
+                // The rows as drawn at this size: the last offset shows the last row.
+                let text = layout::main_areas(self.size).details_text;
+                let last = self
+                    .selected_layer()
+                    .map_or(0, |l| details::details(l, text).max_scroll());
+                self.details_scroll = offset(self.details_scroll.min(last), delta, last + 1);
             }
         }
     }
@@ -778,13 +900,23 @@ impl App {
                         self.focus = panel;
                         match panel {
                             Focus::Layers if areas.layers_rows.contains(at) => {
-                                let vis = self.visible();
+                                let rows = self.list_rows();
                                 let h = usize::from(areas.layers_rows.height);
-                                let first =
-                                    layout::scroll_start(self.layer_cursor(&vis), h, vis.len());
+                                let cursor = self.list_cursor(&rows);
+                                let first = layout::scroll_start(cursor, h, rows.len());
                                 let row = first + usize::from(at.y - areas.layers_rows.y);
-                                if let Some(&slot) = vis.get(row) {
-                                    self.select(slot);
+                                match rows.get(row) {
+                                    // A click on the group under the cursor folds or
+                                    // unfolds it.
+                                    Some(TreeRow::Group { key, open, .. }) if row == cursor => {
+                                        let (key, open) = (key.clone(), *open);
+                                        self.set_fold(&key, open);
+                                    }
+                                    Some(r) => {
+                                        let r = r.clone();
+                                        self.move_to_row(&r);
+                                    }
+                                    None => {}
                                 }
                             }
                             Focus::Methods if areas.method_rows.contains(at) => {

@@ -27,8 +27,10 @@ pub enum Action {
     Overview,
     /// Into the selected layer's channel view, or back from it.
     Channels,
-    /// Move the channel view's cursor by this many columns.
+    /// Move the channel view's cursor by this many columns; in the tree, fold (−) or unfold.
     Pan(i64),
+    /// Group the layer list by module path, or back to a flat list.
+    Tree,
     Filter,
     Sort,
     Export,
@@ -173,7 +175,7 @@ pub const KEYS: &[Entry] = &[
     },
     Entry {
         keys: "Enter",
-        help: "open: layer → its methods; overview row → layer",
+        help: "layer → its methods; overview row → layer; group → fold",
         bindings: &[key(KeyCode::Enter, Action::Open)],
         hints: &[hint(On::Overview, "Enter", "open layer", Rank::Move)],
     },
@@ -238,12 +240,18 @@ pub const KEYS: &[Entry] = &[
     },
     Entry {
         keys: "←/→",
-        help: "channels: move the cursor one column",
+        help: "channels: cursor one column; tree: fold / unfold",
         bindings: &[
             key(KeyCode::Left, Action::Pan(-1)),
             key(KeyCode::Right, Action::Pan(1)),
         ],
         hints: &[hint(On::Channels, "←→", "channel", Rank::Move)],
+    },
+    Entry {
+        keys: "t",
+        help: "tree: group the layers by module path (a.b.c, a/b/c)",
+        bindings: &[ch('t', Action::Tree)],
+        hints: &[],
     },
     Entry {
         keys: "/",

@@ -3,8 +3,6 @@
 
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 
-use crate::analysis::LayerAnalysis;
-
 /// Which screen is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -61,6 +59,8 @@ pub struct MainAreas {
     /// The method rows (below the table header).
     pub method_rows: Rect,
     pub details: Rect,
+    /// The details' text (below their title line).
+    pub details_text: Rect,
     pub status: Rect,
 }
 
@@ -122,6 +122,11 @@ pub fn main_areas(size: Rect) -> MainAreas {
         height: methods.height.saturating_sub(2),
         ..methods
     };
+    let details_text = Rect {
+        y: details.y.saturating_add(1),
+        height: details.height.saturating_sub(1),
+        ..details
+    };
     MainAreas {
         header,
         layers,
@@ -130,6 +135,7 @@ pub fn main_areas(size: Rect) -> MainAreas {
         methods,
         method_rows,
         details,
+        details_text,
         status,
     }
 }
@@ -286,9 +292,4 @@ pub fn scroll_start(pos: usize, h: usize, n: usize) -> usize {
     }
     // Keep the cursor a bit away from the bottom edge while possible.
     pos.saturating_sub(h.saturating_sub(2)).min(n - h)
-}
-
-/// Lines of the details panel (for scrolling).
-pub fn details_len(layer: &LayerAnalysis) -> usize {
-    3 + layer.warnings.len() + layer.notes.len()
 }

@@ -9,10 +9,12 @@
 //! [`run`] owns the terminal and carries out the commands the app returns.
 
 pub mod app;
+pub mod details;
 pub mod event;
 pub mod jobs;
 pub mod keys;
 pub mod layout;
+pub mod names;
 pub mod views;
 pub mod widgets;
 

@@ -45,6 +45,7 @@ fn sample_app() -> App {
 fn clone_app(a: &App) -> App {
     let mut b = App::new(Vec::new(), Vec::new(), a.opts.clone());
     b.slots = a.slots.clone();
+    b.names = a.names.clone();
     b.selected = a.selected;
     b.generation = a.generation;
     b.progress = a.progress;
@@ -399,12 +400,21 @@ fn row_text(t: &Terminal<TestBackend>, y: u16, x0: u16, x1: u16) -> String {
     (x0..x1).map(|x| buf[(x, y)].symbol()).collect()
 }
 
-/// A layer name's start and end show in `text` (the middle may be cut with `…`).
+/// `text` shows the layer name as the lists shorten it: a word of it whose pieces between
+/// `…` are parts of `name`, in order, with at least 4 chars of it.
 fn shows_name(text: &str, name: &str) -> bool {
-    let chars: Vec<char> = name.chars().collect();
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 3..].iter().collect();
-    text.contains(&head) && text.contains(&tail)
+    text.split_whitespace().any(|word| {
+        let mut rest = name;
+        let mut shown = 0;
+        for piece in word.split('…').filter(|p| !p.is_empty()) {
+            match rest.find(piece) {
+                Some(at) => rest = &rest[at + piece.len()..],
+                None => return false,
+            }
+            shown += piece.chars().count();
+        }
+        shown >= 4
+    })
 }
 
 fn click(app: &mut App, column: u16, row: u16) {
@@ -652,6 +662,112 @@ fn snapshot_help() {
     snap("help", &mut app, 160, 48);
 }
 
+/// The whole screen as text, row by row.
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| row_text(t, y, 0, buf.area.width))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_help_badges_follow_the_sqnr_floor() {
+    let mut app = sample_app();
+    app.help = true;
+    let text = screen_text(&render(&mut app, 160, 48));
+    assert!(text.contains(" <20   <30   ≥30 "), "{text}");
+    app.opts.thresholds.sqnr_floor_db = 17.5;
+    let text = screen_text(&render(&mut app, 160, 48));
+    assert!(text.contains(" <17.5   <27.5   ≥27.5 "), "{text}");
+}
+
+#[test]
+fn the_overview_has_a_column_for_every_layers_methods() {
+    let mut app = sample_app();
+    // The second layer was run with 99.5 in place of 99.9 (a re-run under way looks so).
+    let l = app.slots[1].result.as_mut().unwrap();
+    let p = l
+        .methods
+        .iter_mut()
+        .find(|m| m.percentile == Some(99.9))
+        .unwrap();
+    p.percentile = Some(99.5);
+    app.view = View::Overview;
+    let t = render(&mut app, 160, 48);
+    let head = row_text(&t, layout::overview_areas(app.size).table.y, 0, 160);
+    let cols: Vec<&str> = head.split_whitespace().collect();
+    let at = |c: &str| cols.iter().position(|x| *x == c);
+    let found: Vec<Option<usize>> = ["mse", "p99.5", "p99.9", "p99.99", "p99.999"]
+        .iter()
+        .map(|c| at(c))
+        .collect();
+    assert!(found.iter().all(Option::is_some), "{head}");
+    assert!(found.windows(2).all(|w| w[0] < w[1]), "{head}");
+}
+
+/// Collapsed whitespace, so wrapped text compares with the original.
+fn words_of(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn every_warning_can_be_read_at_80x24() {
+    let mut app = sample_app();
+    select_by_name(&mut app, "03_attn_scores");
+    let layer = app.selected_layer().unwrap().clone();
+    assert!(layer.warnings.len() >= 5);
+    app.focus = Focus::Details;
+    let (w, h) = (80, 24);
+    let area = layout::main_areas(Rect::new(0, 0, w, h)).details_text;
+    let rows = |app: &mut App| -> Vec<String> {
+        let t = render(app, w, h);
+        (area.y..area.bottom())
+            .map(|y| row_text(&t, y, area.x, area.right()))
+            .collect()
+    };
+    // The text seen while scrolling down one row at a time.
+    let mut seen = rows(&mut app);
+    let mut last = app.details_scroll;
+    loop {
+        app.handle_key(ch('j'));
+        if app.details_scroll == last {
+            break;
+        }
+        assert_eq!(app.details_scroll, last + 1);
+        last = app.details_scroll;
+        seen.push(rows(&mut app).last().unwrap().clone());
+    }
+    let text = words_of(&seen.join(" "));
+    for warn in &layer.warnings {
+        let want = words_of(&format!(
+            "⚠ {} ({}) {}",
+            warn.kind.name(),
+            crate::report::fmt::num_short(warn.value),
+            warn.message
+        ));
+        assert!(text.contains(&want), "not readable: {want}\nin {text}");
+    }
+    assert!(
+        text.contains("kurt"),
+        "the statistics line is the last: {text}"
+    );
+    // The end is the end: G stays there and one ↑ moves at once.
+    app.handle_key(ch('G'));
+    assert_eq!(app.details_scroll, last);
+    app.handle_key(ch('k'));
+    assert_eq!(app.details_scroll, last - 1);
+    // The wheel over the panel scrolls it too.
+    app.handle_key(ch('g'));
+    app.handle_mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        column: area.x + 2,
+        row: area.y + 1,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(app.details_scroll, 1);
+}
+
 #[test]
 fn snapshot_too_small() {
     let mut app = sample_app();
@@ -734,3 +850,4 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 }
 
 mod compare;
+mod names;

@@ -10,8 +10,11 @@ impl App {
     pub fn compare(pairing: Pairing, opts: CompareOptions) -> App {
         let mut app = App::new(Vec::new(), Vec::new(), Options::default());
         app.view = View::Compare;
+        let result = compare::pending(&pairing, &opts);
+        let names: Vec<&str> = result.pairs.iter().map(|p| p.name.as_str()).collect();
+        app.names = NameTable::new(&names);
         app.compare = Some(CompareState {
-            result: compare::pending(&pairing, &opts),
+            result,
             done: vec![false; pairing.pairs.len()],
             pairing,
             opts,

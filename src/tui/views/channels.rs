@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table};
 
 use super::status::{draw_header, draw_status};
-use super::{fit_middle, panel, sqnr_color};
+use super::{panel, sqnr_color};
 use crate::analysis::LayerAnalysis;
 use crate::analysis::metrics::Metrics;
 use crate::report::fmt::{count_short, db_short, num_short};
@@ -33,11 +33,12 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
         .and_then(|s| s.profile.as_ref())
         .and_then(|p| p.channels.as_ref())
         .map(|c| c.absmax.clone());
-    let name = slot.map_or(String::new(), |s| s.name.clone());
     let dim = Style::new().fg(Color::DarkGray);
     let mut title = vec![Span::raw(format!(
         " channels {} ",
-        fit_middle(&name, usize::from(a.title.width / 4))
+        app.selected
+            .map(|i| app.names.full(i, usize::from(a.title.width / 4)))
+            .unwrap_or_default()
     ))];
     let summary = layer.and_then(|l| l.channels.as_ref());
     let Some(absmax) = absmax.filter(|v| !v.is_empty()) else {

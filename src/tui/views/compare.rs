@@ -10,7 +10,7 @@ use ratatui::widgets::{Borders, Paragraph, Sparkline, SparklineBar, Wrap};
 
 use super::main::draw_axis;
 use super::status::{draw_status, progress_line};
-use super::{fit_middle, panel, sqnr_color};
+use super::{list_title, panel, sqnr_color};
 use crate::analysis::compare::{Pair, PairHistograms};
 use crate::histogram::PackedHistogram;
 use crate::report::fmt::{db, db_short, num_short, shape};
@@ -28,7 +28,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     let hists = pair.and_then(|p| p.histograms.as_deref());
     draw_values(frame, app, pair, hists, a.values);
     draw_error(frame, app, hists, a.error);
-    draw_metrics(frame, c, pair, a.metrics);
+    draw_metrics(frame, app, c, pair, a.metrics);
     draw_status(frame, app, a.status);
 }
 
@@ -60,7 +60,13 @@ fn draw_header(frame: &mut Frame, app: &App, c: &CompareState, area: Rect) {
 }
 
 fn draw_pairs(frame: &mut Frame, app: &App, c: &CompareState, a: &CompareAreas) {
-    let title = Line::from(format!(" pairs {} · layer order ", c.result.pairs.len()));
+    let title = list_title(
+        "pairs",
+        c.result.pairs.len(),
+        &app.names.prefix,
+        "layer order",
+        a.pairs.width.saturating_sub(1),
+    );
     frame.render_widget(panel(title, true, Borders::TOP | Borders::RIGHT), a.pairs);
     let rows = a.pairs_rows;
     if rows.height == 0 || rows.width == 0 {
@@ -84,6 +90,7 @@ fn draw_pairs(frame: &mut Frame, app: &App, c: &CompareState, a: &CompareAreas) 
         let done = c.done.get(i).copied().unwrap_or(true);
         let line = pair_row(
             p,
+            |name_w| app.names.short(i, name_w),
             w,
             c.result.settings.sqnr_floor_db,
             first_degraded == Some(i),
@@ -98,7 +105,14 @@ fn draw_pairs(frame: &mut Frame, app: &App, c: &CompareState, a: &CompareAreas) 
     }
 }
 
-fn pair_row(p: &Pair, w: usize, floor: f64, first: bool, pending: bool) -> Line<'static> {
+fn pair_row(
+    p: &Pair,
+    name: impl FnOnce(usize) -> String,
+    w: usize,
+    floor: f64,
+    first: bool,
+    pending: bool,
+) -> Line<'static> {
     let (mark, mark_style) = if pending {
         ("…".to_string(), Style::new().fg(Color::DarkGray))
     } else if p.error.is_some() {
@@ -128,7 +142,7 @@ fn pair_row(p: &Pair, w: usize, floor: f64, first: bool, pending: bool) -> Line<
     let name_w = w.saturating_sub(3 + 1 + 5 + drop_w);
     let mut spans = vec![
         Span::styled(format!("{mark:<3}"), mark_style),
-        Span::raw(format!("{:<name_w$} ", fit_middle(&p.name, name_w))),
+        Span::raw(format!("{:<name_w$} ", name(name_w))),
         Span::styled(badge, badge_style),
     ];
     if show_drop {
@@ -368,12 +382,13 @@ fn placeholder(frame: &mut Frame, pair: Option<&Pair>, area: Rect) {
     frame.render_widget(Paragraph::new(text).fg(Color::DarkGray), area);
 }
 
-fn draw_metrics(frame: &mut Frame, c: &CompareState, pair: Option<&Pair>, area: Rect) {
+fn draw_metrics(frame: &mut Frame, app: &App, c: &CompareState, pair: Option<&Pair>, area: Rect) {
     let title = match pair {
-        Some(p) => Line::from(Span::styled(
+        Some(_) => Line::from(Span::styled(
             format!(
                 " {} ",
-                fit_middle(&p.name, usize::from(area.width).saturating_sub(4))
+                app.names
+                    .full(c.selected, usize::from(area.width).saturating_sub(4))
             ),
             Style::new().add_modifier(Modifier::BOLD).fg(Color::White),
         )),

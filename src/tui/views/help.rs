@@ -6,9 +6,11 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
+use super::YELLOW_BAND_DB;
 use crate::tui::keys::KEYS;
 
-pub(super) fn draw(frame: &mut Frame, size: Rect) {
+/// `floor`: the SQNR floor (`--sqnr-floor`), which the badge colours follow.
+pub(super) fn draw(frame: &mut Frame, size: Rect, floor: f64) {
     let w = 74.min(size.width.saturating_sub(2));
     let h = (KEYS.len() as u16 + 8).min(size.height.saturating_sub(2));
     let area = Rect::new(
@@ -49,11 +51,11 @@ pub(super) fn draw(frame: &mut Frame, size: Rect) {
     lines.push(Line::from(vec![
         Span::styled("badges   ", Style::new().fg(Color::DarkGray)),
         Span::raw("best SQNR in dB: "),
-        " <20 ".black().on_red(),
+        format!(" <{floor} ").black().on_red(),
         Span::raw(" "),
-        " <30 ".black().on_yellow(),
+        format!(" <{} ", floor + YELLOW_BAND_DB).black().on_yellow(),
         Span::raw(" "),
-        " ≥30 ".black().on_green(),
+        format!(" ≥{} ", floor + YELLOW_BAND_DB).black().on_green(),
         Span::raw("  ⚠n warnings  ✖ error"),
     ]));
     let block = Block::bordered()

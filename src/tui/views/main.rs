@@ -2,7 +2,7 @@
 //! and the details (casts, statistics, warnings).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Margin, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
@@ -10,11 +10,13 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
-use super::{fit, fit_middle, method_color, method_tag, panel, short_label, sqnr_color};
+use super::{fit, list_title, method_color, method_tag, panel, short_label, sqnr_color};
 use crate::analysis::cast::F16_MAX;
-use crate::report::fmt::{count_short, db_short, num_short, pct_short, shape};
+use crate::report::fmt::{db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
+use crate::tui::details;
 use crate::tui::layout::{self, Focus, MainAreas};
+use crate::tui::names::TreeRow;
 use crate::tui::widgets::histogram::{HistogramPlot, Marker, column_of};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
@@ -25,19 +27,19 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     let layer = app.selected_layer();
     draw_hist(frame, app, slot, a.hist);
     draw_methods(frame, app, layer, a.methods);
-    draw_details(frame, app, layer, a.details);
+    draw_details(frame, app, layer, &a);
     draw_status(frame, app, a.status);
 }
 
 fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
     let vis = app.visible();
-    let title = Line::from(vec![
-        Span::raw(format!(" layers {}", vis.len())),
-        Span::styled(
-            format!(" · by {} ", app.sort.name()),
-            Style::new().fg(Color::DarkGray),
-        ),
-    ]);
+    let title = list_title(
+        "layers",
+        vis.len(),
+        &app.names.prefix,
+        &format!("by {}", app.sort.name()),
+        a.layers.width.saturating_sub(1),
+    );
     let block = panel(
         title,
         app.focus == Focus::Layers,
@@ -62,18 +64,43 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
         );
         return;
     }
+    let list = app.list_rows();
+    let cursor = app.list_cursor(&list);
     let h = usize::from(rows.height);
-    let first = layout::scroll_start(app.layer_cursor(&vis), h, vis.len());
+    let first = layout::scroll_start(cursor, h, list.len());
     let w = usize::from(rows.width);
     let show_shape = w >= 44;
     let floor = app.opts.thresholds.sqnr_floor_db;
-    for (row, &i) in vis.iter().enumerate().skip(first).take(h) {
-        let slot = &app.slots[i];
+    for (row, r) in list.iter().enumerate().skip(first).take(h) {
         let y = rows.y + (row - first) as u16;
-        let line = layer_row(slot, w, show_shape, floor, app.progress.running);
-        let selected = app.selected == Some(i);
+        // One column of indent per tree level.
+        let indent = " ".repeat(r.depth());
+        let line = match r {
+            TreeRow::Layer { slot, label, .. } => layer_row(
+                &app.slots[*slot],
+                |name_w| {
+                    let room = name_w.saturating_sub(indent.len());
+                    let name = if app.tree {
+                        app.names.fit(label, room)
+                    } else {
+                        app.names.short(*slot, room)
+                    };
+                    format!("{indent}{name}")
+                },
+                w,
+                show_shape,
+                floor,
+                app.progress.running,
+            ),
+            TreeRow::Group {
+                label,
+                members,
+                open,
+                ..
+            } => group_row(app, label, members, *open, &indent, w, floor),
+        };
         let mut p = Paragraph::new(line);
-        if selected {
+        if row == cursor {
             p = p.style(if app.focus == Focus::Layers {
                 Style::new().bg(Color::Blue).fg(Color::White).bold()
             } else {
@@ -84,7 +111,65 @@ fn draw_layers(frame: &mut Frame, app: &App, a: &MainAreas) {
     }
 }
 
-fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool) -> Line<'static> {
+/// A group of the tree: its warnings, fold arrow, path part, layer count and its worst layer's
+/// badge (errors first, as the sensitivity sort has them).
+fn group_row(
+    app: &App,
+    label: &str,
+    members: &[usize],
+    open: bool,
+    indent: &str,
+    w: usize,
+    floor: f64,
+) -> Line<'static> {
+    let slots = members.iter().filter_map(|&i| app.slots.get(i));
+    let warnings: usize = slots.clone().map(Slot::warnings).sum();
+    let errored = slots.clone().any(Slot::errored);
+    let worst = slots
+        .filter_map(Slot::sensitivity)
+        .filter(|v| !v.is_nan())
+        .reduce(f64::min);
+    let (mark, mark_style) = if warnings > 0 {
+        (
+            format!("⚠{}", warnings.min(9)),
+            Style::new().fg(Color::Yellow).bold(),
+        )
+    } else {
+        (String::new(), Style::new())
+    };
+    let (badge, badge_style) = match (errored, worst) {
+        (true, _) => ("error".to_string(), Style::new().fg(Color::Red)),
+        (false, Some(v)) => (
+            format!("{:>5}", db_short(v)),
+            Style::new().fg(Color::Black).bg(sqnr_color(v, floor)),
+        ),
+        (false, None) => ("  ·  ".to_string(), Style::new().fg(Color::DarkGray)),
+    };
+    let arrow = if open { '▾' } else { '▸' };
+    let count = format!(" ({})", members.len());
+    // The badge in the layer rows' column: mark (3) + name + space + badge (5), one spare.
+    let name_w = w.saturating_sub(3 + 5 + 2);
+    let room = name_w.saturating_sub(indent.len() + 1 + count.len());
+    let text = format!("{indent}{arrow}{}", app.names.fit(label, room));
+    let pad = name_w.saturating_sub(text.chars().count() + count.len());
+    Line::from(vec![
+        Span::styled(format!("{mark:<3}"), mark_style),
+        Span::styled(text, Style::new().bold()),
+        Span::styled(count, Style::new().fg(Color::DarkGray)),
+        Span::raw(" ".repeat(pad + 1)),
+        Span::styled(badge, badge_style),
+    ])
+}
+
+/// `name(w)`: the row's name in `w` columns.
+fn layer_row(
+    slot: &Slot,
+    name: impl FnOnce(usize) -> String,
+    w: usize,
+    show_shape: bool,
+    floor: f64,
+    running: bool,
+) -> Line<'static> {
     // Mark (3) + name + [shape] + badge (5).
     let (mark, mark_style) = match &slot.result {
         None if running => ("…".to_string(), Style::new().fg(Color::DarkGray)),
@@ -123,7 +208,7 @@ fn layer_row(slot: &Slot, w: usize, show_shape: bool, floor: f64, running: bool)
     };
     let shape_w = if show_shape { 12 } else { 0 };
     let name_w = w.saturating_sub(3 + 5 + 2 + shape_w);
-    let name = fit_middle(&slot.name, name_w);
+    let name = name(name_w);
     let mut spans = vec![
         Span::styled(format!("{mark:<3}"), mark_style),
         Span::raw(format!("{name:<name_w$} ")),
@@ -176,7 +261,10 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     let layer = slot.result.as_ref();
     // The title shares its line with the scale/view mode drawn at the right end.
     let room = usize::from(area.width).saturating_sub(18);
-    let name = fit_middle(&slot.name, room.saturating_sub(2));
+    let name = match app.selected {
+        Some(i) => app.names.full(i, room.saturating_sub(2)),
+        None => String::new(),
+    };
     let mut used = name.chars().count() + 2;
     let mut title = vec![Span::styled(
         format!(" {name} "),
@@ -483,135 +571,13 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
     frame.render_widget(table, inner);
 }
 
-fn stats_line(layer: &LayerAnalysis) -> Line<'static> {
-    let Some(s) = &layer.stats else {
-        return Line::from("no statistics".dark_gray());
-    };
-    let dim = Style::new().fg(Color::DarkGray);
-    let mut spans = vec![
-        Span::styled("n ", dim),
-        Span::raw(count_short(s.count)),
-        Span::styled("  min ", dim),
-        Span::raw(num_short(s.min)),
-        Span::styled("  max ", dim),
-        Span::raw(num_short(s.max)),
-        Span::styled("  mean ", dim),
-        Span::raw(num_short(s.mean)),
-        Span::styled("  std ", dim),
-        Span::raw(num_short(s.std)),
-        Span::styled("  kurt ", dim),
-        Span::raw(num_short(s.kurtosis)),
-        Span::styled("  zeros ", dim),
-        Span::raw(format!("{}%", pct_short(s.zero_fraction))),
-    ];
-    let bad = s.nan + s.pos_inf + s.neg_inf;
-    if bad > 0 {
-        spans.push(Span::styled(
-            format!("  NaN {} +Inf {} -Inf {}", s.nan, s.pos_inf, s.neg_inf),
-            Style::new().fg(Color::Red),
-        ));
-    }
-    Line::from(spans)
-}
-
-/// One line per cast. `wide`: aligned columns with full labels; else compact (80 columns).
-fn cast_lines(layer: &LayerAnalysis, wide: bool) -> Vec<Line<'static>> {
-    let dim = Style::new().fg(Color::DarkGray);
-    let bad = |n: u64| {
-        if n > 0 {
-            Style::new().fg(Color::Red).bold()
-        } else {
-            Style::new()
-        }
-    };
-    let sub_style = |n: u64| {
-        if n > 0 {
-            Style::new().fg(Color::Yellow)
-        } else {
-            Style::new()
-        }
-    };
-    layer
-        .casts
-        .iter()
-        .map(|c| {
-            if wide {
-                Line::from(vec![
-                    Span::styled(format!("{:<9}", c.dtype.name()), Style::new().bold()),
-                    Span::styled("overflow ", dim),
-                    Span::styled(format!("{:<7}", count_short(c.overflow)), bad(c.overflow)),
-                    Span::styled("flush-to-0 ", dim),
-                    Span::styled(format!("{:<7}", count_short(c.underflow)), bad(c.underflow)),
-                    Span::styled("subnormal ", dim),
-                    Span::styled(
-                        format!("{:<7}", count_short(c.subnormal)),
-                        sub_style(c.subnormal),
-                    ),
-                    Span::styled("SQNR ", dim),
-                    Span::raw(format!("{:>6} dB  ", db_short(c.sqnr_db))),
-                    Span::styled("max rel err ", dim),
-                    Span::raw(num_short(c.max_rel_error)),
-                ])
-            } else {
-                let name = match c.dtype {
-                    crate::analysis::cast::CastType::Float16 => "fp16",
-                    crate::analysis::cast::CastType::Bfloat16 => "bf16",
-                };
-                Line::from(vec![
-                    Span::styled(format!("{name} "), Style::new().bold()),
-                    Span::styled("ovf ", dim),
-                    Span::styled(format!("{} ", count_short(c.overflow)), bad(c.overflow)),
-                    Span::styled("ftz ", dim),
-                    Span::styled(format!("{} ", count_short(c.underflow)), bad(c.underflow)),
-                    Span::styled("sub ", dim),
-                    Span::styled(
-                        format!("{} ", count_short(c.subnormal)),
-                        sub_style(c.subnormal),
-                    ),
-                    Span::raw(format!("{}dB ", db_short(c.sqnr_db))),
-                    Span::styled("rel ", dim),
-                    Span::raw(num_short(c.max_rel_error)),
-                ])
-            }
-        })
-        .collect()
-}
-
-fn warning_lines(layer: &LayerAnalysis) -> Vec<Line<'static>> {
-    let mut v: Vec<Line> = layer
-        .warnings
-        .iter()
-        .map(|w| {
-            Line::from(vec![
-                Span::styled("⚠ ", Style::new().fg(Color::Yellow)),
-                Span::styled(
-                    format!("{} ", w.kind.name()),
-                    Style::new().fg(Color::Yellow).bold(),
-                ),
-                Span::styled(
-                    format!("({}) ", num_short(w.value)),
-                    Style::new().fg(Color::DarkGray),
-                ),
-                Span::raw(w.message.clone()),
-            ])
-        })
-        .collect();
-    v.extend(layer.notes.iter().map(|n| {
-        Line::from(vec![
-            Span::styled("· ", Style::new().fg(Color::DarkGray)),
-            Span::styled(n.clone(), Style::new().fg(Color::DarkGray)),
-        ])
-    }));
-    if v.is_empty() {
-        v.push(Line::from("no warnings".green()));
-    }
-    v
-}
-
-fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, area: Rect) {
+fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, a: &MainAreas) {
     let focused = app.focus == Focus::Details;
     let nwarn = layer.map_or(0, |l| l.warnings.len());
-    let title = Line::from(vec![
+    let content = layer
+        .filter(|l| l.error.is_none() || l.stats.is_some())
+        .map(|l| details::details(l, a.details_text));
+    let mut title = vec![
         Span::raw(" casts · stats · warnings "),
         Span::styled(
             format!("{nwarn} "),
@@ -621,37 +587,36 @@ fn draw_details(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
                 Style::new().fg(Color::DarkGray)
             },
         ),
-    ]);
-    let block = panel(title, focused, Borders::TOP);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let Some(layer) = layer.filter(|l| l.error.is_none() || l.stats.is_some()) else {
-        return;
-    };
-    let scroll = app.details_scroll.min(u16::MAX as usize) as u16;
-    if inner.width >= 120 {
-        // Side by side: numbers left, warnings right.
-        let [left, right] =
-            Layout::horizontal([Constraint::Length(62), Constraint::Min(0)]).areas(inner);
-        let mut lines = cast_lines(layer, false);
-        lines.push(Line::default());
-        lines.push(stats_line(layer));
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
-        frame.render_widget(
-            Paragraph::new(warning_lines(layer))
-                .wrap(Wrap { trim: false })
-                .scroll((scroll, 0)),
-            right.inner(Margin::new(1, 0)),
-        );
-    } else {
-        let mut lines = cast_lines(layer, inner.width >= 90);
-        lines.extend(warning_lines(layer));
-        lines.push(stats_line(layer));
-        frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .scroll((scroll, 0)),
-            inner,
-        );
+    ];
+    let scroll = content
+        .as_ref()
+        .map_or(0, |c| app.details_scroll.min(c.max_scroll()));
+    if let Some(c) = &content {
+        // Where the scrolled text stands, when it does not fit.
+        let below = c.max_scroll() - scroll;
+        if c.max_scroll() > 0 {
+            let arrows = match (scroll > 0, below > 0) {
+                (true, true) => "↑↓",
+                (true, false) => "↑",
+                _ => "↓",
+            };
+            title.push(Span::styled(
+                format!("· {arrows} {}/{} ", scroll + c.height, c.scrolled.len()),
+                Style::new().fg(Color::Cyan),
+            ));
+        }
     }
+    frame.render_widget(panel(Line::from(title), focused, Borders::TOP), a.details);
+    let Some(c) = content else { return };
+    if let Some(left) = c.fixed_area {
+        frame.render_widget(Paragraph::new(c.fixed.clone()), left);
+    }
+    let shown: Vec<Line> = c
+        .scrolled
+        .iter()
+        .skip(scroll)
+        .take(c.height)
+        .cloned()
+        .collect();
+    frame.render_widget(Paragraph::new(shown), c.scrolled_area);
 }

@@ -11,13 +11,14 @@ mod status;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style, Stylize};
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::analysis::{MethodKind, MethodResult};
 
 use super::app::App;
 use super::layout::{self, MIN_HEIGHT, MIN_WIDTH, View};
+use super::names::middle_cut;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let size = frame.area();
@@ -32,7 +33,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Compare => compare::draw(frame, app, size),
     }
     if app.help {
-        help::draw(frame, size);
+        // The compare view's floor is its own option.
+        let floor = app
+            .compare
+            .as_ref()
+            .map_or(app.opts.thresholds.sqnr_floor_db, |c| {
+                c.result.settings.sqnr_floor_db
+            });
+        help::draw(frame, size, floor);
     }
 }
 
@@ -97,35 +105,21 @@ fn short_label(m: &MethodResult) -> String {
     }
 }
 
-/// SQNR colour relative to the floor: red below it, yellow within 10 dB, green above.
+/// Above the floor by less than this, an SQNR is shown yellow.
+const YELLOW_BAND_DB: f64 = 10.0;
+
+/// SQNR colour relative to the floor: red below it, yellow within [`YELLOW_BAND_DB`], green
+/// above.
 fn sqnr_color(db: f64, floor: f64) -> Color {
     if db.is_nan() {
         Color::DarkGray
     } else if db < floor {
         Color::Red
-    } else if db < floor + 10.0 {
+    } else if db < floor + YELLOW_BAND_DB {
         Color::Yellow
     } else {
         Color::Green
     }
-}
-
-/// Cuts `s` to `w` characters with `…` in the middle, so `archive/member` names keep both the
-/// file's number and the member (`09_s…/fc1_relu`).
-pub fn fit_middle(s: &str, w: usize) -> String {
-    let n = s.chars().count();
-    if n <= w {
-        return s.to_string();
-    }
-    if w < 6 {
-        return fit(s, w);
-    }
-    let head = (w - 1) / 3;
-    let tail = w - 1 - head;
-    let mut t: String = s.chars().take(head).collect();
-    t.push('…');
-    t.extend(s.chars().skip(n - tail));
-    t
 }
 
 /// Cuts `s` to `w` characters, ending with `…` if cut.
@@ -139,6 +133,51 @@ fn fit(s: &str, w: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// A list panel's title in `width` columns: `what count`, the names' shared prefix (the rows
+/// show the names without it) and `extra`, dropping what does not fit (extra first, then the
+/// word `what`, then the middle of the prefix).
+fn list_title(what: &str, count: usize, prefix: &str, extra: &str, width: u16) -> Line<'static> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let pre = Style::new().fg(Color::Cyan);
+    let w = usize::from(width);
+    let fits = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>() <= w;
+    if prefix.is_empty() {
+        let full = [
+            Span::raw(format!(" {what} {count}")),
+            Span::styled(format!(" · {extra} "), dim),
+        ];
+        if fits(&full) || extra.is_empty() {
+            return Line::from(full.to_vec());
+        }
+        return Line::from(format!(" {what} {count} "));
+    }
+    let shown = format!("{prefix}…");
+    let variants = [
+        vec![
+            Span::raw(format!(" {what} {count} · ")),
+            Span::styled(shown.clone(), pre),
+            Span::styled(format!(" · {extra} "), dim),
+        ],
+        vec![
+            Span::styled(format!(" {shown}"), pre),
+            Span::raw(format!(" {count}")),
+            Span::styled(format!(" · {extra} "), dim),
+        ],
+        vec![
+            Span::styled(format!(" {shown}"), pre),
+            Span::raw(format!(" {count} ")),
+        ],
+    ];
+    if let Some(v) = variants.iter().find(|v| fits(v)) {
+        return Line::from(v.clone());
+    }
+    let room = w.saturating_sub(format!("  {count} ").chars().count());
+    Line::from(vec![
+        Span::styled(format!(" {}", middle_cut(&shown, room)), pre),
+        Span::raw(format!(" {count} ")),
+    ])
 }
 
 fn panel(title: Line<'static>, focused: bool, borders: Borders) -> Block<'static> {

@@ -9,7 +9,7 @@ use ratatui::widgets::{Borders, Cell, Row, Table};
 use crate::analysis::{Granularity, LayerAnalysis, MethodKind, MethodResult};
 
 use super::status::{draw_header, draw_status};
-use super::{fit, fit_middle, panel, short_label, sqnr_color};
+use super::{fit, panel, short_label, sqnr_color};
 use crate::report::fmt::db_short;
 use crate::tui::app::App;
 use crate::tui::layout;
@@ -19,29 +19,21 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     let body = areas.table;
     draw_header(frame, app, areas.header);
     draw_status(frame, app, areas.status);
-    frame.render_widget(
-        panel(
-            Line::from(vec![
-                Span::raw(" overview "),
-                Span::styled(
-                    "· SQNR dB per method and finer scale, most sensitive layer first · ★ best ",
-                    Style::new().fg(Color::DarkGray),
-                ),
-            ]),
-            true,
-            Borders::TOP,
-        ),
-        areas.title,
-    );
+    let mut title = vec![Span::raw(" overview ")];
+    if !app.names.prefix.is_empty() {
+        // The rows show the names without the prefix all of them share.
+        title.push(Span::styled(
+            format!("· {}… ", app.names.prefix),
+            Style::new().fg(Color::Cyan),
+        ));
+    }
+    title.push(Span::styled(
+        "· SQNR dB per method and finer scale, most sensitive layer first · ★ best ",
+        Style::new().fg(Color::DarkGray),
+    ));
+    frame.render_widget(panel(Line::from(title), true, Borders::TOP), areas.title);
     let order = app.by_sensitivity();
-    // Method columns from the first layer that has methods (all share the options).
-    let methods: Vec<MethodResult> = app
-        .slots
-        .iter()
-        .filter_map(|s| s.result.as_ref())
-        .find(|l| !l.methods.is_empty())
-        .map(|l| l.methods.clone())
-        .unwrap_or_default();
+    let methods = method_columns(app.slots.iter().filter_map(|s| s.result.as_ref()));
     let floor = app.opts.thresholds.sqnr_floor_db;
     let wide = body.width >= 120;
     let col_w: u16 = if wide { 8 } else { 6 };
@@ -53,10 +45,8 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     // name + best(6) + [method(10) + bar] + methods + warn(3), one space between columns.
     // Columns: name, best, [bar, method], methods..., warn; one space between each.
     let fixed = finer_cols(n_m);
-    let longest = app
-        .slots
-        .iter()
-        .map(|s| s.name.chars().count())
+    let longest = (0..app.slots.len())
+        .map(|i| app.names.rest(i).chars().count())
         .max()
         .unwrap_or(5)
         .max(5) as u16;
@@ -81,7 +71,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
         .take(h)
         .map(|(pos, &i)| {
             let slot = &app.slots[i];
-            let mut cells = vec![Cell::from(fit_middle(&slot.name, usize::from(name_w)))];
+            let mut cells = vec![Cell::from(app.names.short(i, usize::from(name_w)))];
             match &slot.result {
                 None => cells.push(Cell::from("   …").fg(Color::DarkGray)),
                 Some(l) if l.error.is_some() => cells.push(Cell::from(" error").fg(Color::Red)),
@@ -104,8 +94,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                         ));
                     }
                     for m in &methods {
-                        let label = m.label();
-                        let cell = match l.methods.iter().find(|x| x.label() == label) {
+                        let cell = match l.methods.iter().find(|x| same_method(x, m)) {
                             Some(x) => {
                                 let v = x.metrics.sqnr_db;
                                 let is_best = l.is_recommended(x);
@@ -188,6 +177,33 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
         .header(Row::new(head).style(Style::new().fg(Color::DarkGray).bold()))
         .column_spacing(1);
     frame.render_widget(table, body);
+}
+
+/// Same method and percentile (the comparison `label()` makes, without building strings).
+fn same_method(a: &MethodResult, b: &MethodResult) -> bool {
+    a.method == b.method && a.percentile == b.percentile
+}
+
+/// The overview's method columns: every method any layer has (layers can differ while a
+/// re-run with other percentiles is under way, or when a layer failed), in the layers' own
+/// order: a method missing so far goes right after the one it follows in its layer.
+pub(super) fn method_columns<'a>(
+    layers: impl Iterator<Item = &'a LayerAnalysis>,
+) -> Vec<MethodResult> {
+    let mut out: Vec<MethodResult> = Vec::new();
+    for l in layers {
+        let mut at = 0;
+        for m in &l.methods {
+            match out.iter().position(|x| same_method(x, m)) {
+                Some(p) => at = p + 1,
+                None => {
+                    out.insert(at, m.clone());
+                    at += 1;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The best SQNR of the layer's rows of granularity `g` (None: not measured).

@@ -168,22 +168,29 @@ impl Widget for HistogramPlot<'_> {
                 cell.set_char('▸').set_style(edge);
             }
         }
-        // Unselected markers first so the selected one stays on top.
-        let mut order: Vec<&Marker> = self.markers.iter().collect();
-        order.sort_by_key(|m| m.selected);
-        for m in order {
+        // Each method's tag in its column; tags that share a column stack downwards (the
+        // selected method's first), so none hides another. Below them the column's line: bold
+        // for the selected method, dotted (over empty cells only) for the others.
+        let placed = place_tags(self.markers, self.lo, self.hi, cols, rows);
+        let mut stacked = vec![0usize; cols];
+        for &(k, c, r) in &placed {
+            let m = &self.markers[k];
+            stacked[c] = stacked[c].max(r + 1);
+            if let Some(cell) = buf.cell_mut((area.x + c as u16, top + r as u16)) {
+                cell.set_char(m.tag)
+                    .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
+            }
+        }
+        for m in self.markers {
             let Some(c) = column_of(m.x, self.lo, self.hi, cols) else {
                 continue;
             };
             let x = area.x + c as u16;
-            for y in area.top()..area.bottom() {
-                let Some(cell) = buf.cell_mut((x, y)) else {
+            for r in stacked[c]..rows {
+                let Some(cell) = buf.cell_mut((x, top + r as u16)) else {
                     continue;
                 };
-                if y == area.top() {
-                    cell.set_char(m.tag)
-                        .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
-                } else if m.selected {
+                if m.selected {
                     cell.set_char('┃')
                         .set_style(Style::new().fg(m.color).add_modifier(Modifier::BOLD));
                 } else if cell.symbol() == " " {
@@ -193,6 +200,58 @@ impl Widget for HistogramPlot<'_> {
             }
         }
     }
+}
+
+/// Where each in-view marker's tag goes: `(marker, column, row)`, row 0 at the top. One tag per
+/// method and column (a method's two ends can share one); tags sharing a column take rows
+/// 0, 1, … (the selected method's first, then in table order); when a column has more tags than
+/// rows, the rest go to the nearest columns with a free top row.
+pub fn place_tags(
+    markers: &[Marker],
+    lo: f64,
+    hi: f64,
+    cols: usize,
+    rows: usize,
+) -> Vec<(usize, usize, usize)> {
+    if cols == 0 || rows == 0 {
+        return Vec::new();
+    }
+    let mut by_col: Vec<Vec<usize>> = vec![Vec::new(); cols];
+    for (k, m) in markers.iter().enumerate() {
+        let Some(c) = column_of(m.x, lo, hi, cols) else {
+            continue;
+        };
+        if !by_col[c].iter().any(|&o| markers[o].tag == m.tag) {
+            by_col[c].push(k);
+        }
+    }
+    let mut used = vec![0usize; cols];
+    let mut out = Vec::new();
+    let mut overflow = Vec::new();
+    for (c, ks) in by_col.iter_mut().enumerate() {
+        ks.sort_by_key(|&k| !markers[k].selected);
+        for &k in ks.iter() {
+            if used[c] < rows {
+                out.push((k, c, used[c]));
+                used[c] += 1;
+            } else {
+                overflow.push((k, c));
+            }
+        }
+    }
+    for (k, c) in overflow {
+        let free = (1..cols).find_map(|d| {
+            [c.checked_add(d), c.checked_sub(d)]
+                .into_iter()
+                .flatten()
+                .find(|&x| x < cols && used[x] == 0)
+        });
+        if let Some(x) = free {
+            out.push((k, x, 0));
+            used[x] = 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -284,6 +343,63 @@ mod tests {
             }
             .render(Rect::new(0, 0, w, hgt), &mut buf);
         }
+    }
+
+    fn marker(x: f64, tag: char, selected: bool) -> Marker {
+        Marker {
+            x,
+            color: Color::Green,
+            tag,
+            selected,
+        }
+    }
+
+    /// The chars of column `x` of `buf`, top to bottom.
+    fn column(buf: &Buffer, x: u16) -> String {
+        (0..buf.area.height).map(|y| buf[(x, y)].symbol()).collect()
+    }
+
+    #[test]
+    fn markers_in_one_column_stack_instead_of_hiding_each_other() {
+        let h = hist();
+        // minmax and p99.999 both at the data's ends (as on a tensor whose max is rare); the
+        // selected percentile's tag goes first, then the line below the stack is its own.
+        let markers = [
+            marker(-1.0, 'M', false),
+            marker(1.0, 'M', false),
+            marker(-0.999, '3', true),
+            marker(0.999, '3', true),
+            marker(0.0, 'H', false),
+        ];
+        let mut buf = Buffer::empty(Rect::new(0, 0, 20, 5));
+        HistogramPlot {
+            hist: &h,
+            lo: -1.0,
+            hi: 1.0,
+            log: false,
+            markers: &markers,
+            keep: None,
+        }
+        .render(Rect::new(0, 0, 20, 5), &mut buf);
+        assert_eq!(&column(&buf, 0)[..], "3M┃┃┃");
+        assert_eq!(&column(&buf, 19)[..], "3M┃┃┃");
+        assert!(column(&buf, 10).starts_with('H'));
+    }
+
+    #[test]
+    fn more_tags_than_rows_spill_to_free_columns() {
+        let tags = ['M', 'A', 'H', 'S', '1', '2', '3'];
+        let markers: Vec<Marker> = tags.iter().map(|&t| marker(0.5, t, t == 'S')).collect();
+        let placed = place_tags(&markers, 0.0, 1.0, 10, 3);
+        assert_eq!(placed.len(), 7);
+        // The selected first, then table order, down column 5; the rest beside it.
+        assert_eq!(placed[..3], [(3, 5, 0), (0, 5, 1), (1, 5, 2)]);
+        let cells: std::collections::HashSet<(usize, usize)> =
+            placed.iter().map(|&(_, c, r)| (c, r)).collect();
+        assert_eq!(cells.len(), 7, "two tags in one cell: {placed:?}");
+        // With no room at all, nothing is placed rather than overwritten.
+        assert!(place_tags(&markers, 0.0, 1.0, 0, 3).is_empty());
+        assert_eq!(place_tags(&markers, 0.0, 1.0, 2, 1).len(), 2);
     }
 
     #[test]
