@@ -309,7 +309,7 @@ pub struct AnalysisArgs {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// Largest .npy header accepted, in bytes.
+    /// Largest .npy or .safetensors header accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_header_bytes, global = true)]
     pub max_header_bytes: usize,
     /// Largest inflate ratio accepted for a compressed .npz member.

@@ -626,7 +626,7 @@ fn natural_order_and_nested_names() -> R {
         errors,
         [
             format!(
-                "{}: not a .npy or .npz file",
+                "{}: not a .npy, .npz or .safetensors file",
                 d.join("readme.txt").display()
             ),
             format!(

@@ -82,10 +82,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<(), W
 pub fn input_files<'a>(
     specs: impl IntoIterator<Item = &'a LayerSpec>,
 ) -> impl Iterator<Item = &'a Path> {
-    specs.into_iter().flat_map(|s| &s.parts).map(|l| match l {
-        Location::Npy(p) => p.as_path(),
-        Location::NpzMember { archive, .. } => archive.as_path(),
-    })
+    specs.into_iter().flat_map(|s| &s.parts).map(Location::file)
 }
 
 /// An io error as a person reads it: the OS message without its "(os error N)" suffix.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::npy::io_message;
 use super::npz::{member_layer_name, member_location, member_names};
+use super::safetensors::{display_name, tensor_location, tensor_names};
 use super::{LayerSpec, Limits, LoadError, Location};
 
 /// How a folder of sub-folders is interpreted.
@@ -35,7 +36,7 @@ pub struct Discovery {
 /// Finds the layers in `paths`.
 ///
 /// A folder is a batch-folder layout (`Auto`) when it has at least two sub-folders, no loose
-/// `.npy`/`.npz` files, and every sub-folder yields the same non-empty set of layer names; the
+/// `.npy`/`.npz`/`.safetensors` files, and every sub-folder yields the same non-empty set of layer names; the
 /// sub-folders are then batches, in natural order. Only the given folder itself is checked.
 pub fn discover(paths: &[PathBuf], layout: BatchLayout, limits: &Limits) -> Discovery {
     let mut d = Discovery::default();
@@ -68,9 +69,13 @@ pub fn discover(paths: &[PathBuf], layout: BatchLayout, limits: &Limits) -> Disc
             match kind(&name) {
                 Some(Kind::Npy) => items.push((stem, Location::Npy(path.clone()))),
                 Some(Kind::Npz) => npz_items(path, &stem, &mut items, &mut d.errors),
-                None => d
-                    .errors
-                    .push(LoadError::new(path.display(), "not a .npy or .npz file")),
+                Some(Kind::Safetensors) => {
+                    safetensors_items(path, &stem, limits, &mut items, &mut d.errors)
+                }
+                None => d.errors.push(LoadError::new(
+                    path.display(),
+                    "not a .npy, .npz or .safetensors file",
+                )),
             }
             push_single(&mut d.layers, items);
         }
@@ -135,19 +140,26 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 enum Kind {
     Npy,
     Npz,
+    Safetensors,
 }
 
+impl Kind {
+    /// The file name's extension, with its dot (ASCII, matched case-insensitively).
+    fn extension(self) -> &'static str {
+        match self {
+            Kind::Npy => ".npy",
+            Kind::Npz => ".npz",
+            Kind::Safetensors => ".safetensors",
+        }
+    }
+}
+
+/// The kind of file by its extension; none for a name that is only the extension.
 fn kind(file_name: &str) -> Option<Kind> {
     let lower = file_name.to_ascii_lowercase();
-    if lower.len() <= 4 {
-        None
-    } else if lower.ends_with(".npy") {
-        Some(Kind::Npy)
-    } else if lower.ends_with(".npz") {
-        Some(Kind::Npz)
-    } else {
-        None
-    }
+    [Kind::Npy, Kind::Npz, Kind::Safetensors]
+        .into_iter()
+        .find(|k| lower.len() > k.extension().len() && lower.ends_with(k.extension()))
 }
 
 /// `(layer name, location)` pairs, before grouping.
@@ -174,6 +186,23 @@ fn npz_items(archive: &Path, prefix: &str, items: &mut Items, errors: &mut Vec<L
     }
 }
 
+/// One item per tensor of a `.safetensors` file, named `prefix/tensor`.
+fn safetensors_items(
+    file: &Path,
+    prefix: &str,
+    limits: &Limits,
+    items: &mut Items,
+    errors: &mut Vec<LoadError>,
+) {
+    match tensor_names(file, limits) {
+        Ok(names) => items.extend(names.into_iter().map(|tensor| {
+            let name = format!("{prefix}/{}", display_name(&tensor));
+            (name, tensor_location(file, &tensor))
+        })),
+        Err(m) => errors.push(LoadError::new(file.display(), m)),
+    }
+}
+
 /// Adds one single-part layer per item, in natural order.
 fn push_single(layers: &mut Vec<LayerSpec>, mut items: Items) {
     items.sort_by(|a, b| natural_cmp(&a.0, &b.0));
@@ -194,7 +223,7 @@ struct Walker<'a> {
     root: &'a Path,
     visited: HashSet<PathBuf>,
     files: usize,
-    max_files: usize,
+    limits: &'a Limits,
     stopped: bool,
     errors: &'a mut Vec<LoadError>,
 }
@@ -269,14 +298,14 @@ impl Walker<'_> {
 
     fn file(&mut self, e: &Entry, rel: &str, items: &mut Items) {
         self.files += 1;
-        if self.files > self.max_files {
+        if self.files > self.limits.max_files {
             self.stopped = true;
             self.errors.push(LoadError::new(
                 self.root.display(),
                 format!(
                     "stopped after {} files (raise the limit with --max-files); \
                      the rest of the folder was not scanned",
-                    self.max_files
+                    self.limits.max_files
                 ),
             ));
             return;
@@ -284,11 +313,14 @@ impl Walker<'_> {
         let Some(k) = kind(&e.name) else {
             return;
         };
-        // `rel` ends with the ASCII `.npy`/`.npz`, so this cut is on a char boundary.
-        let stem = rel.get(..rel.len().saturating_sub(4)).unwrap_or(rel);
+        // `rel` ends with the ASCII extension, so this cut is on a char boundary.
+        let stem = rel
+            .get(..rel.len().saturating_sub(k.extension().len()))
+            .unwrap_or(rel);
         match k {
             Kind::Npy => items.push((stem.to_string(), Location::Npy(e.path.clone()))),
             Kind::Npz => npz_items(&e.path, stem, items, self.errors),
+            Kind::Safetensors => safetensors_items(&e.path, stem, self.limits, items, self.errors),
         }
     }
 }
@@ -306,7 +338,7 @@ fn discover_dir(root: &Path, layout: BatchLayout, limits: &Limits, d: &mut Disco
         root,
         visited: HashSet::new(),
         files: 0,
-        max_files: limits.max_files,
+        limits,
         stopped: false,
         errors: &mut d.errors,
     };

@@ -1,4 +1,5 @@
-//! Finding and reading activation dumps: `.npy` files, `.npz` archives and folders of them.
+//! Finding and reading activation dumps: `.npy` files, `.npz` archives, `.safetensors` files and
+//! folders of them.
 //!
 //! Everything here reads; nothing writes. Every header is checked against the file's real size
 //! before anything is allocated, and every failure is a [`LoadError`] that names the file.
@@ -6,6 +7,7 @@
 pub mod discover;
 pub mod npy;
 pub mod npz;
+pub mod safetensors;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,6 +34,12 @@ pub enum DType {
     I64,
     U64,
     Bool,
+    /// float8 with 4 exponent bits, no infinities (`float8_e4m3fn`; safetensors `F8_E4M3`).
+    #[serde(rename = "float8_e4m3fn")]
+    F8E4M3,
+    /// float8 with 5 exponent bits, IEEE-like (`float8_e5m2`; safetensors `F8_E5M2`).
+    #[serde(rename = "float8_e5m2")]
+    F8E5M2,
 }
 
 impl DType {
@@ -51,13 +59,15 @@ impl DType {
             DType::I64 => "int64",
             DType::U64 => "uint64",
             DType::Bool => "bool",
+            DType::F8E4M3 => "float8_e4m3fn",
+            DType::F8E5M2 => "float8_e5m2",
         }
     }
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::I8 | DType::U8 | DType::Bool | DType::F8E4M3 | DType::F8E5M2 => 1,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F64 | DType::I64 | DType::U64 => 8,
@@ -71,7 +81,7 @@ impl fmt::Display for DType {
     }
 }
 
-/// What a `.npy` header says about its array.
+/// What a file's header says about one array.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrayInfo {
     pub dtype: DType,
@@ -79,7 +89,8 @@ pub struct ArrayInfo {
     pub big_endian: bool,
     pub shape: Vec<usize>,
     pub fortran_order: bool,
-    /// The dtype string, quoted as numpy writes it (`'<f4'`, `'|V2'`, ...).
+    /// The dtype string as the file spells it: quoted for `.npy` as numpy writes it (`'<f4'`,
+    /// `'|V2'`, ...), bare for `.safetensors` (`F32`, `BF16`, ...).
     pub descr: String,
 }
 
@@ -102,6 +113,12 @@ pub enum Location {
         #[serde(with = "path_bytes")]
         archive: PathBuf,
         member: String,
+    },
+    /// One tensor of a `.safetensors` file.
+    SafetensorsTensor {
+        #[serde(with = "path_bytes")]
+        file: PathBuf,
+        tensor: String,
     },
 }
 
@@ -156,12 +173,31 @@ pub mod path_bytes {
     }
 }
 
+impl Location {
+    /// The file the bytes are read from (the archive of a member, the file of a tensor).
+    pub fn file(&self) -> &std::path::Path {
+        match self {
+            Location::Npy(p) => p,
+            Location::NpzMember { archive, .. } => archive,
+            Location::SafetensorsTensor { file, .. } => file,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Npy(p) => write!(f, "{}", p.display()),
             Location::NpzMember { archive, member } => {
                 write!(f, "{}/{}", archive.display(), member)
+            }
+            Location::SafetensorsTensor { file, tensor } => {
+                write!(
+                    f,
+                    "{}/{}",
+                    file.display(),
+                    safetensors::display_name(tensor)
+                )
             }
         }
     }
@@ -190,7 +226,7 @@ impl LayerSpec {
 /// Limits that keep hostile files from costing unbounded memory or time.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest `.npy` header we accept, in bytes.
+    /// Largest `.npy` or `.safetensors` header we accept, in bytes.
     pub max_header_bytes: usize,
     /// Largest inflated/stored ratio we accept for a compressed `.npz` member.
     pub max_inflate_ratio: u64,

@@ -21,7 +21,7 @@ use npyz::{Endianness, TypeChar, TypeStr};
 use py_literal::Value;
 use rayon::prelude::*;
 
-use super::{ArrayInfo, DType, Limits, LoadError, Location, npz};
+use super::{ArrayInfo, DType, Limits, LoadError, Location, npz, safetensors};
 
 mod lockstep;
 
@@ -40,7 +40,8 @@ pub struct OpenArray {
 /// Where the data bytes come from.
 #[derive(Debug)]
 pub(crate) enum DataSource {
-    /// Raw bytes at an absolute offset of a file: a `.npy` file or a stored `.npz` member.
+    /// Raw bytes at an absolute offset of a file: a `.npy` file, a stored `.npz` member or a
+    /// `.safetensors` tensor.
     Positional { path: PathBuf, offset: u64 },
     /// A deflated `.npz` member: only readable as a stream, from its start.
     Deflated(npz::DeflatedMember),
@@ -100,6 +101,9 @@ impl OpenArray {
             }
             Location::NpzMember { archive, member } => {
                 npz::open_member(archive, member, limits).map_err(err)?
+            }
+            Location::SafetensorsTensor { file, tensor } => {
+                safetensors::open_tensor(file, tensor, limits).map_err(err)?
             }
         };
         Ok(OpenArray {
@@ -370,6 +374,17 @@ fn convert(dtype: DType, be: bool, raw: &[u8], out: &mut [f32]) -> u64 {
             }
             0
         }
+        DType::F8E4M3 | DType::F8E5M2 => {
+            let table = if dtype == DType::F8E4M3 {
+                &F8_E4M3
+            } else {
+                &F8_E5M2
+            };
+            for (o, &b) in out.iter_mut().zip(raw) {
+                *o = table[usize::from(b)];
+            }
+            0
+        }
         DType::F64 => {
             let mut overflows = 0u64;
             for (o, c) in out.iter_mut().zip(raw.chunks_exact(8)) {
@@ -389,6 +404,45 @@ fn convert(dtype: DType, be: bool, raw: &[u8], out: &mut [f32]) -> u64 {
         // Handled by the fast paths in `decode`.
         DType::F32 | DType::F16 | DType::BF16 => 0,
     }
+}
+
+/// Every float8_e4m3fn value by its byte: 4 exponent bits, 3 mantissa bits, no infinities.
+const F8_E4M3: [f32; 256] = f8_values(4, false);
+/// Every float8_e5m2 value by its byte: 5 exponent bits, 2 mantissa bits, IEEE infinities.
+const F8_E5M2: [f32; 256] = f8_values(5, true);
+
+/// The 256 values of an 8-bit float with `e` exponent bits (bias 2^(e-1) - 1) and 7 - e mantissa
+/// bits, as float32 bit patterns (all exact). `ieee`: the top exponent holds ±inf (mantissa 0)
+/// and NaN; otherwise (the `fn` types) only the all-ones pattern is NaN and the top exponent
+/// holds finite values.
+const fn f8_values(e: u32, ieee: bool) -> [f32; 256] {
+    let m_bits = 7 - e;
+    let bias = (1 << (e - 1)) - 1;
+    let top = (1 << e) - 1;
+    let all_ones = (1 << m_bits) - 1;
+    let mut out = [0f32; 256];
+    let mut code = 0u32;
+    while code < 256 {
+        let sign = (code >> 7) << 31;
+        let exp = (code >> m_bits) & top;
+        let man = code & all_ones;
+        let bits = if exp == top && ieee {
+            if man == 0 { 0x7f80_0000 } else { 0x7fc0_0000 }
+        } else if exp == top && man == all_ones {
+            0x7fc0_0000
+        } else if exp == 0 && man == 0 {
+            0
+        } else if exp == 0 {
+            // man × 2^(1 - bias - m_bits): normalised at man's highest bit h.
+            let h = 31 - man.leading_zeros();
+            ((h + 128 - bias - m_bits) << 23) | ((man - (1 << h)) << (23 - h))
+        } else {
+            ((exp + 127 - bias) << 23) | (man << (23 - m_bits))
+        };
+        out[code as usize] = f32::from_bits(sign | bits);
+        code += 1;
+    }
+    out
 }
 
 /// Fills `buf` from `file` at `at`; a short read means the file changed after its header was

@@ -1,5 +1,5 @@
-//! Writes the seed corpora: `make_seeds <repo root> <out dir>` creates `<out>/npy` and
-//! `<out>/npz`. Seeds are small copies of the real dumps (`data/`, a few reference fixtures:
+//! Writes the seed corpora: `make_seeds <repo root> <out dir>` creates `<out>/npy`,
+//! `<out>/npz` and `<out>/safetensors`. Seeds are small copies of the real dumps (`data/`, a few reference fixtures:
 //! same header, shape cut to a few elements) plus hand-made broken files.
 
 use std::io::Write;
@@ -67,6 +67,108 @@ fn zip(members: &[(&str, &[u8], bool)]) -> R<Vec<u8>> {
         w.write_all(bytes)?;
     }
     Ok(w.finish()?.into_inner())
+}
+
+/// A `.safetensors` file: the header JSON (padded with spaces to 8 bytes, as the format's writer
+/// does) and the data area.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_string();
+    while !h.len().is_multiple_of(8) {
+        h.push(' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Good and broken `.safetensors` files: every dtype, several tensors, metadata, and each
+/// problem the reader checks for.
+fn safetensors_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (dtype, size) in [
+        ("F64", 8),
+        ("F32", 4),
+        ("F16", 2),
+        ("BF16", 2),
+        ("F8_E4M3", 1),
+        ("F8_E5M2", 1),
+        ("I8", 1),
+        ("I16", 2),
+        ("I32", 4),
+        ("I64", 8),
+        ("U8", 1),
+        ("U16", 2),
+        ("U32", 4),
+        ("U64", 8),
+        ("BOOL", 1),
+        ("C64", 8),
+    ] {
+        let n = 6 * size;
+        let header = format!(r#"{{"t":{{"dtype":"{dtype}","shape":[2,3],"data_offsets":[0,{n}]}}}}"#);
+        let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+        out.push((format!("dtype_{dtype}"), safetensors(&header, &data)));
+    }
+    let three = r#"{"__metadata__":{"format":"pt"},"model.layers.0.mlp":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"model.layers.1.mlp":{"dtype":"F16","shape":[4],"data_offsets":[16,24]},"scalar":{"dtype":"F32","shape":[],"data_offsets":[24,28]},"empty":{"dtype":"F32","shape":[0,3],"data_offsets":[28,28]}}"#;
+    let data: Vec<u8> = (0..28u8).map(|i| i.wrapping_mul(29)).collect();
+    out.push(("several".into(), safetensors(three, &data)));
+    for (name, header, data_len) in [
+        ("empty_header", "{}", 0),
+        ("not_json", "{\"a\": ", 4),
+        ("not_object", "[1, 2]", 0),
+        (
+            "duplicate",
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            8,
+        ),
+        (
+            "duplicate_key",
+            r#"{"a":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}"#,
+            4,
+        ),
+        (
+            "overlap",
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+            24,
+        ),
+        (
+            "out_of_bounds",
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            12,
+        ),
+        (
+            "size_mismatch",
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
+            16,
+        ),
+        (
+            "overflow",
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]}}"#,
+            16,
+        ),
+        (
+            "unknown_dtype",
+            r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#,
+            4,
+        ),
+        (
+            "gap_and_trailing",
+            r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}"#,
+            9,
+        ),
+        (
+            "not_an_entry",
+            r#"{"a":5,"b":{"dtype":"U8","shape":[1]},"c":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]},"d":{"dtype":"U8","shape":[1],"data_offsets":[1,0]}}"#,
+            1,
+        ),
+    ] {
+        out.push((name.to_string(), safetensors(header, &vec![0x3c; data_len])));
+    }
+    let mut past_end = safetensors(r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, &[1]);
+    past_end[..8].copy_from_slice(&1000u64.to_le_bytes());
+    out.push(("header_past_end".into(), past_end));
+    out.push(("too_short".into(), b"\x05\x00\x00".to_vec()));
+    out
 }
 
 fn main() -> R {
@@ -252,12 +354,20 @@ fn main() -> R {
     for (name, bytes) in &archives {
         std::fs::write(npz_dir.join(name), bytes)?;
     }
+    let st_dir = out.join("safetensors");
+    std::fs::create_dir_all(&st_dir)?;
+    let st = safetensors_seeds();
+    for (name, bytes) in &st {
+        std::fs::write(st_dir.join(name), bytes)?;
+    }
     println!(
-        "{} npy seeds in {}, {} npz seeds in {}",
+        "{} npy seeds in {}, {} npz seeds in {}, {} safetensors seeds in {}",
         seeds.len(),
         npy_dir.display(),
         archives.len(),
-        npz_dir.display()
+        npz_dir.display(),
+        st.len(),
+        st_dir.display()
     );
     Ok(())
 }

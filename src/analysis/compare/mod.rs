@@ -74,12 +74,12 @@ pub struct Pairing {
     pub errors: Vec<(Side, LoadError)>,
 }
 
-/// The name a layer is matched by: relative to its input (an `.npz` given as a file drops its
-/// own name, so `ref.npz/fc1` meets `int8.npz/fc1`).
+/// The name a layer is matched by: relative to its input (an `.npz` or `.safetensors` given as
+/// a file drops its own name, so `ref.npz/fc1` meets `int8.npz/fc1`).
 fn match_name(input: &Path, name: &str) -> String {
     let is_npz = input
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz") || e.eq_ignore_ascii_case("safetensors"))
         && input.is_file();
     let stem = input
         .file_stem()

@@ -221,10 +221,7 @@ impl Saved {
             .iter()
             .filter_map(|l| l.spec.as_ref())
             .flat_map(|s| &s.parts)
-            .map(|p| match p {
-                crate::source::Location::Npy(p) => p.as_path(),
-                crate::source::Location::NpzMember { archive, .. } => archive.as_path(),
-            });
+            .map(crate::source::Location::file);
         self.inputs
             .iter()
             .map(PathBuf::as_path)

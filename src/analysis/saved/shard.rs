@@ -7,7 +7,7 @@
 //! one process would have.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,18 +98,19 @@ pub fn select(specs: &[LayerSpec], k: usize, n: usize) -> Vec<usize> {
     mine
 }
 
-/// Bytes each layer reads: its files' sizes; an archive's size is shared evenly by the
-/// members the layers use (reading the archive's directory for each member's size would
-/// open every archive). A file that cannot be read weighs 0 (its layer fails wherever it goes).
+/// Bytes each layer reads: its files' sizes; an archive's (or a `.safetensors` file's) size is
+/// shared evenly by the members the layers use (reading the archive's directory for each
+/// member's size would open every archive). A file that cannot be read weighs 0 (its layer
+/// fails wherever it goes).
 fn weights(specs: &[LayerSpec]) -> Vec<u64> {
-    let mut members: HashMap<&PathBuf, u64> = HashMap::new();
+    let mut members: HashMap<&Path, u64> = HashMap::new();
     for loc in specs.iter().flat_map(|s| &s.parts) {
-        if let Location::NpzMember { archive, .. } = loc {
-            *members.entry(archive).or_default() += 1;
+        if !matches!(loc, Location::Npy(_)) {
+            *members.entry(loc.file()).or_default() += 1;
         }
     }
-    let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
-    let archive_sizes: HashMap<&PathBuf, u64> = members.keys().map(|&a| (a, size(a))).collect();
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let archive_sizes: HashMap<&Path, u64> = members.keys().map(|&a| (a, size(a))).collect();
     specs
         .iter()
         .map(|s| {
@@ -117,9 +118,10 @@ fn weights(specs: &[LayerSpec]) -> Vec<u64> {
                 .iter()
                 .map(|loc| match loc {
                     Location::Npy(p) => size(p),
-                    Location::NpzMember { archive, .. } => {
-                        archive_sizes.get(archive).copied().unwrap_or(0)
-                            / members.get(archive).copied().unwrap_or(1).max(1)
+                    _ => {
+                        let file = loc.file();
+                        archive_sizes.get(file).copied().unwrap_or(0)
+                            / members.get(file).copied().unwrap_or(1).max(1)
                     }
                 })
                 .fold(0u64, u64::saturating_add)
