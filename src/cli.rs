@@ -122,6 +122,7 @@ pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> 
         ("percentile", "--percentile"),
         ("ema_constant", "--ema-constant"),
         ("batch_axis", "--batch-axis"),
+        ("exact", "--exact"),
     ] {
         for m in [matches, sub] {
             if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
@@ -262,6 +263,9 @@ pub struct AnalysisArgs {
     /// |x| at or above this is counted as an outlier value (LLM.int8's criterion).
     #[arg(long, value_name = "T", default_value_t = defaults().granularity.outlier_threshold, global = true)]
     pub outlier_threshold: f64,
+    /// Measure every quantizer value by value (no per-bin shortcut; same results within 1e-12).
+    #[arg(long, global = true)]
+    pub exact: bool,
 }
 
 impl AnalysisArgs {
@@ -292,6 +296,7 @@ impl AnalysisArgs {
                 outlier_ratio: self.outlier_ratio,
                 outlier_threshold: self.outlier_threshold,
             }),
+            exact: self.exact,
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;

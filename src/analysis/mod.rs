@@ -18,10 +18,13 @@
 //! - [`passes`]: the three passes over a layer's chunks;
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
+//! - [`binned`]: per-tensor quantizers measured from pass 2's per-bin sums, revisiting only the
+//!   bins a boundary cuts;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`warnings`]: the warning kinds and the checks that raise them;
 //! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
+pub mod binned;
 pub mod cast;
 pub mod compare;
 pub mod granularity;

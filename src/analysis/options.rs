@@ -52,6 +52,9 @@ pub struct Options {
     /// Where the scale lives: per-token, per-channel and per-block rows beside per-tensor
     /// (boxed: `Options` travels by value in the UI's commands).
     pub granularity: Box<GranularityOptions>,
+    /// Measure every quantizer value by value, never from pass 2's per-bin sums
+    /// ([`super::binned`]).
+    pub exact: bool,
 }
 
 /// What the granularity rows and the channel summary measure (README "Granularities").
@@ -100,6 +103,7 @@ impl Default for Options {
             limits: Limits::default(),
             keep_profiles: true,
             granularity: Box::default(),
+            exact: false,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! 2 (the two fine histograms, and ONNX Runtime's entropy histogram where it is needed) and
 //! 3 (every chosen quantizer's exact error).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::calib::Chosen;
 use crate::calib::QParams;
@@ -13,6 +13,7 @@ use crate::histogram::{NumpyBins, PairCounter, PairTotals};
 use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
+use super::binned::{self, BinSums, Bins, Engine};
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
 use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
 use super::metrics::{self, ErrorAccum};
@@ -274,6 +275,8 @@ pub(crate) fn profile_parts(
     let entropy_bins = (opts.scheme == Scheme::Affine || opts.keep_profiles)
         .then(|| NumpyBins::new(-absmax as f32, absmax as f32, SEARCH_BINS));
     let entropy_pool: Pool<Vec<u64>> = Pool::new();
+    let with_bins = binned::wanted(opts, moments.n);
+    let bin_pool: Pool<BinSums> = Pool::new();
     for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |_, values| {
@@ -283,7 +286,11 @@ pub(crate) fn profile_parts(
                 {
                     t.fold(c);
                 }
-                c.add(values);
+                if with_bins {
+                    bin_pool.with(|| BinSums::new(FINE_BINS), |s| c.add_with(values, s));
+                } else {
+                    c.add(values);
+                }
             });
             if let Some(b) = &entropy_bins {
                 entropy_pool.with(|| vec![0; b.bins()], |c| b.add(values, c));
@@ -298,6 +305,7 @@ pub(crate) fn profile_parts(
         totals.take(c);
     }
     let (hist, abs_hist) = totals.finish();
+    let bins = binned::merge(bin_pool.into_items(), &hist).map(Arc::new);
     let entropy_hist = entropy_bins.map(|b| {
         let mut counts = vec![0u64; b.bins()];
         for c in entropy_pool.into_items() {
@@ -322,6 +330,7 @@ pub(crate) fn profile_parts(
         trailing_bytes,
         channels,
         channel_note,
+        bins,
     })
 }
 
@@ -480,7 +489,7 @@ pub(crate) fn measure_parts(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
-    measure_parts_with(parts, chosen, None, opts, progress).map(|m| m.methods)
+    measure_parts_with(parts, chosen, None, None, opts, progress).map(|m| m.methods)
 }
 
 /// What pass 3 measured: each chosen range's error, and with a [`Plan`] the per-tensor grid's
@@ -499,14 +508,17 @@ pub(crate) fn measure_with(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
-    measure_parts_with(&open_parts(spec, opts)?, chosen, Some(plan), opts, progress)
+    let parts = open_parts(spec, opts)?;
+    measure_parts_with(&parts, chosen, Some(plan), None, opts, progress)
 }
 
-/// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given.
+/// Pass 3 over a layer's open parts, with the granularity rows of `plan` if given; the
+/// quantizers that pass 2's bins (if given) can measure are measured from them.
 pub(crate) fn measure_parts_with(
     parts: &[OpenArray],
     chosen: &[Chosen],
     plan: Option<&Plan>,
+    bins: Option<&Bins>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
@@ -523,34 +535,49 @@ pub(crate) fn measure_parts_with(
     let slot: Vec<usize> = chosen.iter().map(|c| slot_of(c.q)).collect();
     let tensor_slot = plan.map(|p| slot_of(p.tensor));
     let grouped = plan.filter(|p| p.has_groups());
+    let engine = bins.and_then(|b| Engine::plan(b, &unique, binned::MAX_REVISITED_SHARE));
+    let by_value: Vec<usize> = (0..unique.len())
+        .filter(|i| engine.as_ref().is_none_or(|e| !e.which().contains(i)))
+        .collect();
     let mut total = vec![ErrorAccum::default(); unique.len()];
+    let mut binned_chunks = Vec::new();
     let mut groups = GroupAccums::default();
     for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let g = grouped.map(|p| p.measure_chunk(pi, first, values));
-            let mut r = vec![ErrorAccum::default(); unique.len()];
+            let mut r = vec![ErrorAccum::default(); by_value.len()];
+            let mut b = engine.as_ref().map(|e| e.chunk_sums());
             // Each block is widened once, then every quantizer reads it while it is in L1.
             PREPARED.with_borrow_mut(|p| {
                 for block in values.chunks(metrics::BLOCK) {
                     p.fill(block);
-                    for (acc, q) in r.iter_mut().zip(&unique) {
-                        acc.add_prepared(q, p);
+                    for (acc, &i) in r.iter_mut().zip(&by_value) {
+                        acc.add_prepared(&unique[i], p);
+                    }
+                    if let (Some(e), Some(b)) = (&engine, &mut b) {
+                        e.block(p, b);
                     }
                 }
             });
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            (r, g)
+            (r, b, g)
         })?;
-        for (p, g) in partials {
-            for (t, a) in total.iter_mut().zip(&p) {
-                t.merge(a);
+        for (p, b, g) in partials {
+            for (&i, a) in by_value.iter().zip(&p) {
+                total[i].merge(a);
             }
+            binned_chunks.extend(b);
             if let Some(g) = g {
                 groups.merge(&g);
             }
+        }
+    }
+    if let Some(e) = &engine {
+        for (&i, a) in e.which().iter().zip(e.finish(&binned_chunks)) {
+            total[i] = a;
         }
     }
     Ok(Measured {

@@ -212,7 +212,14 @@ fn finish_with(
     let elems = profile.moments.count;
     let plan = Plan::new(profile.absmax(), profile.channels.as_ref(), elems, opts);
     let measured = match parts {
-        Some(parts) => measure_parts_with(parts, &chosen, Some(&plan), opts, progress),
+        Some(parts) => measure_parts_with(
+            parts,
+            &chosen,
+            Some(&plan),
+            profile.bins.as_deref(),
+            opts,
+            progress,
+        ),
         None => measure_with(spec, &chosen, &plan, opts, progress),
     };
     match measured {

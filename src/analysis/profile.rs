@@ -1,9 +1,12 @@
 //! A layer's profile: the options-independent facts of passes 1 and 2.
 
+use std::sync::Arc;
+
 use crate::calib;
 use crate::histogram::{Histogram, PackedHistogram};
 use crate::source::ArrayInfo;
 
+use super::binned::Bins;
 use super::cast::{CastAccum, CastType};
 use super::granularity::ChannelProfile;
 use super::stats::Moments;
@@ -31,6 +34,8 @@ pub struct Profile<H = Histogram> {
     pub channels: Option<ChannelProfile>,
     /// Why there is no channel axis, when the options asked for one that cannot be used.
     pub channel_note: Option<String>,
+    /// Pass 2's per-bin sums for the metrics pass (large layers, unless `--exact`); not kept.
+    pub bins: Option<Arc<Bins>>,
 }
 
 /// A profile as front ends keep it between runs: ≈70 KiB a layer instead of 1 MiB.
@@ -57,6 +62,7 @@ impl<H> Profile<H> {
             trailing_bytes: self.trailing_bytes,
             channels: self.channels.clone(),
             channel_note: self.channel_note.clone(),
+            bins: None,
         }
     }
 }
