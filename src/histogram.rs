@@ -399,18 +399,6 @@ impl PairEdges {
     }
 }
 
-/// Extra per-value work done in a [`PairCounter`]'s sweep: each value with its x bin (the
-/// trash slot, one past the last bin, for a non-finite value).
-pub trait XSink {
-    fn put(&mut self, bin: usize, v: f32);
-}
-
-/// No extra work.
-impl XSink for () {
-    #[inline(always)]
-    fn put(&mut self, _: usize, _: f32) {}
-}
-
 /// Most zeroed counter arrays a thread keeps for its next pass.
 const SPARES: usize = 2;
 
@@ -469,19 +457,14 @@ impl PairCounter {
 
     /// Counts finite values of `values` in both histograms (non-finite ones are skipped).
     pub fn add(&mut self, values: &[f32]) {
-        self.add_with(values, &mut ());
-    }
-
-    /// [`Self::add`], telling `sink` each value's x bin as it is counted.
-    pub fn add_with<S: XSink>(&mut self, values: &[f32], sink: &mut S) {
         self.pending += values.len() as u64;
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = simd::avx2() {
-            let rest = self.add_avx2(cpu, values, sink);
-            self.add_portable(rest, sink);
+            let rest = self.add_avx2(cpu, values);
+            self.add_portable(rest);
             return;
         }
-        self.add_portable(values, sink);
+        self.add_portable(values);
     }
 
     /// `Histogram::add_blocks`' arithmetic for one value: the bin, or the trash slot.
@@ -499,14 +482,13 @@ impl PairCounter {
         }
     }
 
-    fn add_portable<S: XSink>(&mut self, values: &[f32], sink: &mut S) {
+    fn add_portable(&mut self, values: &[f32]) {
         for &v in values {
             let (i, j) = self.bins_of(v);
             if let (Some(a), Some(b)) = (self.x.get_mut(i), self.abs.get_mut(j)) {
                 *a += 1;
                 *b += 1;
             }
-            sink.put(i, v);
         }
     }
 
@@ -514,9 +496,9 @@ impl PairCounter {
     /// [`Self::bins_of`], truncation included), then counted. Returns the values it left (fewer
     /// than four).
     #[cfg(target_arch = "x86_64")]
-    fn add_avx2<'v, S: XSink>(&mut self, _: Avx2, values: &'v [f32], sink: &mut S) -> &'v [f32] {
+    fn add_avx2<'v>(&mut self, _: Avx2, values: &'v [f32]) -> &'v [f32] {
         #[target_feature(enable = "avx2")]
-        fn run<'v, S: XSink>(c: &mut PairCounter, values: &'v [f32], sink: &mut S) -> &'v [f32] {
+        fn run<'v>(c: &mut PairCounter, values: &'v [f32]) -> &'v [f32] {
             use std::arch::x86_64::*;
             let trash = (c.x.len() - 1) as i32;
             let last = _mm256_set1_pd(f64::from(trash - 1));
@@ -531,8 +513,8 @@ impl PairCounter {
             let vtrash = _mm_set1_epi32(trash);
             let (mut xi, mut ai) = ([0u32; 4], [0u32; 4]);
             let (fours, rest) = values.as_chunks::<4>();
-            for four in fours {
-                let v = simd::load_f32x4(four);
+            for v in fours {
+                let v = simd::load_f32x4(v);
                 let av = _mm_and_ps(v, abs_ps);
                 let fin = _mm_castps_si128(_mm_cmplt_ps(av, inf));
                 let b = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), scale);
@@ -552,13 +534,12 @@ impl PairCounter {
                     if let Some(n) = c.abs.get_mut(ai[k] as usize) {
                         *n += 1;
                     }
-                    sink.put(xi[k] as usize, four[k]);
                 }
             }
             rest
         }
         // SAFETY: the token proves the CPU has AVX2.
-        unsafe { run(self, values, sink) }
+        unsafe { run(self, values) }
     }
 }
 
@@ -936,7 +917,7 @@ mod tests {
             let again = PairCounter::with_edges(PairEdges::of(&h2, &a2));
             assert!(again.x.iter().chain(&again.abs).all(|&n| n == 0));
             let mut portable = PairCounter::new(&h2, &a2);
-            portable.add_portable(&v[start..], &mut ());
+            portable.add_portable(&v[start..]);
             let mut fast = PairCounter::new(&h2, &a2);
             fast.add(&v[start..]);
             assert_eq!(portable.x, fast.x);
@@ -1038,10 +1019,10 @@ mod tests {
                     let v = testing::values(len, seed as u64);
                     let mut fast = PairCounter::with_edges(edges);
                     let mut portable = PairCounter::with_edges(edges);
-                    let rest = fast.add_avx2(cpu, &v, &mut ());
+                    let rest = fast.add_avx2(cpu, &v);
                     assert_eq!(rest.len(), len % 4);
-                    fast.add_portable(rest, &mut ());
-                    portable.add_portable(&v, &mut ());
+                    fast.add_portable(rest);
+                    portable.add_portable(&v);
                     assert_eq!(fast.x, portable.x, "[{lo}, {hi}] len {len}");
                     assert_eq!(fast.abs, portable.abs, "[{lo}, {hi}] len {len}");
                 }

@@ -1,13 +1,14 @@
 //! Per-tensor quantizers measured from per-bin sums rather than value by value.
 //!
-//! Pass 2 keeps, for each fine bin of the signed x histogram, the smallest and largest value in
-//! it and exact integer sums over its values' f32 keys (an order-preserving integer image of
-//! the float, [`key`]). A per-tensor quantizer is a monotone step function ([`Step`]); where its
-//! cell is the same at a bin's smallest and largest value it is the same for every value in the
-//! bin, and that bin's error sum, reconstruction sum, clip counts and largest error follow from
-//! the bin's sums and extremes ([`Engine::plan`]). Pass 3 then only finds each value's bin (by
-//! pass 2's arithmetic) and revisits, value by value, the bins a rounding or clipping boundary
-//! cuts ([`Engine::block`]).
+//! Pass 2 keeps, for each of 65536 bins over the bulk of the data (the mean ± 8 standard
+//! deviations, within [min, max]; values beyond go to the end bins), the count, the smallest and
+//! largest value and exact integer sums over the values' f32 keys (an order-preserving integer
+//! image of the float, [`key`]). A per-tensor quantizer is a monotone step function
+//! ([`Step`]); where its cell is the same at a bin's smallest and largest value it is the same
+//! for every value in the bin, and that bin's error sum, reconstruction sum, clip counts and
+//! largest error follow from the bin's sums and extremes ([`Engine::plan`]). Pass 3 then only
+//! finds each value's bin (by pass 2's arithmetic) and revisits, value by value, the bins a
+//! rounding or clipping boundary cuts ([`Engine::block`]).
 //!
 //! Exactness against the per-value path (`metrics`): the counts, clip counts, Σx² and the
 //! largest error are the same numbers; Σ(x − x̂)² and Σx̂² are the same sums in another order
@@ -18,12 +19,20 @@
 //! 1e-12 relative for layers up to 2^30 values (`tests`).
 
 use crate::calib::QParams;
-use crate::histogram::{Histogram, XSink};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx2};
 
 use super::metrics::{ErrorAccum, Prepared};
 use super::options::Options;
+use super::stats::Moments;
+
+/// Bins of the sums.
+pub const BINS: usize = 1 << 16;
+
+/// The sums' range is the mean ± this many standard deviations (within [min, max]): the
+/// narrower the bins, the fewer a quantizer's boundaries cut, and a quantizer's cells are
+/// rarely wider than the bulk of the data.
+const SPREAD: f64 = 8.0;
 
 /// Largest share of a layer's values a quantizer may leave to be revisited and still be
 /// measured from the bins (above it, the per-value path is the cheaper one).
@@ -33,20 +42,65 @@ pub const MAX_REVISITED_SHARE: f64 = 0.125;
 /// of every bin per quantizer) costs more than measuring each value.
 pub const MIN_VALUES: u64 = 1 << 21;
 
-/// Whether pass 2 keeps the bins for a layer of `finite` finite values.
-pub fn wanted(opts: &Options, finite: u64) -> bool {
-    !opts.exact && finite >= MIN_VALUES
+/// The bins' edges: `BINS` equal bins from `lo`, values beyond either end in the end bin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Grid {
+    lo: f64,
+    scale: f64,
+    last: f64,
 }
 
-/// The workers' sums merged (in any order: the merge is exact) with the histogram they were
-/// counted with; None without any.
-pub fn merge(sums: Vec<BinSums>, hist: &Histogram) -> Option<Bins> {
+impl Grid {
+    /// The grid of a layer whose pass 1 gave `m`, if pass 2 should keep the bins for it.
+    pub fn of(opts: &Options, m: &Moments) -> Option<Grid> {
+        if opts.exact || m.n < MIN_VALUES {
+            return None;
+        }
+        let (min, max) = (f64::from(m.min), f64::from(m.max));
+        let sd = m.std();
+        Grid::over(
+            (m.mean - SPREAD * sd).max(min),
+            (m.mean + SPREAD * sd).min(max),
+        )
+    }
+
+    /// `BINS` bins over [lo, hi] (None if that is not a finite range); a range too narrow for
+    /// its bins to be told apart is widened around lo (a constant layer).
+    fn over(lo: f64, hi: f64) -> Option<Grid> {
+        let width = |lo: f64, hi: f64| BINS as f64 / (hi - lo);
+        let (lo, hi) = if width(lo, hi).is_finite() {
+            (lo, hi)
+        } else {
+            (lo - lo.abs() - 1.0, lo + lo.abs() + 1.0)
+        };
+        let scale = width(lo, hi);
+        (lo.is_finite() && scale.is_finite() && scale > 0.0).then_some(Grid {
+            lo,
+            scale,
+            last: (BINS - 1) as f64,
+        })
+    }
+
+    /// The bin of a finite x: `Histogram::add_blocks`' arithmetic.
+    #[inline(always)]
+    fn bin(&self, x: f64) -> usize {
+        let b = (x - self.lo) * self.scale;
+        let b = if b < 0.0 { 0.0 } else { b };
+        (if b > self.last { self.last } else { b }) as usize
+    }
+}
+
+/// The workers' sums merged (in any order: the merge is exact); None without any.
+pub fn merge(sums: Vec<BinSums>) -> Option<Bins> {
     let mut it = sums.into_iter();
     let mut first = it.next()?;
     for s in it {
         first.merge(&s);
     }
-    Bins::new(hist, first)
+    Some(Bins {
+        grid: first.grid,
+        cells: first.cells,
+    })
 }
 
 /// An order-preserving u32 image of an f32 (−0 just below +0). Two floats of one sign whose
@@ -73,41 +127,59 @@ fn spacing_exp(v: f32) -> i32 {
     e.max(1) - 150
 }
 
-/// One bin's pass-2 facts, as sums modulo 2^64 (exact wherever the true sum is below it, which
-/// [`Engine::plan`] checks) and extremes; all zero when empty, so a fresh array is zeroed memory.
+/// One bin's pass-2 facts: sums modulo 2^64 (exact wherever the true sum is below it, which
+/// [`Engine::plan`] checks), the count and the extremes; all zero when empty.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 struct Cell {
-    /// Σ key.
-    sum: u64,
-    /// Σ key².
-    sum_sq: u64,
-    /// !(smallest key): zero when empty, and a max keeps the smallest.
-    lo_not: u32,
-    /// Largest key.
-    hi: u32,
+    /// Σ key and Σ key² (side by side: the AVX2 sweep adds both in one register).
+    sums: [u64; 2],
+    /// !(smallest key) in the low half, the largest key in the high half: zero when empty,
+    /// and a maximum of each half keeps both.
+    ext: u64,
+    n: u64,
+}
+
+/// The halves' maxima of two [`Cell::ext`].
+fn max_halves(a: u64, b: u64) -> u64 {
+    let lo = (a as u32).max(b as u32);
+    let hi = ((a >> 32) as u32).max((b >> 32) as u32);
+    u64::from(lo) | u64::from(hi) << 32
 }
 
 impl Cell {
     fn merge(&mut self, o: &Cell) {
-        self.sum = self.sum.wrapping_add(o.sum);
-        self.sum_sq = self.sum_sq.wrapping_add(o.sum_sq);
-        self.lo_not = self.lo_not.max(o.lo_not);
-        self.hi = self.hi.max(o.hi);
+        for k in 0..2 {
+            self.sums[k] = self.sums[k].wrapping_add(o.sums[k]);
+        }
+        self.ext = max_halves(self.ext, o.ext);
+        self.n = self.n.wrapping_add(o.n);
+    }
+
+    #[inline(always)]
+    fn put(&mut self, k: u32) {
+        let k64 = u64::from(k);
+        self.sums[0] = self.sums[0].wrapping_add(k64);
+        // k² < 2^64: the product is exact.
+        self.sums[1] = self.sums[1].wrapping_add(k64 * k64);
+        self.ext = max_halves(self.ext, u64::from(!k) | u64::from(k) << 32);
+        self.n = self.n.wrapping_add(1);
     }
 }
 
-/// One worker's pass-2 sums over the x histogram's bins (one extra slot swallows non-finite
-/// values). Sums wrap and extremes are maxima, so merging is exact in any order.
+/// One worker's pass-2 sums (one extra slot swallows non-finite values). Sums wrap and
+/// extremes are maxima, so merging is exact in any order.
 #[derive(Clone, Debug)]
 pub struct BinSums {
+    grid: Grid,
     cells: Vec<Cell>,
 }
 
 impl BinSums {
-    /// Sums for `bins` bins.
-    pub fn new(bins: usize) -> Self {
+    pub fn new(grid: Grid) -> Self {
         BinSums {
-            cells: vec![Cell::default(); bins + 1],
+            grid,
+            cells: vec![Cell::default(); BINS + 1],
         }
     }
 
@@ -116,48 +188,116 @@ impl BinSums {
             a.merge(b);
         }
     }
-}
 
-impl XSink for BinSums {
-    #[inline(always)]
-    fn put(&mut self, bin: usize, v: f32) {
-        let k = key(v);
-        if let Some(c) = self.cells.get_mut(bin) {
-            let k64 = u64::from(k);
-            c.sum = c.sum.wrapping_add(k64);
-            // k² < 2^64: the product is exact.
-            c.sum_sq = c.sum_sq.wrapping_add(k64 * k64);
-            c.lo_not = c.lo_not.max(!k);
-            c.hi = c.hi.max(k);
+    /// Adds the finite values of `values`.
+    pub fn add(&mut self, values: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(cpu) = simd::avx2() {
+            let rest = self.add_avx2(cpu, values);
+            self.add_portable(rest);
+            return;
         }
+        self.add_portable(values);
+    }
+
+    fn add_portable(&mut self, values: &[f32]) {
+        for &v in values {
+            let bin = if v.is_finite() {
+                self.grid.bin(f64::from(v))
+            } else {
+                BINS
+            };
+            if let Some(c) = self.cells.get_mut(bin) {
+                c.put(key(v));
+            }
+        }
+    }
+
+    /// [`Self::add_portable`] four values at a time: bins (the same f64 operations), keys,
+    /// squares and (!key, key) pairs in AVX registers, then one 128-bit add and one 64-bit
+    /// max per value. Returns the values it left (fewer than four).
+    #[cfg(target_arch = "x86_64")]
+    fn add_avx2<'v>(&mut self, _: Avx2, values: &'v [f32]) -> &'v [f32] {
+        #[target_feature(enable = "avx2")]
+        fn run<'v>(s: &mut BinSums, values: &'v [f32]) -> &'v [f32] {
+            use std::arch::x86_64::*;
+            let lo = _mm256_set1_pd(s.grid.lo);
+            let scale = _mm256_set1_pd(s.grid.scale);
+            let last = _mm256_set1_pd(s.grid.last);
+            let zero = _mm256_setzero_pd();
+            let abs_ps = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+            let inf = _mm_set1_ps(f32::INFINITY);
+            let trash = _mm_set1_epi32(BINS as i32);
+            let (fours, rest) = values.as_chunks::<4>();
+            let mut bins = [0u32; 4];
+            let mut sums = [[0u64; 2]; 4];
+            let mut ext = [0u64; 4];
+            for four in fours {
+                let v = simd::load_f32x4(four);
+                let fin = _mm_castps_si128(_mm_cmplt_ps(_mm_and_ps(v, abs_ps), inf));
+                let b = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), scale);
+                let b = _mm256_min_pd(_mm256_max_pd(b, zero), last);
+                let i = _mm_blendv_epi8(trash, _mm256_cvttpd_epi32(b), fin);
+                let b = _mm_castps_si128(v);
+                let sign = _mm_or_si128(_mm_srai_epi32::<31>(b), _mm_set1_epi32(i32::MIN));
+                let k = _mm_xor_si128(b, sign);
+                let k64 = _mm256_cvtepu32_epi64(k);
+                let sq = _mm256_mul_epu32(k64, k64);
+                // Within each 128-bit half: (k0, k0²), (k2, k2²) and (k1, k1²), (k3, k3²).
+                let even = _mm256_unpacklo_epi64(k64, sq);
+                let odd = _mm256_unpackhi_epi64(k64, sq);
+                let nk = _mm_xor_si128(k, _mm_set1_epi32(-1));
+                simd::store_u32x4(&mut bins, i);
+                // SAFETY (the stores here and the loads and stores below): each pointer is to
+                // 16 bytes of a local array or of one `Cell`, all that the instruction touches;
+                // no alignment is needed.
+                unsafe {
+                    _mm_storeu_si128(sums[0].as_mut_ptr().cast(), _mm256_castsi256_si128(even));
+                    _mm_storeu_si128(sums[1].as_mut_ptr().cast(), _mm256_castsi256_si128(odd));
+                    let (e1, o1) = (
+                        _mm256_extracti128_si256::<1>(even),
+                        _mm256_extracti128_si256::<1>(odd),
+                    );
+                    _mm_storeu_si128(sums[2].as_mut_ptr().cast(), e1);
+                    _mm_storeu_si128(sums[3].as_mut_ptr().cast(), o1);
+                    _mm_storeu_si128(ext.as_mut_ptr().cast(), _mm_unpacklo_epi32(nk, k));
+                    _mm_storeu_si128(ext[2..].as_mut_ptr().cast(), _mm_unpackhi_epi32(nk, k));
+                }
+                for j in 0..4 {
+                    if let Some(c) = s.cells.get_mut(bins[j] as usize) {
+                        // SAFETY: as above.
+                        unsafe {
+                            let add = _mm_loadu_si128(sums[j].as_ptr().cast());
+                            let old = _mm_loadu_si128(c.sums.as_ptr().cast());
+                            _mm_storeu_si128(c.sums.as_mut_ptr().cast(), _mm_add_epi64(old, add));
+                        }
+                        // Broadcast, not zero-extended: valgrind 3.19 decodes no VEX
+                        // `movq xmm, xmm`.
+                        let new = _mm_set1_epi64x(ext[j] as i64);
+                        let old = _mm_set1_epi64x(c.ext as i64);
+                        c.ext = _mm_cvtsi128_si64(_mm_max_epu32(old, new)) as u64;
+                        c.n = c.n.wrapping_add(1);
+                    }
+                }
+            }
+            rest
+        }
+        // SAFETY: the token proves the CPU has AVX2.
+        unsafe { run(self, values) }
     }
 }
 
-/// A layer's merged pass-2 bin facts with the x histogram's edges and counts.
+/// A layer's merged pass-2 bins.
 #[derive(Clone, Debug)]
 pub struct Bins {
-    lo: f64,
-    scale: f64,
-    counts: Vec<u64>,
+    grid: Grid,
     cells: Vec<Cell>,
 }
 
 impl Bins {
-    /// The bins of `hist` (the signed fine histogram the sums were counted with).
-    pub fn new(hist: &Histogram, sums: BinSums) -> Option<Bins> {
-        let bins = hist.bins();
-        (sums.cells.len() == bins + 1).then(|| Bins {
-            lo: hist.lo,
-            // `Histogram::scale`'s expression, so the bins are the histogram's.
-            scale: bins as f64 / (hist.hi - hist.lo),
-            counts: hist.counts.clone(),
-            cells: sums.cells,
-        })
-    }
-
     /// Bytes the bins hold.
     pub fn heap_bytes(&self) -> usize {
-        self.counts.len() * 8 + self.cells.len() * std::mem::size_of::<Cell>()
+        self.cells.len() * std::mem::size_of::<Cell>()
     }
 }
 
@@ -185,18 +325,22 @@ pub struct CellValue {
 /// The integer grids: the cell is `metrics`' pre-clamped rint(x/s) (one step beyond the bounds
 /// at most), x̂ = clamp(cell)·s and the reconstruction term r² (Σx̂² = s²·Σr²).
 impl Step for QParams {
-    #[inline]
+    #[inline(always)]
     fn cell(&self, x: f64) -> f64 {
         let (qlo, qhi) = bounds(self);
-        (x / self.scale)
-            .clamp(qlo - 1.0, qhi + 1.0)
-            .round_ties_even()
+        let t = x / self.scale;
+        let t = if t < qlo - 1.0 { qlo - 1.0 } else { t };
+        let t = if t > qhi + 1.0 { qhi + 1.0 } else { t };
+        // Half to even by adding and subtracting 1.5·2^52 (exact: |t| ≤ 2^16 + 1), as `metrics`
+        // rounds; no libm call.
+        (t + ROUND_MAGIC) - ROUND_MAGIC
     }
 
-    #[inline]
+    #[inline(always)]
     fn of_cell(&self, cell: f64) -> CellValue {
         let (qlo, qhi) = bounds(self);
-        let r = cell.clamp(qlo, qhi);
+        let r = if cell < qlo { qlo } else { cell };
+        let r = if r > qhi { qhi } else { r };
         CellValue {
             xhat: r * self.scale,
             rec: r * r,
@@ -209,6 +353,8 @@ impl Step for QParams {
         self.scale * self.scale
     }
 }
+
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// Integer bounds in the zero-point-free space, as `metrics` computes them.
 fn bounds(q: &QParams) -> (f64, f64) {
@@ -270,13 +416,13 @@ struct Occupied {
 }
 
 fn occupied(b: &Bins) -> Vec<Occupied> {
-    b.counts
+    b.cells[..BINS]
         .iter()
-        .zip(&b.cells)
         .enumerate()
-        .filter(|(_, (n, _))| **n > 0)
-        .map(|(j, (&n, c))| {
-            let (lo, hi) = (!c.lo_not, c.hi);
+        .filter(|(_, c)| c.n > 0)
+        .map(|(j, c)| {
+            let n = c.n;
+            let (lo, hi) = (!(c.ext as u32), (c.ext >> 32) as u32);
             let (min, max) = (unkey(lo), unkey(hi));
             let same_sign = (lo ^ hi) & 0x8000_0000 == 0;
             let same_spacing = spacing_exp(min) == spacing_exp(max);
@@ -286,10 +432,9 @@ fn occupied(b: &Bins) -> Vec<Occupied> {
             let linear = (same_sign && same_spacing && hi >= lo && fits).then(|| {
                 let m = u64::from(lo);
                 // Σ(key − m) and Σ(key − m)², modulo 2^64.
-                let s1 = c.sum.wrapping_sub(n.wrapping_mul(m));
-                let s2 = c
-                    .sum_sq
-                    .wrapping_sub(m.wrapping_mul(2).wrapping_mul(c.sum))
+                let s1 = c.sums[0].wrapping_sub(n.wrapping_mul(m));
+                let s2 = c.sums[1]
+                    .wrapping_sub(m.wrapping_mul(2).wrapping_mul(c.sums[0]))
                     .wrapping_add(n.wrapping_mul(m.wrapping_mul(m)));
                 Linear {
                     c: f64::from(min),
@@ -357,9 +502,7 @@ fn pairwise(v: &[f64]) -> f64 {
 /// one of their cells, and for each bin cut by a boundary the quantizers that revisit it.
 #[derive(Debug)]
 pub struct Engine<Q> {
-    lo: f64,
-    scale: f64,
-    last: f64,
+    grid: Grid,
     /// Per bin: 0, or 1 + the index in `spans` of the quantizers that revisit it.
     slots: Vec<u32>,
     spans: Vec<(u32, u32)>,
@@ -429,8 +572,7 @@ impl<Q: Step + Clone> Engine<Q> {
             return None;
         }
         cut.sort_unstable();
-        let nbins = bins.counts.len();
-        let mut slots = vec![0u32; nbins];
+        let mut slots = vec![0u32; BINS];
         let mut spans = Vec::new();
         let mut members = Vec::with_capacity(cut.len());
         for group in cut.chunk_by(|a, b| a.0 == b.0) {
@@ -440,9 +582,7 @@ impl<Q: Step + Clone> Engine<Q> {
             slots[group[0].0 as usize] = spans.len() as u32;
         }
         Some(Engine {
-            lo: bins.lo,
-            scale: bins.scale,
-            last: (nbins - 1) as f64,
+            grid: bins.grid,
             slots,
             spans,
             members,
@@ -496,17 +636,9 @@ impl<Q: Step + Clone> Engine<Q> {
         }
     }
 
-    /// The bin of a finite x: `Histogram::add_blocks`' arithmetic.
-    #[inline(always)]
-    fn bin(&self, x: f64) -> usize {
-        let b = (x - self.lo) * self.scale;
-        let b = if b < 0.0 { 0.0 } else { b };
-        (if b > self.last { self.last } else { b }) as usize
-    }
-
     fn scan_portable(&self, xs: &[f64], acc: &mut ChunkSums) {
         for &x in xs {
-            let slot = self.slots.get(self.bin(x)).copied().unwrap_or(0);
+            let slot = self.slots.get(self.grid.bin(x)).copied().unwrap_or(0);
             if slot != 0 {
                 self.visit(slot, x, acc);
             }
@@ -521,9 +653,9 @@ impl<Q: Step + Clone> Engine<Q> {
         #[target_feature(enable = "avx2")]
         fn run<Q: Step + Clone>(e: &Engine<Q>, xs: &[f64], acc: &mut ChunkSums) {
             use std::arch::x86_64::*;
-            let lo = _mm256_set1_pd(e.lo);
-            let scale = _mm256_set1_pd(e.scale);
-            let last = _mm256_set1_pd(e.last);
+            let lo = _mm256_set1_pd(e.grid.lo);
+            let scale = _mm256_set1_pd(e.grid.scale);
+            let last = _mm256_set1_pd(e.grid.last);
             let zero = _mm256_setzero_pd();
             let (eights, rest) = xs.as_chunks::<8>();
             let mut idx = [0u32; 8];
@@ -555,7 +687,7 @@ impl<Q: Step + Clone> Engine<Q> {
     }
 
     /// One value of a cut bin, for each quantizer that cuts it: the per-value path's terms.
-    #[inline(never)]
+    #[inline(always)]
     fn visit(&self, slot: u32, x: f64, acc: &mut ChunkSums) {
         let Some(&(a, b)) = self.spans.get(slot as usize - 1) else {
             return;
@@ -568,7 +700,7 @@ impl<Q: Step + Clone> Engine<Q> {
             };
             let v = q.of_cell(q.cell(x));
             let e = x - v.xhat;
-            p.err = e.mul_add(e, p.err);
+            p.err += e * e;
             p.rec += v.rec;
             p.mx = p.mx.max(e.abs());
             p.below += u64::from(v.below);

@@ -13,7 +13,7 @@ use crate::histogram::{NumpyBins, PairCounter, PairTotals};
 use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
-use super::binned::{self, BinSums, Bins, Engine};
+use super::binned::{self, BinSums, Bins, Engine, Grid};
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
 use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
 use super::metrics::{self, ErrorAccum};
@@ -275,7 +275,7 @@ pub(crate) fn profile_parts(
     let entropy_bins = (opts.scheme == Scheme::Affine || opts.keep_profiles)
         .then(|| NumpyBins::new(-absmax as f32, absmax as f32, SEARCH_BINS));
     let entropy_pool: Pool<Vec<u64>> = Pool::new();
-    let with_bins = binned::wanted(opts, moments.n);
+    let grid = Grid::of(opts, &moments);
     let bin_pool: Pool<BinSums> = Pool::new();
     for part in parts {
         let (chunk, _) = chunk_len(&part.info, opts);
@@ -286,12 +286,11 @@ pub(crate) fn profile_parts(
                 {
                     t.fold(c);
                 }
-                if with_bins {
-                    bin_pool.with(|| BinSums::new(FINE_BINS), |s| c.add_with(values, s));
-                } else {
-                    c.add(values);
-                }
+                c.add(values);
             });
+            if let Some(g) = grid {
+                bin_pool.with(|| BinSums::new(g), |s| s.add(values));
+            }
             if let Some(b) = &entropy_bins {
                 entropy_pool.with(|| vec![0; b.bins()], |c| b.add(values, c));
             }
@@ -305,7 +304,7 @@ pub(crate) fn profile_parts(
         totals.take(c);
     }
     let (hist, abs_hist) = totals.finish();
-    let bins = binned::merge(bin_pool.into_items(), &hist).map(Arc::new);
+    let bins = binned::merge(bin_pool.into_items()).map(Arc::new);
     let entropy_hist = entropy_bins.map(|b| {
         let mut counts = vec![0u64; b.bins()];
         for c in entropy_pool.into_items() {

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::calib::Scheme;
-use crate::histogram::{PairCounter, PairTotals};
 
 /// The relative bound the module states between the two paths.
 const BOUND: f64 = 1e-12;
@@ -95,20 +94,25 @@ fn range(v: &[f32]) -> (f64, f64) {
         })
 }
 
-/// Pass 2 as the analysis makes it (two workers' sums merged), with `bins` fine bins.
-fn bins_of(v: &[f32], chunk: usize, bins: usize) -> Bins {
+/// Pass 2 as the analysis makes it (two workers' sums merged), its grid over the data's
+/// range (`coarse`: over 256 times it, so the data fills 256 bins, many values to a bin, or
+/// over the middle half, so both end bins gather values beyond the grid).
+fn bins_of(v: &[f32], chunk: usize, grid: u8) -> Bins {
     let (lo, hi) = range(v);
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
-    let mut totals = PairTotals::new(lo, hi, lo.abs().max(hi.abs()), bins);
-    let mut sums = [BinSums::new(bins), BinSums::new(bins)];
-    for (i, c) in v.chunks(chunk).enumerate() {
-        let mut counter = PairCounter::with_edges(totals.edges());
-        counter.add_with(c, &mut sums[i % 2]);
-        totals.take(counter);
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    let g = match grid {
+        0 => Grid::over(lo, hi),
+        1 => Grid::over(lo, lo + (hi - lo) * 256.0),
+        _ => Grid::over(mid - half / 2.0, mid + half / 2.0),
     }
-    let (hist, _) = totals.finish();
+    .unwrap();
+    let mut sums = [BinSums::new(g), BinSums::new(g)];
+    for (i, c) in v.chunks(chunk).enumerate() {
+        sums[i % 2].add(c);
+    }
     let [a, b] = sums;
-    merge(vec![a, b], &hist).unwrap()
+    merge(vec![a, b]).unwrap()
 }
 
 /// The per-value path over chunks of `chunk`, merged in chunk order (as pass 3 does).
@@ -285,13 +289,13 @@ fn matches_the_per_value_path_on_random_tensors() {
             // The grid of s = 0.25 (kinds 3 and 4 lie on it or on its half steps).
             qs.push(QParams::new(Scheme::Symmetric, 8, -31.75, 31.75));
             qs.push(QParams::new(Scheme::Affine, 8, lo, hi));
-            for nbins in [256, 65536] {
-                let bins = bins_of(&v, chunk, nbins);
+            for grid in 0..3 {
+                let bins = bins_of(&v, chunk, grid);
                 let e = Engine::plan(&bins, &qs, 1.0).unwrap();
                 assert_eq!(e.which(), (0..qs.len()).collect::<Vec<_>>());
                 cut += e.cut_bins();
                 for (q, got) in qs.iter().zip(binned(&e, &v, chunk)) {
-                    let what = format!("kind {kind} round {round} bins {nbins} {q:?}");
+                    let what = format!("kind {kind} round {round} grid {grid} {q:?}");
                     assert_close(&got, &exact(&v, q, chunk), &what);
                     cases += 1;
                 }
@@ -308,7 +312,7 @@ fn quantizers_that_revisit_too_much_are_left_out() {
     let mut rng = Rng(7);
     let v = data(0, 50_000, &mut rng);
     let (lo, hi) = range(&v);
-    let bins = bins_of(&v, 8192, 65536);
+    let bins = bins_of(&v, 8192, 0);
     // 16 bits over 65536 bins: nearly every bin is cut; 4 bits: few are.
     let fine = QParams::new(Scheme::Symmetric, 16, lo, hi);
     let coarse = QParams::new(Scheme::Symmetric, 4, lo, hi);
@@ -336,7 +340,7 @@ fn avx2_scan_matches_the_portable_scan() {
         let qs: Vec<QParams> = (2..=9)
             .map(|b| QParams::new(Scheme::Symmetric, b, lo, hi))
             .collect();
-        let bins = bins_of(&v, 5_003, 512);
+        let bins = bins_of(&v, 5_003, 1);
         let e = Engine::plan(&bins, &qs, 1.0).unwrap();
         let mut p = Prepared::default();
         let (mut a, mut b) = (e.chunk_sums(), e.chunk_sums());
@@ -354,6 +358,28 @@ fn avx2_scan_matches_the_portable_scan() {
     assert!(revisited >= 8, "{revisited}");
 }
 
+/// Pass 2's AVX2 sums against the one-value-at-a-time ones.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_sums_match_the_portable_sums() {
+    let Some(cpu) = simd::avx2() else {
+        // No AVX2 on this CPU: nothing to compare.
+        return;
+    };
+    let mut rng = Rng(5);
+    for kind in 0..11 {
+        let v = data(kind, 4_000, &mut rng);
+        let (lo, hi) = range(&v);
+        // A grid over the middle of the data: both ends gather values.
+        let g = Grid::over(lo / 2.0, hi / 2.0).unwrap();
+        let (mut a, mut b) = (BinSums::new(g), BinSums::new(g));
+        let rest = a.add_avx2(cpu, &v);
+        a.add_portable(rest);
+        b.add_portable(&v);
+        assert_eq!(a.cells, b.cells, "kind {kind}");
+    }
+}
+
 /// Through the analysis: a layer large enough for the bins, reported with and without
 /// `exact`: the same counts and largest errors, the other metrics within the bound.
 #[test]
@@ -362,7 +388,8 @@ fn the_analysis_gives_the_exact_paths_numbers() {
     use crate::source::{LayerSpec, Location};
     use npyz::WriterBuilder;
     let mut rng = Rng(18);
-    let (rows, cols) = (32usize, 1usize << 16);
+    // More finite values than `MIN_VALUES`, so pass 2 keeps the bins.
+    let (rows, cols) = (40usize, 1usize << 16);
     let mut v: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
     // Four outlier columns ×30, as in the profile's file.
     for c in [5, 900, 31_000, 65_000] {
@@ -397,6 +424,9 @@ fn the_analysis_gives_the_exact_paths_numbers() {
             exact: true,
             ..fast.clone()
         };
+        let profile = |o| crate::analysis::profile_layer(&spec, o, &Progress::default());
+        assert!(profile(&fast).unwrap().bins.is_some());
+        assert!(profile(&slow).unwrap().bins.is_none());
         let a = analyze(
             std::slice::from_ref(&spec),
             &[],
