@@ -140,6 +140,9 @@ struct Cell {
     n: u64,
 }
 
+// The AVX2 sweep loads and stores a cell as one 32-byte register.
+const _: () = assert!(std::mem::size_of::<Cell>() == 32);
+
 /// The halves' maxima of two [`Cell::ext`].
 fn max_halves(a: u64, b: u64) -> u64 {
     let lo = (a as u32).max(b as u32);
@@ -214,8 +217,8 @@ impl BinSums {
     }
 
     /// [`Self::add_portable`] four values at a time: bins (the same f64 operations), keys,
-    /// squares and (!key, key) pairs in AVX registers, then one 128-bit add and one 64-bit
-    /// max per value. Returns the values it left (fewer than four).
+    /// squares and (!key, key) pairs in AVX registers, then one 256-bit add and one max per
+    /// value. Returns the values it left (fewer than four).
     #[cfg(target_arch = "x86_64")]
     fn add_avx2<'v>(&mut self, _: Avx2, values: &'v [f32]) -> &'v [f32] {
         #[target_feature(enable = "avx2")]
@@ -230,8 +233,9 @@ impl BinSums {
             let trash = _mm_set1_epi32(BINS as i32);
             let (fours, rest) = values.as_chunks::<4>();
             let mut bins = [0u32; 4];
-            let mut sums = [[0u64; 2]; 4];
-            let mut ext = [0u64; 4];
+            // The count's increment in the high half: (0, 1) as two u64.
+            let one = _mm256_set_epi64x(1, 0, 1, 0);
+            let z = _mm256_setzero_si256();
             for four in fours {
                 let v = simd::load_f32x4(four);
                 let fin = _mm_castps_si128(_mm_cmplt_ps(_mm_and_ps(v, abs_ps), inf));
@@ -246,37 +250,34 @@ impl BinSums {
                 // Within each 128-bit half: (k0, k0²), (k2, k2²) and (k1, k1²), (k3, k3²).
                 let even = _mm256_unpacklo_epi64(k64, sq);
                 let odd = _mm256_unpackhi_epi64(k64, sq);
+                // A cell is (Σk, Σk², ext, n) as four u64: value j adds (k, k², 0, 1) and takes
+                // the u32 maxima with (0, 0, (!k, k), 0), which leaves the other lanes alone.
+                let inc = [
+                    _mm256_permute2x128_si256::<0x20>(even, one),
+                    _mm256_permute2x128_si256::<0x20>(odd, one),
+                    _mm256_permute2x128_si256::<0x21>(even, one),
+                    _mm256_permute2x128_si256::<0x21>(odd, one),
+                ];
                 let nk = _mm_xor_si128(k, _mm_set1_epi32(-1));
+                // (!k, k) of the four values as u64 lanes 0..3.
+                let ext = _mm256_set_m128i(_mm_unpackhi_epi32(nk, k), _mm_unpacklo_epi32(nk, k));
+                let mx = [
+                    _mm256_blend_epi32::<0b0011_0000>(z, _mm256_permute4x64_epi64::<0x00>(ext)),
+                    _mm256_blend_epi32::<0b0011_0000>(z, _mm256_permute4x64_epi64::<0x55>(ext)),
+                    _mm256_blend_epi32::<0b0011_0000>(z, _mm256_permute4x64_epi64::<0xAA>(ext)),
+                    _mm256_blend_epi32::<0b0011_0000>(z, _mm256_permute4x64_epi64::<0xFF>(ext)),
+                ];
                 simd::store_u32x4(&mut bins, i);
-                // SAFETY (the stores here and the loads and stores below): each pointer is to
-                // 16 bytes of a local array or of one `Cell`, all that the instruction touches;
-                // no alignment is needed.
-                unsafe {
-                    _mm_storeu_si128(sums[0].as_mut_ptr().cast(), _mm256_castsi256_si128(even));
-                    _mm_storeu_si128(sums[1].as_mut_ptr().cast(), _mm256_castsi256_si128(odd));
-                    let (e1, o1) = (
-                        _mm256_extracti128_si256::<1>(even),
-                        _mm256_extracti128_si256::<1>(odd),
-                    );
-                    _mm_storeu_si128(sums[2].as_mut_ptr().cast(), e1);
-                    _mm_storeu_si128(sums[3].as_mut_ptr().cast(), o1);
-                    _mm_storeu_si128(ext.as_mut_ptr().cast(), _mm_unpacklo_epi32(nk, k));
-                    _mm_storeu_si128(ext[2..].as_mut_ptr().cast(), _mm_unpackhi_epi32(nk, k));
-                }
                 for j in 0..4 {
                     if let Some(c) = s.cells.get_mut(bins[j] as usize) {
-                        // SAFETY: as above.
+                        let c: *mut Cell = c;
+                        // SAFETY: `c` points to one `Cell`, 32 bytes (`repr(C)`: sums, ext, n),
+                        // all that the load and the store touch; no alignment is needed.
                         unsafe {
-                            let add = _mm_loadu_si128(sums[j].as_ptr().cast());
-                            let old = _mm_loadu_si128(c.sums.as_ptr().cast());
-                            _mm_storeu_si128(c.sums.as_mut_ptr().cast(), _mm_add_epi64(old, add));
+                            let old = _mm256_loadu_si256(c.cast());
+                            let new = _mm256_max_epu32(_mm256_add_epi64(old, inc[j]), mx[j]);
+                            _mm256_storeu_si256(c.cast(), new);
                         }
-                        // Broadcast, not zero-extended: valgrind 3.19 decodes no VEX
-                        // `movq xmm, xmm`.
-                        let new = _mm_set1_epi64x(ext[j] as i64);
-                        let old = _mm_set1_epi64x(c.ext as i64);
-                        c.ext = _mm_cvtsi128_si64(_mm_max_epu32(old, new)) as u64;
-                        c.n = c.n.wrapping_add(1);
                     }
                 }
             }
