@@ -246,6 +246,23 @@ fn bin_error_is_the_direct_sum_even_when_the_grid_point_is_inside_the_bin() {
     }
     // On the middle value the closed form is exact: Σ(k − 5)² = 110 spacings squared.
     assert_eq!(bin_error(11, &l, vals[5]), 110.0 * u * u);
+    // A spike of 2^20 values a third of a spacing from x̂ and one value 1000 spacings below:
+    // the parts n·D² and 2·D·u·Σk are about 10^5 times the result, so evaluated as they are
+    // they would lose ~2^-36 of it; shifted they lose nothing visible.
+    let n = (1u64 << 20) + 1;
+    let spike = Linear {
+        c: f64::from(c),
+        u,
+        s1: 1000 * (n - 1),
+        s2: 1_000_000 * (n - 1),
+        kmax: 1000,
+    };
+    let top = f64::from(c) + 1000.0 * u;
+    let xhat = top + u / 3.0;
+    let (d1, d0) = (xhat - top, xhat - f64::from(c));
+    let want = (n - 1) as f64 * d1 * d1 + d0 * d0;
+    let got = bin_error(n, &spike, xhat);
+    assert!(rel(got, want) <= 1e-15, "{got} vs {want}");
     // A bin of one repeated value on the grid: exactly 0.
     let one = Linear {
         c: 0.5,
