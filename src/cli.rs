@@ -139,7 +139,7 @@ pub struct NotForCompare {
 /// counts).
 pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> {
     if let Some(sub) = matches.subcommand_matches("compare") {
-        for (id, flag) in &ANALYSIS_OPTIONS[..8] {
+        for (id, flag) in &ANALYSIS_OPTIONS[..9] {
             if given_in(matches, sub, id) {
                 return Err(UsageError(format!(
                     "{flag} is an analysis option; compare does not use it"
@@ -161,7 +161,7 @@ pub fn refused_in_compare(matches: &clap::ArgMatches) -> Result<(), UsageError> 
 }
 
 /// The options that shape the numbers (clap id, flag), those `compare` refuses first.
-const ANALYSIS_OPTIONS: [(&str, &str); 14] = [
+const ANALYSIS_OPTIONS: [(&str, &str); 15] = [
     ("bits", "--bits"),
     ("scheme", "--scheme"),
     ("percentile", "--percentile"),
@@ -170,6 +170,7 @@ const ANALYSIS_OPTIONS: [(&str, &str); 14] = [
     ("folds", "--folds"),
     ("validate", "--validate"),
     ("formats", "--formats"),
+    ("exact", "--exact"),
     ("sqnr_floor", "--sqnr-floor"),
     ("granularities", "--granularities"),
     ("channel_axis", "--channel-axis"),
@@ -346,6 +347,9 @@ pub struct AnalysisArgs {
     /// fp8_e5m2, mxfp8, mxfp4, nvfp4 (comma-separated).
     #[arg(long, value_name = "LIST", default_value_t = Formats(defaults().formats), global = true)]
     pub formats: Formats,
+    /// Measure every quantizer value by value (no per-bin shortcut; same results within 1e-12).
+    #[arg(long, global = true)]
+    pub exact: bool,
 }
 
 impl AnalysisArgs {
@@ -379,6 +383,7 @@ impl AnalysisArgs {
             validate: self.validate,
             folds: self.folds,
             formats: self.formats.0.clone(),
+            exact: self.exact,
             ..defaults()
         };
         opts.validate().map_err(|e| UsageError(e.to_string()))?;

@@ -49,6 +49,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The widened block: finite values as f64, the rest 0, zero-padded to whole lanes.
+    pub fn values(&self) -> &[f64] {
+        &self.x
+    }
+
     /// Fills the block from `values` (at most [`BLOCK`] is typical, any length works).
     pub fn fill(&mut self, values: &[f32]) {
         #[cfg(target_arch = "x86_64")]

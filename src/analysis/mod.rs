@@ -19,6 +19,8 @@
 //! - [`pipeline`]: one layer from its files (or kept profile) to its result, with events;
 //! - [`stats`], [`cast`], [`metrics`]: the per-value accumulators;
 //! - [`formats`]: FP8, MXFP8/MXFP4 and NVFP4 rows;
+//! - [`binned`]: per-tensor quantizers measured from pass 2's per-bin sums, revisiting only the
+//!   bins a boundary cuts;
 //! - [`granularity`]: per-token, per-channel and per-block scales and the outlier channels;
 //! - [`validation`]: held-out validation over folds of batches, convergence over batch
 //!   prefixes, and the recommendation by held-out SQNR;
@@ -26,6 +28,7 @@
 //! - [`saved`]: saved analyses (`--save`), reopened without the dumps, and sharded runs merged;
 //! - [`compare`]: two runs compared layer by layer (`calibscope compare`).
 
+pub mod binned;
 pub mod cast;
 pub mod compare;
 pub mod formats;

@@ -62,6 +62,9 @@ pub struct Options {
     pub folds: usize,
     /// The deployed formats measured beside the int methods (`--formats`, README "Formats").
     pub formats: Vec<FormatKind>,
+    /// Measure every quantizer value by value, never from pass 2's per-bin sums
+    /// ([`super::binned`]).
+    pub exact: bool,
 }
 
 /// What the granularity rows and the channel summary measure (README "Granularities").
@@ -113,6 +116,7 @@ impl Default for Options {
             validate: false,
             folds: 2,
             formats: FormatKind::DEFAULT.to_vec(),
+            exact: false,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! 2 (the two fine histograms, and ONNX Runtime's entropy histogram where it is needed) and
 //! 3 (every chosen quantizer's exact error).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::calib::Chosen;
 use crate::calib::QParams;
@@ -13,6 +13,7 @@ use crate::histogram::{NumpyBins, PairCounter, PairTotals};
 use crate::simd::{self, Avx2};
 use crate::source::{ArrayInfo, LayerSpec, LoadError, OpenArray};
 
+use super::binned::{self, BinSums, Bins, Engine, Grid};
 use super::cast::{self, CastAccum, CastType, F16_OVERFLOW};
 use super::formats::{FormatAccums, FormatPlan};
 use super::granularity::{ChannelFold, ChannelLayout, FoldAcc, GroupAccums, Plan};
@@ -328,9 +329,14 @@ pub(crate) fn profile_parts(
     let cells = layout
         .as_ref()
         .map(|l| CellCounter::new(l, (lo, hi, absmax), entropy_bins.as_ref()));
+    let grid = Grid::of(opts, &moments);
+    let bin_pool: Pool<BinSums> = Pool::new();
     for (pi, part) in parts.iter().enumerate() {
         let (chunk, _) = chunk_len(&part.info, opts);
         part.map_chunks(chunk, &progress.cancel, |first, values| {
+            if let Some(g) = grid {
+                bin_pool.with(|| BinSums::new(g), |s| s.add(values));
+            }
             if let Some(cells) = &cells {
                 cells.add(&batching, pi, first, values);
                 progress
@@ -359,6 +365,7 @@ pub(crate) fn profile_parts(
         totals.take(c);
     }
     let (mut hist, mut abs_hist) = totals.finish();
+    let bins = binned::merge(bin_pool.into_items()).map(Arc::new);
     let mut entropy_hist = entropy_bins.as_ref().map(|b| {
         let mut counts = vec![0u64; b.bins()];
         for c in entropy_pool.into_items() {
@@ -389,6 +396,7 @@ pub(crate) fn profile_parts(
         channels,
         channel_note,
         cells,
+        bins,
     })
 }
 
@@ -571,7 +579,7 @@ pub(crate) fn measure_parts_with(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
-    measure_parts_probe(parts, chosen, plan, formats, None, opts, progress)
+    measure_parts_probe(parts, chosen, plan, formats, None, None, opts, progress)
 }
 
 /// [`measure_parts_with`] plus the validation's quantizers (`probe`): some on every value,
@@ -582,6 +590,7 @@ pub(crate) fn measure_parts_probe(
     plan: Option<&Plan>,
     formats: Option<&FormatPlan>,
     probe: Option<&Probe>,
+    bins: Option<&Bins>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
@@ -603,6 +612,11 @@ pub(crate) fn measure_parts_probe(
     let batching = probe.map(|_| Batches::of(parts, opts));
     let mut total = vec![ErrorAccum::default(); unique.len()];
     let mut sums = probe.map(ProbeSums::new);
+    let engine = bins.and_then(|b| Engine::plan(b, &unique, binned::MAX_REVISITED_SHARE));
+    let by_value: Vec<usize> = (0..unique.len())
+        .filter(|i| engine.as_ref().is_none_or(|e| !e.which().contains(i)))
+        .collect();
+    let mut binned_chunks = Vec::new();
     let mut groups = GroupAccums::default();
     let formats = formats.filter(|f| !f.is_empty());
     let mut format_sums = FormatAccums::default();
@@ -611,7 +625,8 @@ pub(crate) fn measure_parts_probe(
         let partials = part.map_chunks(chunk, &progress.cancel, |first, values| {
             let g = grouped.map(|p| p.measure_chunk(pi, first, values));
             let f = formats.map(|p| p.measure_chunk(pi, first, values));
-            let mut r = vec![ErrorAccum::default(); unique.len()];
+            let mut r = vec![ErrorAccum::default(); by_value.len()];
+            let mut b = engine.as_ref().map(|e| e.chunk_sums());
             let mut folds = probe.map(ProbeSums::new);
             let runs = match (probe, &batching) {
                 (Some(p), Some(b)) => p.fold_runs(b, pi, first, values.len()),
@@ -621,8 +636,11 @@ pub(crate) fn measure_parts_probe(
             PREPARED.with_borrow_mut(|p| {
                 for (bi, block) in values.chunks(metrics::BLOCK).enumerate() {
                     p.fill(block);
-                    for (acc, q) in r.iter_mut().zip(&unique) {
-                        acc.add_prepared(q, p);
+                    for (acc, &i) in r.iter_mut().zip(&by_value) {
+                        acc.add_prepared(&unique[i], p);
+                    }
+                    if let (Some(e), Some(b)) = (&engine, &mut b) {
+                        e.block(p, b);
                     }
                     if let (Some(probe), Some(f)) = (probe, folds.as_mut()) {
                         probe.add_block(f, &runs, bi * metrics::BLOCK, block, p);
@@ -632,12 +650,13 @@ pub(crate) fn measure_parts_probe(
             progress
                 .done
                 .fetch_add(values.len() as u64, Ordering::Relaxed);
-            (r, g, folds, f)
+            (r, b, g, folds, f)
         })?;
-        for (p, g, folds, f) in partials {
-            for (t, a) in total.iter_mut().zip(&p) {
-                t.merge(a);
+        for (p, b, g, folds, f) in partials {
+            for (&i, a) in by_value.iter().zip(&p) {
+                total[i].merge(a);
             }
+            binned_chunks.extend(b);
             if let Some(g) = g {
                 groups.merge(&g);
             }
@@ -647,6 +666,11 @@ pub(crate) fn measure_parts_probe(
             if let Some(f) = f {
                 format_sums.merge(&f);
             }
+        }
+    }
+    if let Some(e) = &engine {
+        for (&i, a) in e.which().iter().zip(e.finish(&binned_chunks)) {
+            total[i] = a;
         }
     }
     if let Some(s) = sums.as_mut() {

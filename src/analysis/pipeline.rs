@@ -249,6 +249,7 @@ fn finish_with(
         Some(&plan),
         Some(&formats),
         probe,
+        profile.bins.as_deref(),
         opts,
         progress,
     ) {

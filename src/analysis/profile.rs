@@ -1,11 +1,13 @@
 //! A layer's profile: the options-independent facts of passes 1 and 2.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::calib;
 use crate::histogram::{Histogram, PackedHistogram};
 use crate::source::ArrayInfo;
 
+use super::binned::Bins;
 use super::cast::{CastAccum, CastType};
 use super::granularity::ChannelProfile;
 use super::stats::Moments;
@@ -36,6 +38,10 @@ pub struct Profile<H = Histogram> {
     pub channel_note: Option<String>,
     /// The histograms per fold and convergence segment (None: one batch).
     pub cells: Option<Cells<H>>,
+    /// Pass 2's per-bin sums for the metrics pass (large layers, unless `--exact`); not kept
+    /// nor saved.
+    #[serde(skip)]
+    pub bins: Option<Arc<Bins>>,
 }
 
 /// A profile as front ends keep it between runs: ≈70 KiB a layer instead of 1 MiB.
@@ -63,6 +69,7 @@ impl<H> Profile<H> {
             channels: self.channels.clone(),
             channel_note: self.channel_note.clone(),
             cells: self.cells.as_ref().map(|c| c.map(&f)),
+            bins: None,
         }
     }
 }
