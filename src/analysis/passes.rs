@@ -555,7 +555,7 @@ pub(crate) fn measure_parts(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<ErrorAccum>, LoadError> {
-    measure_parts_with(parts, chosen, None, None, opts, progress).map(|m| m.methods)
+    measure_parts_with(parts, chosen, Extras::default(), opts, progress).map(|m| m.methods)
 }
 
 /// What pass 3 measured: each chosen range's error, and with a [`Plan`] the per-tensor grid's
@@ -569,31 +569,33 @@ pub(crate) struct Measured {
     pub formats: FormatAccums,
 }
 
-/// Pass 3 over a layer's open parts, with the granularity rows of `plan` and the format rows
-/// of `formats` if given.
+/// What pass 3 measures beside the chosen ranges; each part is optional.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    /// The granularity rows.
+    pub plan: Option<&'a Plan>,
+    /// The format rows.
+    pub formats: Option<&'a FormatPlan>,
+    /// The validation's quantizers: some on every value, some on the values of one fold.
+    pub probe: Option<&'a Probe>,
+    /// Pass 2's per-bin sums: the quantizers they can measure are measured from them.
+    pub bins: Option<&'a Bins>,
+}
+
+/// Pass 3 over a layer's open parts: every chosen range's error, and what `extras` asks for.
 pub(crate) fn measure_parts_with(
     parts: &[OpenArray],
     chosen: &[Chosen],
-    plan: Option<&Plan>,
-    formats: Option<&FormatPlan>,
+    extras: Extras<'_>,
     opts: &Options,
     progress: &Progress,
 ) -> Result<Measured, LoadError> {
-    measure_parts_probe(parts, chosen, plan, formats, None, None, opts, progress)
-}
-
-/// [`measure_parts_with`] plus the validation's quantizers (`probe`): some on every value,
-/// some on the values of one fold.
-pub(crate) fn measure_parts_probe(
-    parts: &[OpenArray],
-    chosen: &[Chosen],
-    plan: Option<&Plan>,
-    formats: Option<&FormatPlan>,
-    probe: Option<&Probe>,
-    bins: Option<&Bins>,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<Measured, LoadError> {
+    let Extras {
+        plan,
+        formats,
+        probe,
+        bins,
+    } = extras;
     // Methods often agree (percentile 99.999 is min-max on small tensors): measure each
     // distinct quantizer once. The per-tensor grid is symmetric min-max: free when the
     // symmetric minmax method is among them.

@@ -16,7 +16,7 @@ use super::granularity::Plan;
 use super::metrics::Metrics;
 use super::model::{Analysis, JSON_VERSION, LayerAnalysis, MethodResult, RecommendedBy, Settings};
 use super::options::{Options, Progress};
-use super::passes::{measure_parts_probe, open_parts, profile_parts};
+use super::passes::{Extras, measure_parts_with, open_parts, profile_parts};
 use super::profile::{KeptProfile, Profile};
 use super::stats::{Percentiles, STAT_PERCENTILES, Stats, percentile_key};
 use super::validation;
@@ -243,16 +243,13 @@ fn finish_with(
             }
         },
     };
-    match measure_parts_probe(
-        parts,
-        &chosen,
-        Some(&plan),
-        Some(&formats),
+    let extras = Extras {
+        plan: Some(&plan),
+        formats: Some(&formats),
         probe,
-        profile.bins.as_deref(),
-        opts,
-        progress,
-    ) {
+        bins: profile.bins.as_deref(),
+    };
+    match measure_parts_with(parts, &chosen, extras, opts, progress) {
         Ok(measured) => {
             let metrics = measured.methods.iter().map(|a| a.finish());
             layer.methods = method_results(&chosen, metrics, opts);
