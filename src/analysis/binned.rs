@@ -53,7 +53,7 @@ pub struct Grid {
 impl Grid {
     /// The grid of a layer whose pass 1 gave `m`, if pass 2 should keep the bins for it.
     pub fn of(opts: &Options, m: &Moments) -> Option<Grid> {
-        if opts.exact || m.n < MIN_VALUES {
+        if !opts.binned || m.n < MIN_VALUES {
             return None;
         }
         let (min, max) = (f64::from(m.min), f64::from(m.max));

@@ -38,7 +38,7 @@ pub struct Profile<H = Histogram> {
     pub channel_note: Option<String>,
     /// The histograms per fold and convergence segment (None: one batch).
     pub cells: Option<Cells<H>>,
-    /// Pass 2's per-bin sums for the metrics pass (large layers, unless `--exact`); not kept
+    /// Pass 2's per-bin sums for the metrics pass (large layers, with `--binned`); not kept
     /// nor saved.
     #[serde(skip)]
     pub bins: Option<Arc<Bins>>,

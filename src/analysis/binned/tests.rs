@@ -435,10 +435,11 @@ fn the_analysis_gives_the_exact_paths_numbers() {
         let fast = Options {
             scheme,
             keep_profiles: false,
+            binned: true,
             ..Options::default()
         };
         let slow = Options {
-            exact: true,
+            binned: false,
             ..fast.clone()
         };
         let profile = |o| crate::analysis::profile_layer(&spec, o, &Progress::default());
