@@ -516,30 +516,8 @@ mod tests {
 
     use super::*;
 
-    fn hf_names() -> Vec<String> {
-        let mut v = Vec::new();
-        for l in 0..24 {
-            for m in [
-                "self_attn.q_proj",
-                "self_attn.o_proj",
-                "mlp.up_proj",
-                "mlp.down_proj",
-            ] {
-                v.push(format!("model.layers.{l}.{m}.input"));
-            }
-        }
-        v
-    }
-
-    fn minilm_names() -> Vec<String> {
-        let mut v = vec!["embeddings".to_string()];
-        for l in 0..6 {
-            for m in ["attention_output", "intermediate", "output"] {
-                v.push(format!("layer{l:02}.{m}"));
-            }
-        }
-        v
-    }
+    // The real-model name sets the UI tests use too.
+    use crate::tui::tests::names::{hf_names, minilm_names};
 
     #[test]
     fn tokens_split_digits_words_and_separators() {

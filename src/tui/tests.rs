@@ -850,7 +850,7 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 }
 
 mod compare;
-mod names;
+pub(super) mod names;
 
 /// With `--validate`, the method table shows the held-out SQNR and clip% beside the in-sample
 /// figures, and the star follows the held-out rule.

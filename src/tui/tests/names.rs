@@ -6,7 +6,7 @@ use super::*;
 use crate::tui::names::TreeRow;
 
 /// `model.layers.{0..23}.{self_attn.q_proj, self_attn.o_proj, mlp.up_proj, mlp.down_proj}.input`.
-pub(super) fn hf_names() -> Vec<String> {
+pub(in crate::tui) fn hf_names() -> Vec<String> {
     let mut v = Vec::new();
     for l in 0..24 {
         for m in [
@@ -23,7 +23,7 @@ pub(super) fn hf_names() -> Vec<String> {
 
 /// `embeddings`, then `layer00.attention_output`, `layer00.intermediate`, `layer00.output`,
 /// … `layer05.output`.
-fn minilm_names() -> Vec<String> {
+pub(in crate::tui) fn minilm_names() -> Vec<String> {
     let mut v = vec!["embeddings".to_string()];
     for l in 0..6 {
         for m in ["attention_output", "intermediate", "output"] {
