@@ -996,3 +996,45 @@ fn a_layer_without_format_rows_says_so() {
     let text = screen_text(&render(&mut app, 80, 24));
     assert!(text.contains("no format rows: --formats none"), "{text}");
 }
+
+#[test]
+fn the_overview_shows_best_fp8_and_4bit_when_wide() {
+    use crate::analysis::FormatKind;
+    let mut app = sample_app();
+    app.view = View::Overview;
+    let top = app.by_sensitivity()[0];
+    let layer = app.slots[top].result.as_mut().unwrap();
+    let best_fp8 = layer
+        .formats
+        .iter()
+        .filter(|f| f.label().starts_with("fp8_"))
+        .map(|f| f.metrics.sqnr_db)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(best_fp8.is_finite());
+    // A hand-made MXFP4 row with a known SQNR fills the 4-bit column of the top layer.
+    let mut row = layer.formats[0].clone();
+    row.format = FormatKind::Mxfp4;
+    row.metrics.sqnr_db = 12.345;
+    layer.formats.push(row);
+    let t = render(&mut app, 160, 48);
+    let text = screen_text(&t);
+    let header = text.lines().find(|l| l.starts_with("layer ")).unwrap();
+    assert!(
+        header.contains(" fp8 ") && header.contains("4-bit"),
+        "{header}"
+    );
+    // The top layer's row (highlighted, first) ends with its best FP8 then 12.3.
+    let first_row = text
+        .lines()
+        .skip_while(|l| !l.starts_with("layer "))
+        .nth(1)
+        .unwrap();
+    let want = format!("{} 12.3", crate::report::fmt::db_short(best_fp8));
+    assert!(
+        words_of(first_row).contains(&want),
+        "want {want:?} in {first_row:?}"
+    );
+    // At 80 columns there is no room: neither column shows.
+    let text = screen_text(&render(&mut app, 80, 24));
+    assert!(!text.contains("4-bit"), "{text}");
+}
