@@ -190,6 +190,8 @@ pub struct App {
     /// The channel view's cursor (a channel index) and zoom level (each a quarter of the last).
     pub channel_cursor: usize,
     pub channel_zoom: u32,
+    /// The formats panel's first row shown.
+    pub formats_scroll: usize,
     pub generation: u64,
     pub progress: ProgressView,
     /// Last message for the status line (export path, errors).
@@ -247,6 +249,7 @@ impl App {
             details_scroll: 0,
             overview_scroll: 0,
             channel_cursor: 0,
+            formats_scroll: 0,
             channel_zoom: 0,
             generation: 0,
             progress: ProgressView::default(),
@@ -500,7 +503,7 @@ impl App {
             Action::Zoom => self.zoom = !self.zoom,
             Action::Overview => {
                 self.view = match self.view {
-                    View::Main | View::Channels => View::Overview,
+                    View::Main | View::Channels | View::Formats => View::Overview,
                     View::Overview | View::Compare => View::Main,
                 };
             }
@@ -510,7 +513,16 @@ impl App {
                     self.enter();
                     self.open_channels();
                 }
-                View::Main => self.open_channels(),
+                View::Main | View::Formats => self.open_channels(),
+                View::Compare => {}
+            },
+            Action::Formats => match self.view {
+                View::Formats => self.view = View::Main,
+                View::Overview => {
+                    self.enter();
+                    self.open_formats();
+                }
+                View::Main | View::Channels => self.open_formats(),
                 View::Compare => {}
             },
             Action::Pan(delta) => {
@@ -554,6 +566,12 @@ impl App {
             }
         }
         None
+    }
+
+    /// Opens the formats panel at its first row.
+    fn open_formats(&mut self) {
+        self.view = View::Formats;
+        self.formats_scroll = 0;
     }
 
     fn set_bits(&mut self, delta: i32) -> Option<Command> {
@@ -646,7 +664,7 @@ impl App {
                     _ => self.focus = Focus::Methods,
                 }
             }
-            View::Channels => {}
+            View::Channels | View::Formats => {}
             View::Compare => {}
         }
     }
@@ -676,6 +694,11 @@ impl App {
     fn step(&mut self, delta: i64) {
         if self.view == View::Channels {
             self.pan(delta);
+            return;
+        }
+        if self.view == View::Formats {
+            let n = self.selected_layer().map_or(0, |l| l.formats.len());
+            self.formats_scroll = offset(self.formats_scroll, delta, n);
             return;
         }
         if self.view == View::Overview {

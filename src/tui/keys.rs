@@ -27,6 +27,8 @@ pub enum Action {
     Overview,
     /// Into the selected layer's channel view, or back from it.
     Channels,
+    /// Into the selected layer's formats panel, or back from it.
+    Formats,
     /// Move the channel view's cursor by this many columns; in the tree, fold (−) or unfold.
     Pan(i64),
     /// Group the layer list by module path, or back to a flat list.
@@ -63,6 +65,7 @@ pub enum On {
     Main,
     Overview,
     Channels,
+    Formats,
     Compare,
     /// The main view with this panel focused.
     Panel(Focus),
@@ -76,6 +79,7 @@ impl On {
             On::Main => view == View::Main,
             On::Overview => view == View::Overview,
             On::Channels => view == View::Channels,
+            On::Formats => view == View::Formats,
             On::Compare => view == View::Compare,
             On::Panel(f) => view == View::Main && focus == f,
         }
@@ -236,6 +240,15 @@ pub const KEYS: &[Entry] = &[
         hints: &[
             hint(On::Main, "c", "channels", Rank::Other),
             hint(On::Channels, "c/Esc", "back", Rank::Move),
+        ],
+    },
+    Entry {
+        keys: "f",
+        help: "formats: the layer's FP8 / MX / NVFP4 rows and SQNR",
+        bindings: &[ch('f', Action::Formats)],
+        hints: &[
+            hint(On::Main, "f", "formats", Rank::Other),
+            hint(On::Formats, "f/Esc", "back", Rank::Move),
         ],
     },
     Entry {
@@ -466,6 +479,7 @@ mod tests {
                 "p pct",
                 "o overview",
                 "c channels",
+                "f formats",
                 "/ filter",
                 "S sort",
                 "e export"

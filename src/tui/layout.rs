@@ -10,6 +10,8 @@ pub enum View {
     Overview,
     /// The selected layer's channels: per-channel absmax and the granularity table.
     Channels,
+    /// The selected layer's format rows (FP8, MX, NVFP4) with their SQNR.
+    Formats,
     /// `calibscope compare`: two runs layer by layer.
     Compare,
 }
@@ -207,6 +209,27 @@ pub fn channel_areas(size: Rect) -> ChannelAreas {
         title,
         chart,
         axis,
+        table,
+        status,
+    }
+}
+
+/// Where each part of the formats view goes.
+pub struct FormatAreas {
+    pub header: Rect,
+    pub table: Rect,
+    pub status: Rect,
+}
+
+pub fn format_areas(size: Rect) -> FormatAreas {
+    let [header, table, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    FormatAreas {
+        header,
         table,
         status,
     }

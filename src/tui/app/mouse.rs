@@ -30,6 +30,11 @@ impl App {
                 }
             }
             View::Compare => self.compare_mouse(m, at),
+            View::Formats => match m.kind {
+                MouseEventKind::ScrollDown => self.step(1),
+                MouseEventKind::ScrollUp => self.step(-1),
+                _ => {}
+            },
             View::Overview => {
                 let rows = layout::overview_areas(self.size).rows;
                 match m.kind {

@@ -3,6 +3,7 @@
 
 mod channels;
 mod compare;
+mod formats;
 mod help;
 mod main;
 mod overview;
@@ -30,6 +31,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Main => main::draw(frame, app, size),
         View::Overview => overview::draw(frame, app, size),
         View::Channels => channels::draw(frame, app, size),
+        View::Formats => formats::draw(frame, app, size),
         View::Compare => compare::draw(frame, app, size),
     }
     if app.help {
@@ -110,7 +112,7 @@ const YELLOW_BAND_DB: f64 = 10.0;
 
 /// SQNR colour relative to the floor: red below it, yellow within [`YELLOW_BAND_DB`], green
 /// above.
-fn sqnr_color(db: f64, floor: f64) -> Color {
+pub(super) fn sqnr_color(db: f64, floor: f64) -> Color {
     if db.is_nan() {
         Color::DarkGray
     } else if db < floor {

@@ -6,7 +6,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Row, Table};
 
-use crate::analysis::{Granularity, LayerAnalysis, MethodKind, MethodResult};
+use crate::analysis::{FormatKind, Granularity, LayerAnalysis, MethodKind, MethodResult};
 
 use super::status::{draw_header, draw_status};
 use super::{fit, panel, short_label, sqnr_color};
@@ -41,7 +41,9 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
     // them and a readable layer name (14 columns).
     let finer_cols = |n: u16| 6 + n * col_w + 4 + if wide { n + 4 } else { n + 2 };
     let finer = wide || body.width >= finer_cols(methods.len() as u16 + 2) + 14;
-    let n_m = methods.len() as u16 + if finer { 2 } else { 0 };
+    // Then the best FP8 and best 4-bit format SQNR, when there is room for those too.
+    let fmts = finer && (wide || body.width >= finer_cols(methods.len() as u16 + 4) + 14);
+    let n_m = methods.len() as u16 + if finer { 2 } else { 0 } + if fmts { 2 } else { 0 };
     // name + best(6) + [method(10) + bar] + methods + warn(3), one space between columns.
     // Columns: name, best, [bar, method], methods..., warn; one space between each.
     let fixed = finer_cols(n_m);
@@ -119,14 +121,19 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
                     } else {
                         &[]
                     };
+                    let w = usize::from(col_w) - 1;
+                    let db_cell = |best: Option<f64>| match best {
+                        Some(v) => {
+                            Cell::from(format!("{:>w$} ", db_short(v))).fg(sqnr_color(v, floor))
+                        }
+                        None => Cell::from(format!("{:>w$} ", "—")).fg(Color::DarkGray),
+                    };
                     for &g in shown {
-                        let w = usize::from(col_w) - 1;
-                        cells.push(match best_of(l, g) {
-                            Some(v) => {
-                                Cell::from(format!("{:>w$} ", db_short(v))).fg(sqnr_color(v, floor))
-                            }
-                            None => Cell::from(format!("{:>w$} ", "—")).fg(Color::DarkGray),
-                        });
+                        cells.push(db_cell(best_of(l, g)));
+                    }
+                    if fmts {
+                        cells.push(db_cell(best_format(l, FP8)));
+                        cells.push(db_cell(best_format(l, FOUR_BIT)));
                     }
                     cells.push(
                         Cell::from(if l.warnings.is_empty() {
@@ -171,6 +178,11 @@ pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
         head.push(format!("{:>w$}", fit(g, w)));
         widths.push(Constraint::Length(col_w));
     }
+    for f in if fmts { &["fp8", "4-bit"][..] } else { &[] } {
+        let w = usize::from(col_w);
+        head.push(format!("{:>w$}", fit(f, w)));
+        widths.push(Constraint::Length(col_w));
+    }
     head.push("warn".into());
     widths.push(Constraint::Length(4));
     let table = Table::new(rows, widths)
@@ -211,6 +223,20 @@ fn best_of(l: &LayerAnalysis, g: Granularity) -> Option<f64> {
     l.granularities
         .iter()
         .filter(|r| r.granularity == g && !r.metrics.sqnr_db.is_nan())
+        .map(|r| r.metrics.sqnr_db)
+        .reduce(f64::max)
+}
+
+/// The formats of the overview's best FP8 column.
+const FP8: &[FormatKind] = &[FormatKind::Fp8E4m3, FormatKind::Fp8E5m2];
+/// The formats of the overview's best 4-bit column.
+const FOUR_BIT: &[FormatKind] = &[FormatKind::Mxfp4, FormatKind::Nvfp4];
+
+/// The best SQNR of the layer's format rows of these formats (None: none measured).
+fn best_format(l: &LayerAnalysis, kinds: &[FormatKind]) -> Option<f64> {
+    l.formats
+        .iter()
+        .filter(|r| kinds.contains(&r.format) && !r.metrics.sqnr_db.is_nan())
         .map(|r| r.metrics.sqnr_db)
         .reduce(f64::max)
 }
