@@ -31,15 +31,18 @@ fn ch(c: char) -> KeyEvent {
 /// The samples, discovered and analysed once per test binary.
 fn sample_app() -> App {
     static DONE: OnceLock<App> = OnceLock::new();
-    let app = DONE.get_or_init(|| {
-        let dir = crate::samples::extract().unwrap();
-        let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
-        let mut app = App::new(found.layers, found.errors, Options::default());
-        let cmd = app.start();
-        jobs::run_to_end(&mut app, cmd);
-        app
-    });
+    let app = DONE.get_or_init(|| analysed_samples(Options::default()));
     clone_app(app)
+}
+
+/// The bundled samples analysed to the end with `opts`.
+fn analysed_samples(opts: Options) -> App {
+    let dir = crate::samples::extract().unwrap();
+    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
+    let mut app = App::new(found.layers, found.errors, opts);
+    let cmd = app.start();
+    jobs::run_to_end(&mut app, cmd);
+    app
 }
 
 fn clone_app(a: &App) -> App {
@@ -856,51 +859,27 @@ pub(super) mod names;
 /// figures, and the star follows the held-out rule.
 #[test]
 fn method_table_shows_heldout_columns_with_validation() {
-    let dir = crate::samples::extract().unwrap();
-    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
-    let opts = Options {
+    let mut app = analysed_samples(Options {
         validate: true,
         ..Options::default()
-    };
-    let mut app = App::new(found.layers, found.errors, opts);
-    let cmd = app.start();
-    jobs::run_to_end(&mut app, cmd);
+    });
     for (w, h) in [(160, 45), (90, 40)] {
-        let t = render(&mut app, w, h);
-        let text: String = t
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let text = screen_text(&render(&mut app, w, h));
         assert!(text.contains("h-o dB"), "{w}x{h}");
         assert!(text.contains("★ best held-out SQNR"), "{w}x{h}");
     }
     let mut plain = sample_app();
-    let t = render(&mut plain, 160, 45);
-    let text: String = t
-        .backend()
-        .buffer()
-        .content()
-        .iter()
-        .map(|c| c.symbol())
-        .collect();
+    let text = screen_text(&render(&mut plain, 160, 45));
     assert!(!text.contains("h-o dB"));
 }
 
 /// A re-run from kept profiles (their per-fold cells packed) validates as a fresh read does.
 #[test]
 fn validated_rerun_from_kept_profiles_matches_a_fresh_analysis() {
-    let dir = crate::samples::extract().unwrap();
-    let found = discover(&[dir], BatchLayout::Auto, &Limits::default());
-    let opts = Options {
+    let mut app = analysed_samples(Options {
         validate: true,
         ..Options::default()
-    };
-    let mut app = App::new(found.layers, found.errors, opts);
-    let cmd = app.start();
-    jobs::run_to_end(&mut app, cmd);
+    });
     let cmd = app.handle_key(ch('s'));
     jobs::run_to_end(&mut app, cmd);
     assert_eq!(app.opts.scheme, Scheme::Affine);
