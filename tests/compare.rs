@@ -6,12 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use calibscope::analysis::Progress;
 use calibscope::analysis::compare::{
     CompareOptions, CompareWarningKind, Comparison, Pair, compare, pair_up,
 };
-use common::{npy_with_dict, write, write_zip};
+use common::{calibscope, npy_with_dict, write, write_zip};
 use serde_json::Value;
 
 /// A deterministic stream of uniform numbers in [0, 1) (splitmix64).
@@ -527,10 +526,6 @@ fn unreadable_inputs_become_failed_pairs() {
 }
 
 // --------------------------------------------------------------- the binary
-
-fn calibscope() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
-}
 
 fn sample() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/compare");

@@ -7,11 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use assert_cmd::Command;
 use calibscope::source::{
     BatchLayout, Limits, LoadError, Location, OpenArray, discover, parse_header,
 };
-use serde_json::Value;
 use tempfile::TempDir;
 
 mod common;
@@ -55,26 +53,6 @@ fn member_data(zip: &[u8]) -> (usize, usize) {
     let u32_at = |i: usize| u32::from_le_bytes([zip[i], zip[i + 1], zip[i + 2], zip[i + 3]]);
     let start = 30 + u16_at(26) + u16_at(28);
     (start, u32_at(18) as usize)
-}
-
-fn calibscope() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
-}
-
-/// `calibscope report --format json -q ARGS`: (report, exit code, stderr lines).
-fn json_report(args: &[&str]) -> (Value, i32, Vec<String>) {
-    let out = calibscope()
-        .arg("report")
-        .args(args)
-        .args(["--format", "json", "-q"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    (v, out.status.code().unwrap(), stderr)
 }
 
 // ---------------------------------------------------------------- .npy headers

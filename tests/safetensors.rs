@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use assert_cmd::Command;
 use calibscope::source::{BatchLayout, DType, Limits, LoadError, Location, OpenArray, discover};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -136,26 +135,6 @@ fn file_error_with(bytes: &[u8], limits: &Limits) -> R<String> {
     };
     assert_eq!(e.path, path.display().to_string());
     Ok(e.message.clone())
-}
-
-fn calibscope() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
-}
-
-/// `calibscope report --format json -q ARGS`: (report, exit code, stderr lines).
-fn json_report(args: &[&str]) -> (Value, i32, Vec<String>) {
-    let out = calibscope()
-        .arg("report")
-        .args(args)
-        .args(["--format", "json", "-q"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    (v, out.status.code().unwrap(), stderr)
 }
 
 // ---------------------------------------------------------------- decoding

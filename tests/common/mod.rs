@@ -1,8 +1,11 @@
-//! Helpers shared by the loader and hostile-input tests: hand-built `.npy` bytes and zips.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: hand-built `.npy` bytes and zips, and the binary.
+#![allow(dead_code, clippy::unwrap_used)]
 
+use assert_cmd::Command;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use calibscope::source::{LayerSpec, Location};
 
@@ -70,4 +73,25 @@ pub fn patch_declared_size(zip: &mut [u8], size: u32) {
     if let Some(central) = find(zip, b"PK\x01\x02") {
         zip[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
     }
+}
+
+/// The calibscope binary under test.
+pub fn calibscope() -> Command {
+    Command::new(assert_cmd::cargo::cargo_bin!("calibscope"))
+}
+
+/// `calibscope report --format json -q ARGS`: (report, exit code, stderr lines).
+pub fn json_report(args: &[&str]) -> (Value, i32, Vec<String>) {
+    let out = calibscope()
+        .arg("report")
+        .args(args)
+        .args(["--format", "json", "-q"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (v, out.status.code().unwrap(), stderr)
 }
