@@ -24,6 +24,10 @@ float32 file of shape 256 x 262144 with four x30 outlier columns, the CPU time (
 value of the default `calibscope report`, its wall time and peak RSS, and ONNX Runtime's minmax +
 entropy + percentile calibrators' wall time on the same file, each a median of 5 in one run
 (BASELINE, when set, is measured the same way in the same run).
+
+With --kernels, the same report on the same file runs on one thread under `perf record` (5 runs)
+and the samples are summed by kernel: CPU ns per value of each kernel (median of the runs), so a
+change's effect on each kernel can be read off before and after (BASELINE too, when set).
 """
 import json
 import os
@@ -39,6 +43,7 @@ QUICK = "--quick" in sys.argv
 MODELOPT = "--modelopt" in sys.argv
 COMPARE = "--compare" in sys.argv
 PER_VALUE = "--per-value" in sys.argv
+KERNELS = "--kernels" in sys.argv
 RUNS = 3 if QUICK else 5
 OUT = "target/bench"
 BIN = "target/release/calibscope"
@@ -188,8 +193,8 @@ def compare_bench(big):
 PV_ROWS, PV_COLS = 256, 262144
 
 
-def per_value_bench():
-    """Issue 18's figures: CPU ns per value of the default report, ONNX Runtime / ours."""
+def per_value_file():
+    """The 256 x 262144 float32 file with four x30 outlier columns (made once)."""
     os.makedirs(OUT, exist_ok=True)
     path = f"{OUT}/per_value_{PV_ROWS}x{PV_COLS}.npy"
     if not os.path.exists(path):
@@ -202,6 +207,12 @@ def per_value_bench():
             a[i] = row
         a.flush()
         del a
+    return path
+
+
+def per_value_bench():
+    """Issue 18's figures: CPU ns per value of the default report, ONNX Runtime / ours."""
+    path = per_value_file()
     values = PV_ROWS * PV_COLS
     bins = [("ours", BIN)]
     if os.environ.get("BASELINE"):
@@ -234,7 +245,79 @@ def per_value_bench():
     print(f"ONNX Runtime minmax + entropy + percentile: {t_ort:.2f} s wall (median of {len(ort)})")
 
 
+# Where each sampled function's time goes: the first pattern a symbol contains names its kernel.
+KERNEL_OF = [
+    ("Prepared::fill", "pass 3: blocks widened to f64, loop"),
+    ("LocalKey", "pass 3: blocks widened to f64, loop"),
+    ("metrics::", "pass 3: per-tensor int quantizers"),
+    ("formats::", "pass 3: FP8 / MX / NVFP4 rows"),
+    ("fp8::", "pass 3: FP8 / MX / NVFP4 rows"),
+    ("granularity::", "pass 3: token / channel / block rows"),
+    ("cast::", "pass 1: float16 / bfloat16 cast audit"),
+    ("histogram::", "pass 2: histograms"),
+    ("Pass2", "pass 2: histograms"),
+    ("Pass1", "pass 1: moments, extremes, row sums"),
+    ("finite_extremes", "pass 1: moments, extremes, row sums"),
+    ("row_sums", "pass 1: moments, extremes, row sums"),
+    ("[k]", "kernel: reading the file, page faults"),
+]
+
+
+PERF_HZ = 4000
+
+
+def kernel_profile(binary, path, values):
+    """CPU ns per value by kernel of one single-threaded run under perf."""
+    data = f"{OUT}/perf.data"
+    r = subprocess.run(["perf", "record", "-q", "-F", str(PERF_HZ), "-o", data, "--",
+                        binary, "report", "-q", "--format", "json", "--threads", "1", path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode not in (0, 3):
+        raise SystemExit(f"perf record failed: {r.stderr[-2000:]}")
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                          "--sort", "sym", "-F", "sample,sym", "-q"],
+                         capture_output=True, text=True, check=True).stdout
+    counts = {}
+    for line in rep.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) < 2 or not parts[0].isdigit():
+            continue
+        n, sym = int(parts[0]), parts[1]
+        kernel = next((k for pat, k in KERNEL_OF if pat in sym), "other")
+        counts[kernel] = counts.get(kernel, 0) + n
+    # perf's cpu-clock takes one sample per 1/F s of CPU time.
+    return {k: n / PERF_HZ / values * 1e9 for k, n in counts.items()}
+
+
+def kernels_bench():
+    """Issue 18's per-kernel figures: CPU ns per value of each kernel, one thread."""
+    path = per_value_file()
+    values = PV_ROWS * PV_COLS
+    bins = [("ours", BIN)]
+    if os.environ.get("BASELINE"):
+        bins.insert(0, ("baseline", os.environ["BASELINE"]))
+    runs = {label: [] for label, _ in bins}
+    timed_cpu([BIN, "report", "-q", "--format", "json", path])  # warm the page cache
+    for _ in range(5):
+        for label, b in bins:
+            runs[label].append(kernel_profile(b, path, values))
+    names = sorted({k for r in runs.values() for p in r for k in p},
+                   key=lambda k: -statistics.median(p.get(k, 0) for p in runs[bins[-1][0]]))
+    print(f"file: {path} ({values} float32 values), one thread, CPU ns per value by kernel "
+          "(perf cpu-clock samples, medians of 5)")
+    print(f"{'kernel':<42}" + "".join(f"{label:>10}" for label, _ in bins))
+    for k in names + ["total"]:
+        cells = []
+        for label, _ in bins:
+            vals = [sum(p.values()) if k == "total" else p.get(k, 0.0) for p in runs[label]]
+            cells.append(f"{statistics.median(vals):>10.2f}")
+        print(f"{k:<42}" + "".join(cells))
+
+
 def main():
+    if KERNELS:
+        kernels_bench()
+        return
     if PER_VALUE:
         per_value_bench()
         return
