@@ -503,7 +503,9 @@ impl App {
             Action::Zoom => self.zoom = !self.zoom,
             Action::Overview => {
                 self.view = match self.view {
-                    View::Main | View::Channels | View::Formats => View::Overview,
+                    View::Main | View::Channels | View::Formats | View::Convergence => {
+                        View::Overview
+                    }
                     View::Overview | View::Compare => View::Main,
                 };
             }
@@ -513,7 +515,7 @@ impl App {
                     self.enter();
                     self.open_channels();
                 }
-                View::Main | View::Formats => self.open_channels(),
+                View::Main | View::Formats | View::Convergence => self.open_channels(),
                 View::Compare => {}
             },
             Action::Formats => match self.view {
@@ -522,7 +524,16 @@ impl App {
                     self.enter();
                     self.open_formats();
                 }
-                View::Main | View::Channels => self.open_formats(),
+                View::Main | View::Channels | View::Convergence => self.open_formats(),
+                View::Compare => {}
+            },
+            Action::Convergence => match self.view {
+                View::Convergence => self.view = View::Main,
+                View::Overview => {
+                    self.enter();
+                    self.view = View::Convergence;
+                }
+                View::Main | View::Channels | View::Formats => self.view = View::Convergence,
                 View::Compare => {}
             },
             Action::Pan(delta) => {
@@ -664,7 +675,7 @@ impl App {
                     _ => self.focus = Focus::Methods,
                 }
             }
-            View::Channels | View::Formats => {}
+            View::Channels | View::Formats | View::Convergence => {}
             View::Compare => {}
         }
     }
@@ -701,6 +712,10 @@ impl App {
             self.formats_scroll = offset(self.formats_scroll, delta, n);
             return;
         }
+        if self.view == View::Convergence {
+            self.step_method(delta);
+            return;
+        }
         if self.view == View::Overview {
             let n = self.slots.len();
             self.overview_scroll = offset(self.overview_scroll, delta, n);
@@ -715,12 +730,7 @@ impl App {
                 let pos = offset(self.list_cursor(&rows), delta, rows.len());
                 self.move_to_row(&rows[pos]);
             }
-            Focus::Methods => {
-                let n = self.selected_layer().map_or(0, |l| l.methods.len());
-                if let Some(cur) = self.method_index() {
-                    self.method = Some(offset(cur, delta, n));
-                }
-            }
+            Focus::Methods => self.step_method(delta),
             Focus::Details => {
                 // The rows as drawn at this size: the last offset shows the last row.
                 let text = layout::main_areas(self.size).details_text;
@@ -729,6 +739,14 @@ impl App {
                     .map_or(0, |l| details::details(l, text).max_scroll());
                 self.details_scroll = offset(self.details_scroll.min(last), delta, last + 1);
             }
+        }
+    }
+
+    /// Moves the method cursor (the main view's method table, the convergence chart's line).
+    fn step_method(&mut self, delta: i64) {
+        let n = self.selected_layer().map_or(0, |l| l.methods.len());
+        if let Some(cur) = self.method_index() {
+            self.method = Some(offset(cur, delta, n));
         }
     }
 }

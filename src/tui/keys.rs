@@ -29,6 +29,8 @@ pub enum Action {
     Channels,
     /// Into the selected layer's formats panel, or back from it.
     Formats,
+    /// Into the selected layer's convergence chart, or back from it.
+    Convergence,
     /// Move the channel view's cursor by this many columns; in the tree, fold (−) or unfold.
     Pan(i64),
     /// Group the layer list by module path, or back to a flat list.
@@ -66,6 +68,7 @@ pub enum On {
     Overview,
     Channels,
     Formats,
+    Convergence,
     Compare,
     /// The main view with this panel focused.
     Panel(Focus),
@@ -80,6 +83,7 @@ impl On {
             On::Overview => view == View::Overview,
             On::Channels => view == View::Channels,
             On::Formats => view == View::Formats,
+            On::Convergence => view == View::Convergence,
             On::Compare => view == View::Compare,
             On::Panel(f) => view == View::Main && focus == f,
         }
@@ -153,6 +157,7 @@ pub const KEYS: &[Entry] = &[
             hint(On::Panel(Focus::Details), "↑↓", "scroll", Rank::Move),
             hint(On::Overview, "↑↓", "move", Rank::Move),
             hint(On::Compare, "↑↓", "pair", Rank::Move),
+            hint(On::Convergence, "↑↓", "method", Rank::Move),
         ],
     },
     Entry {
@@ -249,6 +254,15 @@ pub const KEYS: &[Entry] = &[
         hints: &[
             hint(On::Main, "f", "formats", Rank::Other),
             hint(On::Formats, "f/Esc", "back", Rank::Move),
+        ],
+    },
+    Entry {
+        keys: "v",
+        help: "convergence: range vs batches per method (--validate)",
+        bindings: &[ch('v', Action::Convergence)],
+        hints: &[
+            hint(On::Main, "v", "convergence", Rank::Other),
+            hint(On::Convergence, "v/Esc", "back", Rank::Move),
         ],
     },
     Entry {
@@ -480,6 +494,7 @@ mod tests {
                 "o overview",
                 "c channels",
                 "f formats",
+                "v convergence",
                 "/ filter",
                 "S sort",
                 "e export"

@@ -12,6 +12,8 @@ pub enum View {
     Channels,
     /// The selected layer's format rows (FP8, MX, NVFP4) with their SQNR.
     Formats,
+    /// The selected layer's ranges over batch prefixes (`--validate`), one line per method.
+    Convergence,
     /// `calibscope compare`: two runs layer by layer.
     Compare,
 }
@@ -230,6 +232,52 @@ pub fn format_areas(size: Rect) -> FormatAreas {
     .areas(size);
     FormatAreas {
         header,
+        table,
+        status,
+    }
+}
+
+/// Where each part of the convergence view goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvergenceAreas {
+    pub header: Rect,
+    /// The panel's title line.
+    pub title: Rect,
+    /// The verdict and its sentence (two lines: it wraps at 80 columns).
+    pub verdict: Rect,
+    /// The chart: y labels, y axis and the lines.
+    pub chart: Rect,
+    /// The x axis line under the chart and its tick labels (the batch counts).
+    pub axis: Rect,
+    pub ticks: Rect,
+    /// The method table, its header row included.
+    pub table: Rect,
+    pub status: Rect,
+}
+
+/// `methods`: rows of the method table, which takes at most a third of the height (at least
+/// the main view's method rows).
+pub fn convergence_areas(size: Rect, methods: usize) -> ConvergenceAreas {
+    let rows = u16::try_from(methods).unwrap_or(u16::MAX).saturating_add(1);
+    let table_h = rows.min((METHOD_ROWS + 1).max(size.height / 3));
+    let [header, title, verdict, chart, axis, ticks, table, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(table_h),
+        Constraint::Length(1),
+    ])
+    .areas(size);
+    ConvergenceAreas {
+        header,
+        title,
+        verdict,
+        chart,
+        axis,
+        ticks,
         table,
         status,
     }

@@ -853,6 +853,7 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 }
 
 mod compare;
+mod convergence;
 pub(super) mod names;
 
 /// With `--validate`, the method table shows the held-out SQNR and clip% beside the in-sample

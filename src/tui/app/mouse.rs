@@ -30,7 +30,7 @@ impl App {
                 }
             }
             View::Compare => self.compare_mouse(m, at),
-            View::Formats => match m.kind {
+            View::Formats | View::Convergence => match m.kind {
                 MouseEventKind::ScrollDown => self.step(1),
                 MouseEventKind::ScrollUp => self.step(-1),
                 _ => {}

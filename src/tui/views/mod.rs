@@ -3,6 +3,7 @@
 
 mod channels;
 mod compare;
+pub(super) mod convergence;
 mod formats;
 mod help;
 mod main;
@@ -32,6 +33,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Overview => overview::draw(frame, app, size),
         View::Channels => channels::draw(frame, app, size),
         View::Formats => formats::draw(frame, app, size),
+        View::Convergence => convergence::draw(frame, app, size),
         View::Compare => compare::draw(frame, app, size),
     }
     if app.help {
