@@ -29,6 +29,8 @@ pub enum Action {
     Channels,
     /// Into the selected layer's formats panel, or back from it.
     Formats,
+    /// The main view's number format: int, then each per-tensor FP8 format measured.
+    NumberFormat,
     /// Move the channel view's cursor by this many columns; in the tree, fold (−) or unfold.
     Pan(i64),
     /// Group the layer list by module path, or back to a flat list.
@@ -252,6 +254,12 @@ pub const KEYS: &[Entry] = &[
         ],
     },
     Entry {
+        keys: "x",
+        help: "number format of the main view: int → fp8_e4m3 → fp8_e5m2",
+        bindings: &[ch('x', Action::NumberFormat)],
+        hints: &[hint(On::Main, "x", "fp8", Rank::Other)],
+    },
+    Entry {
         keys: "←/→",
         help: "channels: cursor one column; tree: fold / unfold",
         bindings: &[
@@ -317,6 +325,14 @@ pub const KEYS: &[Entry] = &[
         hints: &[],
     },
 ];
+
+/// Lines of the help overlay below the keys: a blank line, two of markers, one of badges.
+pub const HELP_LEGEND_LINES: usize = 4;
+
+/// Lines of the help overlay: one per key, then the legend.
+pub fn help_lines() -> usize {
+    KEYS.len() + HELP_LEGEND_LINES
+}
 
 /// The binding `key` triggers, if any (a Ctrl binding before a plain one on the same key).
 pub fn binding(key: &KeyEvent) -> Option<&'static Binding> {
@@ -480,6 +496,7 @@ mod tests {
                 "o overview",
                 "c channels",
                 "f formats",
+                "x fp8",
                 "/ filter",
                 "S sort",
                 "e export"
