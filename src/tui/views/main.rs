@@ -260,8 +260,9 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         return;
     };
     let layer = slot.result.as_ref();
-    // The title shares its line with the scale/view mode drawn at the right end.
-    let room = usize::from(area.width).saturating_sub(18);
+    // The title shares its line with the mode drawn at the right end.
+    let mode = mode_label(app);
+    let room = usize::from(area.width).saturating_sub(mode.chars().count() + 3);
     let name = match app.selected {
         Some(i) => app.names.full(i, room.saturating_sub(2)),
         None => String::new(),
@@ -389,21 +390,25 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     if legend_h > 0 {
         draw_legend(frame, &rows, sel, legend, lo, hi);
     }
-    // Number format (FP8 view only), scale and view in the top-right corner of the block.
-    let format = app
-        .number_format
-        .map(|k| format!(" {} ·", k.name()))
-        .unwrap_or_default();
-    let mode = format!(
-        "{format} {} · {} ",
-        if app.log_scale { "log" } else { "linear" },
-        if app.zoom { "zoom" } else { "full" }
-    );
     let mw = (mode.chars().count() as u16).min(area.width);
     frame.render_widget(
         Paragraph::new(mode).fg(Color::Cyan),
         Rect::new(area.right() - mw, area.y, mw, 1),
     );
+}
+
+/// The histogram's mode for the top-right corner of its block: the number format (FP8 view
+/// only), the count scale and the view.
+fn mode_label(app: &App) -> String {
+    let format = app
+        .number_format
+        .map(|k| format!(" {} ·", k.name()))
+        .unwrap_or_default();
+    format!(
+        "{format} {} · {} ",
+        if app.log_scale { "log" } else { "linear" },
+        if app.zoom { "zoom" } else { "full" }
+    )
 }
 
 pub(super) fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
