@@ -85,6 +85,12 @@ expect 09_overview "overview" "most sensitive" "03_attn_scores_heavy_tail"
 press Enter
 capture 10_open
 expect 10_open "casts"
+press x
+capture 10_fp8
+expect 10_fp8 "methods · fp8_e4m3" "mse_fp8" "fp8_e4m3 · log · zoom"
+press x
+capture 10_int
+expect 10_int "methods affine 9-bit"
 press "?"
 capture 11_help
 expect 11_help "keys" "edit the percentiles" "Ctrl-C"

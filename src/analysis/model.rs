@@ -9,7 +9,7 @@ use crate::calib::{MethodKind, Scheme};
 use crate::source::{LayerSpec, LoadError};
 
 use super::cast::CastAudit;
-use super::formats::{FormatKind, FormatResult};
+use super::formats::{FormatGranularity, FormatKind, FormatResult};
 use super::granularity::Granularity;
 use super::metrics::Metrics;
 use super::options::Options;
@@ -298,6 +298,14 @@ impl LayerAnalysis {
 
     pub fn recommended_method(&self) -> Option<&MethodResult> {
         self.methods.iter().find(|m| self.is_recommended(m))
+    }
+
+    /// The per-tensor rows of the FP8 format `kind` (one per calibrator's amax), in table order.
+    pub fn fp8_tensor_rows(&self, kind: FormatKind) -> Vec<&FormatResult> {
+        self.formats
+            .iter()
+            .filter(|f| f.format == kind && f.granularity == FormatGranularity::Tensor)
+            .collect()
     }
 }
 

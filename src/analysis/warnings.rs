@@ -621,7 +621,7 @@ pub(crate) fn format_warnings(layer: &mut LayerAnalysis, facts: &FormatFacts, op
 /// sentence.
 fn method_phrase(r: &FormatResult) -> String {
     match (r.method.as_deref(), r.percentile) {
-        (Some("mse_fp8"), _) => "FP8 MSE search".into(),
+        (Some(m), _) if m == super::formats::MSE_FP8 => "FP8 MSE search".into(),
         (Some(m), Some(p)) => format!("{m} {p}"),
         (Some(m), None) => m.to_string(),
         (None, _) => "dynamic".into(),

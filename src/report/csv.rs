@@ -117,13 +117,9 @@ pub fn render(a: &Analysis) -> String {
         for r in &l.formats {
             let m = &r.metrics;
             // Per-tensor rows: the range ±amax and the scale amax/M (float32, as used).
-            let (lo, hi, scale) = match r.amax {
-                Some(a) => (
-                    (-a).to_string(),
-                    a.to_string(),
-                    f64::from(a as f32 / r.format.element().max()).to_string(),
-                ),
-                None => Default::default(),
+            let (lo, hi, scale) = match (r.amax, r.scale()) {
+                (Some(a), Some(s)) => ((-a).to_string(), a.to_string(), s.to_string()),
+                _ => Default::default(),
             };
             let _ = writeln!(
                 out,

@@ -174,11 +174,8 @@ struct Fp8Scale {
 /// The E4M3 per-tensor row to export: with `recommended` the best SQNR (ties: the smaller
 /// amax), otherwise the row of the exported method's label.
 fn fp8_scale(l: &LayerAnalysis, method: &str) -> Option<Fp8Scale> {
-    use crate::analysis::formats::{FormatGranularity, FormatKind};
-    let rows = l
-        .formats
-        .iter()
-        .filter(|r| r.format == FormatKind::Fp8E4m3 && r.granularity == FormatGranularity::Tensor);
+    use crate::analysis::formats::{FormatKind, recommended_fp8};
+    let rows = l.fp8_tensor_rows(FormatKind::Fp8E4m3);
     let label = |r: &crate::analysis::FormatResult| {
         let full = r.label();
         full.split_once(' ')
@@ -186,24 +183,18 @@ fn fp8_scale(l: &LayerAnalysis, method: &str) -> Option<Fp8Scale> {
             .unwrap_or(full)
     };
     let row = if method == "recommended" {
-        rows.filter(|r| !r.metrics.sqnr_db.is_nan()).min_by(|a, b| {
-            b.metrics
-                .sqnr_db
-                .total_cmp(&a.metrics.sqnr_db)
-                .then(a.amax.unwrap_or(0.0).total_cmp(&b.amax.unwrap_or(0.0)))
-        })
+        rows.get(recommended_fp8(&rows)?)
     } else {
-        let mut rows = rows;
-        rows.find(|r| label(r) == method || r.method.as_deref() == Some(method))
+        rows.iter()
+            .find(|r| label(r) == method || r.method.as_deref() == Some(method))
     }?;
-    let amax = row.amax?;
-    let scale = amax as f32 / crate::formats::E4M3.max();
+    let (amax, scale) = (row.amax?, row.scale()?);
     Some(Fp8Scale {
         format: row.format.name(),
         method: label(row),
         amax,
-        scale: f64::from(scale),
-        input_scale: scale,
+        scale,
+        input_scale: scale as f32,
     })
 }
 

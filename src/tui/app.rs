@@ -12,7 +12,9 @@ use ratatui::layout::{Position, Rect};
 
 use crate::analysis::compare::{self, CompareOptions, Comparison, Pairing};
 use crate::analysis::options::parse_percentiles;
-use crate::analysis::{Analysis, JSON_VERSION, KeptProfile, LayerAnalysis, Options, Settings};
+use crate::analysis::{
+    Analysis, FormatKind, JSON_VERSION, KeptProfile, LayerAnalysis, Options, Settings,
+};
 use crate::calib::Scheme;
 use crate::calib::scheme::{MAX_BITS, MIN_BITS};
 use crate::report::Format;
@@ -27,6 +29,7 @@ use super::names::{self, NameTable, TreeRow};
 mod channel_view;
 mod compare_view;
 mod layer_list;
+mod method_rows;
 mod mouse;
 
 /// Order of the layer list.
@@ -179,10 +182,15 @@ pub struct App {
     pub filter: String,
     pub input: Option<Input>,
     pub help: bool,
+    /// The help overlay's first line shown (when it does not fit).
+    pub help_scroll: usize,
     /// Selected layer (index into `slots`).
     pub selected: Option<usize>,
     /// Selected method row; None follows the recommended method.
     pub method: Option<usize>,
+    /// The main view's number format (`x`): None for int (the methods' own grid), else the
+    /// FP8 format whose per-tensor rows the histogram markers and the method table show.
+    pub number_format: Option<FormatKind>,
     pub log_scale: bool,
     pub zoom: bool,
     pub details_scroll: usize,
@@ -242,8 +250,10 @@ impl App {
             filter: String::new(),
             input: None,
             help: false,
+            help_scroll: 0,
             selected,
             method: None,
+            number_format: None,
             log_scale: false,
             zoom: false,
             details_scroll: 0,
@@ -421,24 +431,6 @@ impl App {
         self.selected_slot().and_then(|s| s.result.as_ref())
     }
 
-    /// The highlighted method row: the user's pick, else the recommended one.
-    pub fn method_index(&self) -> Option<usize> {
-        let layer = self.selected_layer()?;
-        if layer.methods.is_empty() {
-            return None;
-        }
-        match self.method {
-            Some(i) => Some(i.min(layer.methods.len() - 1)),
-            None => Some(
-                layer
-                    .methods
-                    .iter()
-                    .position(|m| layer.is_recommended(m))
-                    .unwrap_or(0),
-            ),
-        }
-    }
-
     /// The analysis as it stands (finished layers only), for exports.
     pub fn analysis(&self) -> Analysis {
         Analysis {
@@ -464,11 +456,18 @@ impl App {
         }
         let action = binding.map(|b| b.action);
         if self.help {
-            // Any key closes the help; quit still quits.
-            self.help = false;
+            // The moving keys scroll a help taller than the screen; any other key closes it,
+            // and quit still quits.
             return match action {
+                Some(Action::Move(delta)) => {
+                    self.scroll_help(delta);
+                    None
+                }
                 Some(Action::Quit) => self.act(Action::Quit),
-                _ => None,
+                _ => {
+                    self.help = false;
+                    None
+                }
             };
         }
         self.message = None;
@@ -493,7 +492,7 @@ impl App {
                     return self.act(Action::Quit);
                 }
             }
-            Action::Help => self.help = true,
+            Action::Help => self.open_help(),
             Action::Move(delta) => self.step(delta),
             Action::FocusNext => self.focus = self.focus.next(),
             Action::FocusPrev => self.focus = self.focus.prev(),
@@ -572,11 +571,25 @@ impl App {
                 return self.analyze(true);
             }
             Action::Bits(delta) => return self.set_bits(i32::from(delta)),
+            Action::NumberFormat => self.switch_number_format(),
             Action::FirstDegraded => {
                 self.message = Some("d works in the compare view (calibscope compare)".into());
             }
         }
         None
+    }
+
+    pub(super) fn open_help(&mut self) {
+        self.help = true;
+        self.help_scroll = 0;
+    }
+
+    /// Scrolls the help overlay, its last line at most to the bottom of its box.
+    pub(super) fn scroll_help(&mut self, delta: i64) {
+        let lines = keys::help_lines();
+        let (_, shown) = layout::help_area(self.size, lines);
+        let last = lines.saturating_sub(shown);
+        self.help_scroll = offset(self.help_scroll.min(last), delta, last + 1);
     }
 
     /// Opens the formats panel at its first row.
@@ -733,7 +746,7 @@ impl App {
             Focus::Methods => self.step_method(delta),
             Focus::Details => {
                 // The rows as drawn at this size: the last offset shows the last row.
-                let text = layout::main_areas(self.size).details_text;
+                let text = layout::main_areas(self.size, self.method_count()).details_text;
                 let last = self
                     .selected_layer()
                     .map_or(0, |l| details::details(l, text).max_scroll());
@@ -744,7 +757,7 @@ impl App {
 
     /// Moves the method cursor (the main view's method table, the convergence chart's line).
     fn step_method(&mut self, delta: i64) {
-        let n = self.selected_layer().map_or(0, |l| l.methods.len());
+        let n = self.method_count();
         if let Some(cur) = self.method_index() {
             self.method = Some(offset(cur, delta, n));
         }

@@ -31,6 +31,8 @@ pub enum Action {
     Formats,
     /// Into the selected layer's convergence chart, or back from it.
     Convergence,
+    /// The main view's number format: int, then each per-tensor FP8 format measured.
+    NumberFormat,
     /// Move the channel view's cursor by this many columns; in the tree, fold (−) or unfold.
     Pan(i64),
     /// Group the layer list by module path, or back to a flat list.
@@ -266,6 +268,12 @@ pub const KEYS: &[Entry] = &[
         ],
     },
     Entry {
+        keys: "x",
+        help: "number format of the main view: int → fp8_e4m3 → fp8_e5m2",
+        bindings: &[ch('x', Action::NumberFormat)],
+        hints: &[hint(On::Main, "x", "fp8", Rank::Other)],
+    },
+    Entry {
         keys: "←/→",
         help: "channels: cursor one column; tree: fold / unfold",
         bindings: &[
@@ -331,6 +339,14 @@ pub const KEYS: &[Entry] = &[
         hints: &[],
     },
 ];
+
+/// Lines of the help overlay below the keys: a blank line, two of markers, one of badges.
+pub const HELP_LEGEND_LINES: usize = 4;
+
+/// Lines of the help overlay: one per key, then the legend.
+pub fn help_lines() -> usize {
+    KEYS.len() + HELP_LEGEND_LINES
+}
 
 /// The binding `key` triggers, if any (a Ctrl binding before a plain one on the same key).
 pub fn binding(key: &KeyEvent) -> Option<&'static Binding> {
@@ -495,6 +511,7 @@ mod tests {
                 "c channels",
                 "f formats",
                 "v convergence",
+                "x fp8",
                 "/ filter",
                 "S sort",
                 "e export"

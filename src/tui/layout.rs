@@ -83,7 +83,7 @@ impl MainAreas {
     }
 }
 
-/// Method rows the table reserves room for (4 methods + the default 3 percentiles).
+/// Method rows the table reserves room for at least (4 methods + the default 3 percentiles).
 const METHOD_ROWS: u16 = 7;
 
 /// The frame the main and compare views share: a header line, a list on the left (3/10 of the
@@ -101,10 +101,16 @@ fn list_frame(size: Rect) -> [Rect; 4] {
     [header, list, right, status]
 }
 
-pub fn main_areas(size: Rect) -> MainAreas {
+/// The main view's panels when the method table has `method_rows` rows: the table grows past
+/// [`METHOD_ROWS`] up to half the height (the FP8 view's `mse_fp8` row, more percentiles) and
+/// scrolls beyond that.
+pub fn main_areas(size: Rect, method_rows: usize) -> MainAreas {
     let [header, layers, right, status] = list_frame(size);
     let h = right.height;
-    let methods_h = (METHOD_ROWS + 2).min(h);
+    let rows = u16::try_from(method_rows).unwrap_or(u16::MAX);
+    let methods_h = (rows.max(METHOD_ROWS) + 2)
+        .min((h / 2).max(METHOD_ROWS + 2))
+        .min(h);
     // The details get 2/5 of what the method table leaves (at least 5 rows: two casts and
     // the first warning at 80×24); the histogram gets the rest.
     let rest = h.saturating_sub(methods_h);
@@ -142,6 +148,24 @@ pub fn main_areas(size: Rect) -> MainAreas {
         details_text,
         status,
     }
+}
+
+/// The widest help overlay: the key column (18) and the longest help text (58).
+const HELP_WIDTH: u16 = 78;
+
+/// The help overlay over `size` with `lines` lines of text: its box (centred, bordered) and how
+/// many of the lines show at once (the others scroll).
+pub fn help_area(size: Rect, lines: usize) -> (Rect, usize) {
+    let w = HELP_WIDTH.min(size.width.saturating_sub(2));
+    let want = u16::try_from(lines).unwrap_or(u16::MAX).saturating_add(2);
+    let h = want.min(size.height.saturating_sub(2));
+    let area = Rect::new(
+        size.x + (size.width - w) / 2,
+        size.y + (size.height - h) / 2,
+        w,
+        h,
+    );
+    (area, usize::from(h.saturating_sub(2)))
 }
 
 /// Where each part of the overview goes.

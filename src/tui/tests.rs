@@ -374,7 +374,7 @@ fn export_refuses_to_replace_an_input() {
 fn mouse_selects_and_scrolls() {
     let mut app = fake_app();
     app.size = Rect::new(0, 0, 100, 30);
-    let a = layout::main_areas(app.size);
+    let a = layout::main_areas(app.size, app.method_count());
     let click = |x, y| MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
         column: x,
@@ -434,7 +434,7 @@ fn clicks_land_on_the_rows_drawn_there() {
     let mut app = sample_app();
     // 100×16 scrolls the layer list and the overview; the others show every row.
     for (w, h) in [(100, 16), (80, 24), (160, 48)] {
-        let rows = layout::main_areas(Rect::new(0, 0, w, h)).layers_rows;
+        let rows = layout::main_areas(Rect::new(0, 0, w, h), app.method_count()).layers_rows;
         for y in (rows.y..rows.bottom()).rev().chain(rows.y..rows.bottom()) {
             app.view = View::Main;
             let t = render(&mut app, w, h);
@@ -722,7 +722,7 @@ fn every_warning_can_be_read_at_80x24() {
     assert!(layer.warnings.len() >= 5);
     app.focus = Focus::Details;
     let (w, h) = (80, 24);
-    let area = layout::main_areas(Rect::new(0, 0, w, h)).details_text;
+    let area = layout::main_areas(Rect::new(0, 0, w, h), app.method_count()).details_text;
     let rows = |app: &mut App| -> Vec<String> {
         let t = render(app, w, h);
         (area.y..area.bottom())
@@ -854,6 +854,7 @@ fn a_rerun_from_kept_profiles_equals_a_fresh_analysis() {
 
 mod compare;
 mod convergence;
+mod fp8;
 pub(super) mod names;
 
 /// With `--validate`, the method table shows the held-out SQNR and clip% beside the in-sample

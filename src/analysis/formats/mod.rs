@@ -160,6 +160,9 @@ impl ScaleRule {
     }
 }
 
+/// The `method` of the per-tensor FP8 rows whose amax is the FP8-aware MSE search.
+pub const MSE_FP8: &str = "mse_fp8";
+
 /// MX block length along the channel axis.
 pub const MX_BLOCK: usize = 32;
 /// NVFP4 block length.
@@ -199,6 +202,12 @@ impl FormatResult {
             (_, _, _, Some(r)) => format!("{f} {}", r.name()),
             _ => f.to_string(),
         }
+    }
+
+    /// A per-tensor row's scale amax/M, in float32 as used (None for dynamic and block rows).
+    pub fn scale(&self) -> Option<f64> {
+        self.amax
+            .map(|a| f64::from(a as f32 / self.format.element().max()))
     }
 
     /// The CSV `method` value: `format:fp8_e4m3:entropy`, `format:fp8_e4m3:percentile 99.9`,
@@ -349,7 +358,7 @@ impl FormatPlan {
                     .iter()
                     .position(|r| r.0 == MethodKind::Percentile.name())
                     .unwrap_or(amaxes.len());
-                amaxes.insert(at, ("mse_fp8", None, search.hi as f32));
+                amaxes.insert(at, (MSE_FP8, None, search.hi as f32));
                 for (method, percentile, amax) in amaxes {
                     let q = TensorQ {
                         fmt,
@@ -647,6 +656,22 @@ pub struct BudgetEntry {
     /// `int8 mse`, `int8 per token`, `fp8_e4m3 mse_fp8`, `mxfp4 rceil`, ...
     pub label: String,
     pub sqnr_db: f64,
+}
+
+/// The recommended one of a format's per-tensor FP8 rows (its index): the best SQNR, on ties
+/// the smaller amax, then the first; NaN never wins. `--export json --method recommended`
+/// writes its scale; the UI's FP8 view stars it.
+pub fn recommended_fp8(rows: &[&FormatResult]) -> Option<usize> {
+    rows.iter()
+        .enumerate()
+        .filter(|(_, r)| !r.metrics.sqnr_db.is_nan())
+        .min_by(|(_, a), (_, b)| {
+            b.metrics
+                .sqnr_db
+                .total_cmp(&a.metrics.sqnr_db)
+                .then(a.amax.unwrap_or(0.0).total_cmp(&b.amax.unwrap_or(0.0)))
+        })
+        .map(|(i, _)| i)
 }
 
 /// Per bit budget (8 then 4) the best row of each family, best first: at 8 bits int8 per

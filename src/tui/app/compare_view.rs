@@ -47,7 +47,7 @@ impl App {
                 self.running = false;
                 return Some(Command::Quit);
             }
-            Action::Help => self.help = true,
+            Action::Help => self.open_help(),
             Action::Export => self.input = Some(Input::Export),
             Action::LogScale => self.log_scale = !self.log_scale,
             Action::Move(delta) => {

@@ -6,8 +6,11 @@ impl App {
     pub fn handle_mouse(&mut self, m: MouseEvent) {
         let at = Position::new(m.column, m.row);
         if self.help {
-            if matches!(m.kind, MouseEventKind::Down(_)) {
-                self.help = false;
+            match m.kind {
+                MouseEventKind::Down(_) => self.help = false,
+                MouseEventKind::ScrollDown => self.scroll_help(1),
+                MouseEventKind::ScrollUp => self.scroll_help(-1),
+                _ => {}
             }
             return;
         }
@@ -59,7 +62,7 @@ impl App {
                 }
             }
             View::Main => {
-                let areas = layout::main_areas(self.size);
+                let areas = layout::main_areas(self.size, self.method_count());
                 let Some(panel) = areas.panel_at(at) else {
                     return;
                 };
@@ -96,8 +99,12 @@ impl App {
                                 }
                             }
                             Focus::Methods if areas.method_rows.contains(at) => {
-                                let n = self.selected_layer().map_or(0, |l| l.methods.len());
-                                let row = usize::from(at.y - areas.method_rows.y);
+                                // The rows as drawn: int methods or FP8 rows, maybe scrolled.
+                                let n = self.method_count();
+                                let h = usize::from(areas.method_rows.height);
+                                let cursor = self.method_index().unwrap_or(0);
+                                let first = layout::scroll_start(cursor, h, n);
+                                let row = first + usize::from(at.y - areas.method_rows.y);
                                 if row < n {
                                     self.method = Some(row);
                                 }

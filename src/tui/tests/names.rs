@@ -84,7 +84,7 @@ fn check_rows(app: &mut App, w: u16, h: u16) {
         app.view = View::Main;
         app.selected = Some(cursor);
         let t = render(app, w, h);
-        let rows = layout::main_areas(Rect::new(0, 0, w, h)).layers_rows;
+        let rows = layout::main_areas(Rect::new(0, 0, w, h), app.method_count()).layers_rows;
         let vis = app.visible();
         let first = layout::scroll_start(app.layer_cursor(&vis), usize::from(rows.height), n);
         let mut seen = Vec::new();
@@ -223,7 +223,7 @@ fn the_tree_groups_layers_and_folds() {
     let rows = app.list_rows();
     assert_eq!(rows.len(), 24);
     let t = render(&mut app, 80, 24);
-    let area = layout::main_areas(app.size).layers_rows;
+    let area = layout::main_areas(app.size, app.method_count()).layers_rows;
     for (k, y) in (area.y..area.bottom()).enumerate() {
         let text = row_text(&t, y, area.x, area.right());
         assert!(text.contains(&format!("▸{k} (4)")), "{text:?}");

@@ -13,7 +13,7 @@ use ratatui::widgets::{
 };
 
 use super::status::{draw_header, draw_status};
-use super::{fit, method_color, method_tag, panel, short_label};
+use super::{fit, int_mark, panel, short_label};
 use crate::analysis::validation::convergence::{MIN_BATCHES, STABLE_LOSS_DB};
 use crate::analysis::validation::{Convergence, ConvergenceMethod, Verdict};
 use crate::analysis::{LayerAnalysis, MethodResult};
@@ -235,7 +235,7 @@ fn row_of<'a>(
 }
 
 fn color_of(layer: &LayerAnalysis, m: &ConvergenceMethod) -> Color {
-    row_of(layer, m).map_or(Color::Gray, |(i, r)| method_color(i, r))
+    row_of(layer, m).map_or(Color::Gray, |(i, _)| int_mark(&layer.methods, i).1)
 }
 
 fn verdict_color(v: Verdict) -> Color {
@@ -315,10 +315,11 @@ pub(crate) fn draw_body(frame: &mut Frame, app: &App, a: &ConvergenceAreas) {
         Span::raw(conv.detail.clone()),
     ]);
     frame.render_widget(Paragraph::new(verdict).wrap(Wrap { trim: true }), a.verdict);
-    let sel = app
-        .method_index()
-        .and_then(|i| layer.methods.get(i))
-        .and_then(|r| conv.methods.iter().position(|m| m.label() == r.label()));
+    let sel = app.selected_row_key().and_then(|(name, p)| {
+        conv.methods
+            .iter()
+            .position(|m| m.method.name() == name && m.percentile == p)
+    });
     match &plotted {
         Some(p) => draw_chart(frame, layer, conv, p, sel, a),
         None => frame.render_widget(
@@ -471,8 +472,8 @@ fn draw_table(
         .map(|(i, m)| {
             let (tag, color, star, label) = match row_of(layer, m) {
                 Some((j, r)) => (
-                    method_tag(j, r, &layer.methods),
-                    method_color(j, r),
+                    int_mark(&layer.methods, j).0,
+                    int_mark(&layer.methods, j).1,
                     if layer.is_recommended(r) { "★" } else { " " },
                     short_label(r),
                 ),

@@ -10,17 +10,19 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
-use super::{fit, list_title, method_color, method_tag, panel, short_label, sqnr_color};
+use super::{
+    ClipRow, clip_markers, fit, fp8, int_clip_rows, list_title, panel, short_label, sqnr_color,
+};
 use crate::analysis::cast::F16_MAX;
 use crate::report::fmt::{db_short, num_short, pct_short, shape};
 use crate::tui::app::{App, Slot};
 use crate::tui::details;
 use crate::tui::layout::{self, Focus, MainAreas};
 use crate::tui::names::TreeRow;
-use crate::tui::widgets::histogram::{HistogramPlot, Marker, column_of};
+use crate::tui::widgets::histogram::{HistogramPlot, column_of};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, size: Rect) {
-    let a = layout::main_areas(size);
+    let a = layout::main_areas(size, app.method_count());
     draw_header(frame, app, a.header);
     draw_layers(frame, app, &a);
     let slot = app.selected_slot();
@@ -223,10 +225,10 @@ fn layer_row(
     Line::from(spans)
 }
 
-/// The x range shown: the data range, or (zoom) the narrowest method's range with a quarter of
+/// The x range shown: the data range, or (zoom) the narrowest row's range with a quarter of
 /// its width as margin on each side — the bulk of the data, where the clipping methods differ.
 /// Markers outside the view are listed at its edges.
-fn view_range(app: &App, layer: &LayerAnalysis) -> Option<(f64, f64)> {
+fn view_range(app: &App, layer: &LayerAnalysis, rows: &[ClipRow]) -> Option<(f64, f64)> {
     let p = layer.profile.as_ref()?;
     let (dlo, dhi) = (p.hist.lo, p.hist.hi);
     if !(dlo.is_finite() && dhi.is_finite()) || dhi <= dlo {
@@ -235,10 +237,9 @@ fn view_range(app: &App, layer: &LayerAnalysis) -> Option<(f64, f64)> {
     if !app.zoom {
         return Some((dlo, dhi));
     }
-    let narrowest = layer
-        .methods
+    let narrowest = rows
         .iter()
-        .map(|m| (m.range[0], m.range[1]))
+        .map(|r| (r.range[0], r.range[1]))
         .filter(|(a, b)| a.is_finite() && b.is_finite() && b > a)
         .min_by(|x, y| (x.1 - x.0).total_cmp(&(y.1 - y.0)));
     let Some((lo, hi)) = narrowest else {
@@ -259,8 +260,9 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         return;
     };
     let layer = slot.result.as_ref();
-    // The title shares its line with the scale/view mode drawn at the right end.
-    let room = usize::from(area.width).saturating_sub(18);
+    // The title shares its line with the mode drawn at the right end.
+    let mode = mode_label(app);
+    let room = usize::from(area.width).saturating_sub(mode.chars().count() + 3);
     let name = match app.selected {
         Some(i) => app.names.full(i, room.saturating_sub(2)),
         None => String::new(),
@@ -346,7 +348,12 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), inner);
         return;
     }
-    let (Some(profile), Some((lo, hi))) = (&layer.profile, view_range(app, layer)) else {
+    // The method table's rows in the number format shown (`x`): their clip points.
+    let rows = match app.number_format {
+        None => int_clip_rows(&layer.methods),
+        Some(_) => fp8::clip_rows(&app.fp8_rows()),
+    };
+    let (Some(profile), Some((lo, hi))) = (&layer.profile, view_range(app, layer, &rows)) else {
         let msg = if layer.stats.as_ref().is_some_and(|s| s.finite == 0) {
             "no finite values: nothing to plot"
         } else {
@@ -364,25 +371,10 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     ])
     .areas(inner);
     let sel = app.method_index();
-    let markers: Vec<Marker> = layer
-        .methods
-        .iter()
-        .enumerate()
-        .flat_map(|(i, m)| {
-            let color = method_color(i, m);
-            let tag = method_tag(i, m, &layer.methods);
-            let selected = sel == Some(i);
-            m.range.into_iter().map(move |x| Marker {
-                x,
-                color,
-                tag,
-                selected,
-            })
-        })
-        .collect();
+    let markers = clip_markers(&rows, sel);
     let keep = sel
-        .and_then(|i| layer.methods.get(i))
-        .map(|m| (m.range[0], m.range[1]));
+        .and_then(|i| rows.get(i))
+        .map(|r| (r.range[0], r.range[1]));
     frame.render_widget(
         HistogramPlot {
             hist: &profile.hist,
@@ -396,19 +388,27 @@ fn draw_hist(frame: &mut Frame, app: &App, slot: Option<&Slot>, area: Rect) {
     );
     draw_axis(frame, axis, lo, hi);
     if legend_h > 0 {
-        draw_legend(frame, app, layer, legend, lo, hi);
+        draw_legend(frame, &rows, sel, legend, lo, hi);
     }
-    // Scale and view in the top-right corner of the block.
-    let mode = format!(
-        " {} · {} ",
-        if app.log_scale { "log" } else { "linear" },
-        if app.zoom { "zoom" } else { "full" }
-    );
     let mw = (mode.chars().count() as u16).min(area.width);
     frame.render_widget(
         Paragraph::new(mode).fg(Color::Cyan),
         Rect::new(area.right() - mw, area.y, mw, 1),
     );
+}
+
+/// The histogram's mode for the top-right corner of its block: the number format (FP8 view
+/// only), the count scale and the view.
+fn mode_label(app: &App) -> String {
+    let format = app
+        .number_format
+        .map(|k| format!(" {} ·", k.name()))
+        .unwrap_or_default();
+    format!(
+        "{format} {} · {} ",
+        if app.log_scale { "log" } else { "linear" },
+        if app.zoom { "zoom" } else { "full" }
+    )
 }
 
 pub(super) fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
@@ -442,21 +442,27 @@ pub(super) fn draw_axis(frame: &mut Frame, area: Rect, lo: f64, hi: f64) {
     frame.render_widget(Paragraph::new(s).fg(Color::DarkGray), area);
 }
 
-fn draw_legend(frame: &mut Frame, app: &App, layer: &LayerAnalysis, area: Rect, lo: f64, hi: f64) {
-    let sel = app.method_index();
+fn draw_legend(
+    frame: &mut Frame,
+    rows: &[ClipRow],
+    sel: Option<usize>,
+    area: Rect,
+    lo: f64,
+    hi: f64,
+) {
     let mut spans = Vec::new();
-    for (i, m) in layer.methods.iter().enumerate() {
-        let style = Style::new().fg(method_color(i, m));
+    for (i, r) in rows.iter().enumerate() {
+        let style = Style::new().fg(r.color);
         let style = if sel == Some(i) {
             style.add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         } else {
             style
         };
         spans.push(Span::styled(
-            format!("{}", method_tag(i, m, &layer.methods)),
+            r.tag.to_string(),
             style.add_modifier(Modifier::BOLD),
         ));
-        spans.push(Span::styled(format!(" {}  ", short_label(m)), style));
+        spans.push(Span::styled(format!(" {}  ", r.label), style));
     }
     if lo <= -F16_MAX || hi >= F16_MAX {
         spans.push(Span::styled(
@@ -471,6 +477,10 @@ fn draw_legend(frame: &mut Frame, app: &App, layer: &LayerAnalysis, area: Rect, 
 }
 
 fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, area: Rect) {
+    if let Some(kind) = app.number_format {
+        fp8::draw_table(frame, app, kind, layer, area);
+        return;
+    }
     let focused = app.focus == Focus::Methods;
     // With a held-out validation (`--validate`) the star follows it and two columns show it.
     let v = layer.and_then(|l| l.validation.as_ref());
@@ -505,57 +515,68 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
     if v.is_some() {
         header.extend(["h-o dB", "h-o clip%"]);
     }
-    let rows = layer.methods.iter().enumerate().map(|(i, m)| {
-        let tag = method_tag(i, m, &layer.methods);
-        let color = method_color(i, m);
-        let star = if layer.is_recommended(m) { "★" } else { " " };
-        let mx = &m.metrics;
-        let sq =
-            Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
-        let name = format!("{star}{}", short_label(m));
-        let mut cells = vec![
-            Cell::from(tag.to_string()).style(Style::new().fg(color).bold()),
-            Cell::from(name).style(Style::new().fg(color)),
-            Cell::from(num_short(m.range[0])),
-            Cell::from(num_short(m.range[1])),
-        ];
-        if wide {
-            cells.extend([
-                Cell::from(num_short(m.scale)),
-                Cell::from(m.zero_point.to_string()),
-                Cell::from(pct_short(mx.clipped_below)),
-                Cell::from(pct_short(mx.clipped_above)),
-                Cell::from(num_short(mx.mse)),
-                sq,
-                Cell::from(format!("{:.6}", mx.cosine)),
-            ]);
-        } else {
-            cells.extend([
-                Cell::from(pct_short(mx.clipped())),
-                sq,
-                Cell::from(format!("{:.4}", mx.cosine)),
-            ]);
-        }
-        if let Some(v) = v {
-            let h = v.method(&m.label()).map(|h| &h.heldout);
-            cells.extend([
-                h.map_or(Cell::from("-"), |h| {
-                    Cell::from(db_short(h.sqnr_db))
-                        .style(Style::new().fg(sqnr_color(h.sqnr_db, floor)))
-                }),
-                Cell::from(h.map_or("-".to_string(), |h| pct_short(h.clipped_fraction))),
-            ]);
-        }
-        let mut row = Row::new(cells);
-        if sel == Some(i) {
-            row = row.style(if focused {
-                Style::new().bg(Color::Blue).bold()
+    let marks = int_clip_rows(&layer.methods);
+    // The rows that fit below the header, scrolled to keep the selection in view.
+    let h = usize::from(inner.height.saturating_sub(1));
+    let first = layout::scroll_start(sel.unwrap_or(0), h, layer.methods.len());
+    let rows = layer
+        .methods
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(h)
+        .map(|(i, m)| {
+            let (tag, color) = marks
+                .get(i)
+                .map_or((' ', Color::Reset), |r| (r.tag, r.color));
+            let star = if layer.is_recommended(m) { "★" } else { " " };
+            let mx = &m.metrics;
+            let sq = Cell::from(db_short(mx.sqnr_db))
+                .style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
+            let name = format!("{star}{}", short_label(m));
+            let mut cells = vec![
+                Cell::from(tag.to_string()).style(Style::new().fg(color).bold()),
+                Cell::from(name).style(Style::new().fg(color)),
+                Cell::from(num_short(m.range[0])),
+                Cell::from(num_short(m.range[1])),
+            ];
+            if wide {
+                cells.extend([
+                    Cell::from(num_short(m.scale)),
+                    Cell::from(m.zero_point.to_string()),
+                    Cell::from(pct_short(mx.clipped_below)),
+                    Cell::from(pct_short(mx.clipped_above)),
+                    Cell::from(num_short(mx.mse)),
+                    sq,
+                    Cell::from(format!("{:.6}", mx.cosine)),
+                ]);
             } else {
-                Style::new().bg(Color::DarkGray)
-            });
-        }
-        row
-    });
+                cells.extend([
+                    Cell::from(pct_short(mx.clipped())),
+                    sq,
+                    Cell::from(format!("{:.4}", mx.cosine)),
+                ]);
+            }
+            if let Some(v) = v {
+                let h = v.method(&m.label()).map(|h| &h.heldout);
+                cells.extend([
+                    h.map_or(Cell::from("-"), |h| {
+                        Cell::from(db_short(h.sqnr_db))
+                            .style(Style::new().fg(sqnr_color(h.sqnr_db, floor)))
+                    }),
+                    Cell::from(h.map_or("-".to_string(), |h| pct_short(h.clipped_fraction))),
+                ]);
+            }
+            let mut row = Row::new(cells);
+            if sel == Some(i) {
+                row = row.style(if focused {
+                    Style::new().bg(Color::Blue).bold()
+                } else {
+                    Style::new().bg(Color::DarkGray)
+                });
+            }
+            row
+        });
     let mut widths: Vec<Constraint> = if wide {
         vec![
             Constraint::Length(1),

@@ -5,6 +5,7 @@ mod channels;
 mod compare;
 pub(super) mod convergence;
 mod formats;
+mod fp8;
 mod help;
 mod main;
 mod overview;
@@ -16,11 +17,13 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
+use crate::analysis::formats::MSE_FP8;
 use crate::analysis::{MethodKind, MethodResult};
 
 use super::app::App;
 use super::layout::{self, MIN_HEIGHT, MIN_WIDTH, View};
 use super::names::middle_cut;
+use super::widgets::histogram::Marker;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let size = frame.area();
@@ -44,7 +47,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             .map_or(app.opts.thresholds.sqnr_floor_db, |c| {
                 c.result.settings.sqnr_floor_db
             });
-        help::draw(frame, size, floor);
+        help::draw(frame, size, floor, app.help_scroll);
     }
 }
 
@@ -68,45 +71,108 @@ fn draw_too_small(frame: &mut Frame, size: Rect) {
 
 // ---------------------------------------------------------------- colours and formatting
 
-/// Colour of a method's markers (distinct per row of the table).
-pub fn method_color(i: usize, m: &MethodResult) -> Color {
-    match m.method {
-        MethodKind::Minmax => Color::LightBlue,
-        MethodKind::Ema => Color::Cyan,
-        MethodKind::Entropy => Color::Green,
-        MethodKind::Mse => Color::Yellow,
-        MethodKind::Percentile => [
-            Color::Magenta,
-            Color::LightMagenta,
-            Color::LightCyan,
-            Color::White,
-        ][i % 4],
+/// The calibrators' markers: letter and colour, the same in the int and FP8 views.
+const MARKS: [(MethodKind, char, Color); 4] = [
+    (MethodKind::Minmax, 'M', Color::LightBlue),
+    (MethodKind::Ema, 'A', Color::Cyan),
+    (MethodKind::Entropy, 'H', Color::Green),
+    (MethodKind::Mse, 'S', Color::Yellow),
+];
+/// The FP8 view's FP8-aware MSE search (`mse_fp8`).
+const MSE_FP8_MARK: (char, Color) = ('F', Color::LightYellow);
+/// The percentiles' colours, in their order (the letters are their numbers: 1, 2, 3, …).
+const PERCENTILE_COLORS: [Color; 4] = [
+    Color::Magenta,
+    Color::LightMagenta,
+    Color::LightCyan,
+    Color::White,
+];
+
+/// The letter and colour of a calibrator's markers: `method` as the JSON names it, `k` which
+/// percentile it is (0 for the first) when it is one.
+fn calibrator_mark(method: &str, k: usize) -> (char, Color) {
+    if let Some(&(_, tag, color)) = MARKS.iter().find(|(m, ..)| m.name() == method) {
+        return (tag, color);
     }
+    if method == MSE_FP8 {
+        return MSE_FP8_MARK;
+    }
+    let tag = char::from_digit((k as u32 + 1) % 10, 10).unwrap_or('P');
+    (tag, PERCENTILE_COLORS[k % PERCENTILE_COLORS.len()])
 }
 
-/// The letter of a method's markers.
-pub fn method_tag(i: usize, m: &MethodResult, methods: &[MethodResult]) -> char {
-    match m.method {
-        MethodKind::Minmax => 'M',
-        MethodKind::Ema => 'A',
-        MethodKind::Entropy => 'H',
-        MethodKind::Mse => 'S',
-        MethodKind::Percentile => {
-            let k = methods[..i]
-                .iter()
-                .filter(|x| x.method == MethodKind::Percentile)
-                .count();
-            char::from_digit((k as u32 + 1) % 10, 10).unwrap_or('P')
-        }
+/// The marks of a table's rows, given each row's calibrator name in table order.
+fn marks<'a>(methods: impl IntoIterator<Item = &'a str>) -> Vec<(char, Color)> {
+    let mut k = 0;
+    methods
+        .into_iter()
+        .map(|m| {
+            let mark = calibrator_mark(m, k);
+            k += usize::from(m == MethodKind::Percentile.name());
+            mark
+        })
+        .collect()
+}
+
+/// The mark of the int method table's row `i` (the convergence chart draws its lines in it).
+fn int_mark(methods: &[MethodResult], i: usize) -> (char, Color) {
+    marks(methods.iter().map(|m| m.method.name()))
+        .get(i)
+        .copied()
+        .unwrap_or(('?', Color::Gray))
+}
+
+/// One row of the method table as the histogram draws it: its clip points, mark and label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipRow {
+    pub range: [f64; 2],
+    pub tag: char,
+    pub color: Color,
+    /// `minmax`, `p99.9`, `mse_fp8`: the legend's label.
+    pub label: String,
+}
+
+/// The int view's rows: each method's range.
+fn int_clip_rows(methods: &[MethodResult]) -> Vec<ClipRow> {
+    let marks = marks(methods.iter().map(|m| m.method.name()));
+    methods
+        .iter()
+        .zip(marks)
+        .map(|(m, (tag, color))| ClipRow {
+            range: m.range,
+            tag,
+            color,
+            label: short_label(m),
+        })
+        .collect()
+}
+
+/// The histogram's markers: each row's two clip points, `sel`'s emphasised.
+pub fn clip_markers(rows: &[ClipRow], sel: Option<usize>) -> Vec<Marker> {
+    rows.iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.range.into_iter().map(move |x| Marker {
+                x,
+                color: r.color,
+                tag: r.tag,
+                selected: sel == Some(i),
+            })
+        })
+        .collect()
+}
+
+/// `p99.99` for a percentile, else the calibrator's name.
+fn short_name(method: &str, percentile: Option<f64>) -> String {
+    match percentile {
+        Some(p) => format!("p{p}"),
+        None => method.to_string(),
     }
 }
 
 /// Short label: `p99.99` for percentiles.
 fn short_label(m: &MethodResult) -> String {
-    match m.percentile {
-        Some(p) => format!("p{p}"),
-        None => m.method.name().to_string(),
-    }
+    short_name(m.method.name(), m.percentile)
 }
 
 /// Above the floor by less than this, an SQNR is shown yellow.

@@ -135,17 +135,9 @@ impl Widget for HistogramPlot<'_> {
         }
         // Markers beyond the view: their tags at the edge they are past (◂MA … S3▸).
         let top = area.top();
-        let mut left: Vec<&Marker> = Vec::new();
-        let mut right: Vec<&Marker> = Vec::new();
-        for m in self.markers {
-            if m.x < self.lo && !left.iter().any(|o| o.tag == m.tag) {
-                left.push(m);
-            } else if m.x > self.hi && !right.iter().any(|o| o.tag == m.tag) {
-                right.push(m);
-            }
-        }
+        let (left, right) = edge_tags(self.markers, self.lo, self.hi, cols);
         let edge = Style::new().fg(Color::DarkGray);
-        if !left.is_empty() && cols > left.len() + 1 {
+        if !left.is_empty() {
             if let Some(cell) = buf.cell_mut((area.x, top)) {
                 cell.set_char('◂').set_style(edge);
             }
@@ -156,7 +148,7 @@ impl Widget for HistogramPlot<'_> {
                 }
             }
         }
-        if !right.is_empty() && cols > right.len() + 1 {
+        if !right.is_empty() {
             let x0 = area.right() - 1 - right.len() as u16;
             for (k, m) in right.iter().enumerate() {
                 if let Some(cell) = buf.cell_mut((x0 + k as u16, top)) {
@@ -202,10 +194,31 @@ impl Widget for HistogramPlot<'_> {
     }
 }
 
+/// The markers past the view's left and right ends, one per tag, in the order drawn at that
+/// edge of the top row (`◂` or `▸` beside them); none when they would not fit in `cols`.
+fn edge_tags(markers: &[Marker], lo: f64, hi: f64, cols: usize) -> (Vec<&Marker>, Vec<&Marker>) {
+    let mut left: Vec<&Marker> = Vec::new();
+    let mut right: Vec<&Marker> = Vec::new();
+    for m in markers {
+        if m.x < lo && !left.iter().any(|o| o.tag == m.tag) {
+            left.push(m);
+        } else if m.x > hi && !right.iter().any(|o| o.tag == m.tag) {
+            right.push(m);
+        }
+    }
+    for v in [&mut left, &mut right] {
+        if cols <= v.len() + 1 {
+            v.clear();
+        }
+    }
+    (left, right)
+}
+
 /// Where each in-view marker's tag goes: `(marker, column, row)`, row 0 at the top. One tag per
 /// method and column (a method's two ends can share one); tags sharing a column take rows
-/// 0, 1, … (the selected method's first, then in table order); when a column has more tags than
-/// rows, the rest go to the nearest columns with a free top row.
+/// 0, 1, … (the selected method's first, then in table order), below the edge's tags of
+/// markers past the view; when a column has more tags than rows, the rest go to the nearest
+/// columns with a free top row.
 pub fn place_tags(
     markers: &[Marker],
     lo: f64,
@@ -225,7 +238,15 @@ pub fn place_tags(
             by_col[c].push(k);
         }
     }
+    // The top row's cells the past-the-view tags take (with their ◂ and ▸).
     let mut used = vec![0usize; cols];
+    let (left, right) = edge_tags(markers, lo, hi, cols);
+    if !left.is_empty() {
+        used[..=left.len()].fill(1);
+    }
+    if !right.is_empty() {
+        used[cols - 1 - right.len()..].fill(1);
+    }
     let mut out = Vec::new();
     let mut overflow = Vec::new();
     for (c, ks) in by_col.iter_mut().enumerate() {
@@ -384,6 +405,36 @@ mod tests {
         assert_eq!(&column(&buf, 0)[..], "3M┃┃┃");
         assert_eq!(&column(&buf, 19)[..], "3M┃┃┃");
         assert!(column(&buf, 10).starts_with('H'));
+    }
+
+    #[test]
+    fn tags_past_the_view_do_not_hide_tags_in_it() {
+        let h = hist();
+        // M past the left end, 3 past the right; S and A in view in the edge columns.
+        let markers = [
+            marker(-2.0, 'M', false),
+            marker(-0.99, 'S', false),
+            marker(0.99, 'A', false),
+            marker(2.0, '3', false),
+        ];
+        let mut buf = Buffer::empty(Rect::new(0, 0, 20, 4));
+        HistogramPlot {
+            hist: &h,
+            lo: -1.0,
+            hi: 1.0,
+            log: false,
+            markers: &markers,
+            keep: None,
+        }
+        .render(Rect::new(0, 0, 20, 4), &mut buf);
+        let top: String = (0..20).map(|x| buf[(x, 0)].symbol()).collect();
+        assert!(top.starts_with("◂M") && top.ends_with("3▸"), "{top:?}");
+        // The in-view tags go below the edge's row.
+        assert!(column(&buf, 0).starts_with("◂S"), "{:?}", column(&buf, 0));
+        assert!(column(&buf, 19).starts_with("▸A"), "{:?}", column(&buf, 19));
+        // One row: no room below, so they move to the nearest free column.
+        let placed = place_tags(&markers, -1.0, 1.0, 20, 1);
+        assert_eq!(placed, [(1, 2, 0), (2, 17, 0)]);
     }
 
     #[test]
