@@ -425,7 +425,25 @@ fn calibrate_on(
         abs_hist: if affine { &profile.abs_hist } else { &set.0 },
         entropy_hist: set.1.as_ref(),
     };
-    calib::calibrate(&observed, &opts.calib())
+    // The histograms keep the whole layer's bin edges, so a search on a subset whose values
+    // span few bins can land beyond the subset's own extremes (its first candidate bins lie
+    // there); calibrated on that subset alone, no method could: cut each range to them.
+    let (lo_cap, hi_cap) = if affine {
+        (min, max)
+    } else {
+        let a = min.abs().max(max.abs());
+        (-a, a)
+    };
+    let mut chosen = calib::calibrate(&observed, &opts.calib());
+    for c in &mut chosen {
+        let (lo, hi) = (c.search.lo.max(lo_cap), c.search.hi.min(hi_cap));
+        if (lo, hi) != (c.search.lo, c.search.hi) && lo <= hi {
+            c.search.lo = lo;
+            c.search.hi = hi;
+            c.q = QParams::new(opts.scheme, opts.bits, lo, hi);
+        }
+    }
+    chosen
 }
 
 /// Every calibration validation needs for one layer, and the probe pass 3 measures.

@@ -207,6 +207,44 @@ fn doubling_scale_grows_with_the_exact_minmax_loss() {
     );
 }
 
+/// On a layer whose scale grows 8× over its batches, the first batches span a few of the layer's
+/// histogram bins, where the entropy and MSE searches' first candidates lie beyond them: every
+/// method's range from the first n batches stays within those batches' extremes, as it would
+/// calibrated on them alone, and the entropy range from one batch is inside its data.
+#[test]
+fn prefix_ranges_stay_within_the_prefix_extremes() {
+    let mut rng = Rng(12);
+    let base = gaussian(&mut rng, 4096);
+    let batches: Vec<Vec<f32>> = (0..16)
+        .map(|b| base.iter().map(|&v| v * 1.15f32.powi(b)).collect())
+        .collect();
+    for scheme in [Scheme::Symmetric, Scheme::Affine] {
+        let l = analyse(&batches, &Options { scheme, ..opts() });
+        let c = l.convergence.as_ref().unwrap();
+        for m in &c.methods {
+            for (r, &n) in m.ranges.iter().zip(&c.batch_counts) {
+                let seen = batches[..n].concat();
+                let (lo, hi) = seen
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(f64::from(v)), b.max(f64::from(v)))
+                    });
+                let (lo, hi) = match scheme {
+                    Scheme::Symmetric => (-lo.abs().max(hi.abs()), lo.abs().max(hi.abs())),
+                    Scheme::Affine => (lo, hi),
+                };
+                assert!(
+                    r[0] >= lo && r[1] <= hi,
+                    "{scheme:?} {} from {n} batches: {r:?} beyond [{lo}, {hi}]",
+                    m.label()
+                );
+            }
+        }
+        let entropy = conv(&l, "entropy");
+        assert!(entropy.ranges[0][1] < absmax(&batches[0]) * 1.0001);
+    }
+}
+
 #[test]
 fn three_batches_are_too_few() {
     let mut rng = Rng(3);
