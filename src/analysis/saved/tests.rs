@@ -562,3 +562,70 @@ fn merged_parts_equal_one_run_and_bad_sets_are_refused() {
         )
     );
 }
+
+/// A validated analysis saved and read back keeps every held-out metric (the JSON shows two of
+/// them; the CSV and a reopened analysis need all), bit for bit.
+#[test]
+fn held_out_metrics_survive_a_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f32> = (0..8 * 64)
+        .map(|i| ((i * 37) % 23) as f32 * (1.0 + (i / 64) as f32 * 0.1) - 9.5)
+        .collect();
+    let spec = LayerSpec {
+        name: "a".into(),
+        parts: vec![Location::Npy(write_npy(dir.path(), "a", &[8, 64], &values))],
+    };
+    let opts = Options {
+        validate: true,
+        ..Options::default()
+    };
+    let a = analyze(
+        std::slice::from_ref(&spec),
+        &[],
+        &opts,
+        &Progress::default(),
+    );
+    let before: Vec<_> = a.layers[0]
+        .validation
+        .as_ref()
+        .unwrap()
+        .methods
+        .iter()
+        .map(|m| m.heldout.clone())
+        .collect();
+    assert!(before.iter().all(|h| h.metrics.mse.is_finite()));
+    let part = shard::part(std::slice::from_ref(&spec), &[], 0, 1);
+    let saved = Saved::new(
+        a,
+        part.specs.into_iter().map(Some).collect(),
+        part.positions,
+        vec![dir.path().to_path_buf()],
+        part.shard,
+    );
+    let back = decode(&encode(&saved).unwrap()).unwrap().into_analysis();
+    let after: Vec<_> = back.layers[0]
+        .validation
+        .as_ref()
+        .unwrap()
+        .methods
+        .iter()
+        .map(|m| m.heldout.clone())
+        .collect();
+    let bits = |h: &[crate::analysis::validation::HeldOut]| -> Vec<[u64; 4]> {
+        h.iter()
+            .map(|h| {
+                let m = &h.metrics;
+                [m.mse, m.max_abs_error, m.cosine, m.clipped_below].map(f64::to_bits)
+            })
+            .collect()
+    };
+    assert_eq!(bits(&before), bits(&after));
+    // The JSON keeps exactly the two keys.
+    let j = serde_json::to_value(&back.layers[0].validation).unwrap();
+    let keys: Vec<&String> = j["methods"][0]["heldout"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["clipped_fraction", "sqnr_db"]);
+}

@@ -238,22 +238,43 @@ impl Probe {
 }
 
 /// One method's held-out figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct HeldOut {
     /// 10·log10(Σx² / Σ(x − x̂_fold(x))²) over every finite value, each quantized with the
     /// range calibrated without its fold.
-    #[serde(serialize_with = "ser_num")]
     pub sqnr_db: f64,
     /// Share of finite values clipped by the range calibrated without their fold.
     pub clipped_fraction: f64,
-    /// Every pooled held-out metric (the JSON keeps the two above; the CSV lists them all).
-    /// Not saved either: a reopened saved analysis has only the two above.
-    #[serde(skip, default = "unmeasured")]
+    /// Every pooled held-out metric: the JSON keeps the two above (its shape is fixed), the
+    /// CSV lists them all, a saved analysis keeps them (see the `Serialize` impl).
+    #[serde(default = "unmeasured")]
     pub metrics: Metrics,
 }
 
 fn unmeasured() -> Metrics {
     Metrics::UNMEASURED
+}
+
+/// The JSON's two keys; in a binary format (a saved analysis) every metric too, so that a
+/// reopened analysis reports what the first run did.
+impl Serialize for HeldOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Db(f64);
+        impl Serialize for Db {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                ser_num(&self.0, s)
+            }
+        }
+        let all = !s.is_human_readable();
+        let mut st = s.serialize_struct("HeldOut", 2 + usize::from(all))?;
+        st.serialize_field("sqnr_db", &Db(self.sqnr_db))?;
+        st.serialize_field("clipped_fraction", &self.clipped_fraction)?;
+        if all {
+            st.serialize_field("metrics", &self.metrics)?;
+        }
+        st.end()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
