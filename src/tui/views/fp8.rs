@@ -8,9 +8,9 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 
-use super::{ClipRow, marks, panel, short_name, sqnr_color};
+use super::{ClipRow, marks, metric_cells, panel, short_name};
 use crate::analysis::{FormatKind, FormatResult, LayerAnalysis};
-use crate::report::fmt::{count_short, db_short, num_short, pct_short};
+use crate::report::fmt::{count_short, num_short};
 use crate::tui::app::App;
 use crate::tui::layout::{self, Focus};
 
@@ -127,9 +127,6 @@ pub(super) fn draw_table(
             .map_or((' ', Color::Reset, String::new()), |m| {
                 (m.tag, m.color, m.label.clone())
             });
-        let mx = &r.metrics;
-        let sq =
-            Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
         // amax 0 is an exact row without a scale.
         let scale = r
             .scale()
@@ -142,21 +139,7 @@ pub(super) fn draw_table(
             Cell::from(r.amax.map_or_else(|| "—".into(), num_short)),
             Cell::from(scale),
         ];
-        if wide {
-            cells.extend([
-                Cell::from(pct_short(mx.clipped_below)),
-                Cell::from(pct_short(mx.clipped_above)),
-                Cell::from(num_short(mx.mse)),
-                sq,
-                Cell::from(format!("{:.6}", mx.cosine)),
-            ]);
-        } else {
-            cells.extend([
-                Cell::from(pct_short(mx.clipped())),
-                sq,
-                Cell::from(format!("{:.4}", mx.cosine)),
-            ]);
-        }
+        cells.extend(metric_cells(&r.metrics, floor, wide));
         if count {
             cells.push(match r.unclamped_nonfinite {
                 Some(0) => Cell::from("0"),

@@ -11,7 +11,8 @@ use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
 use super::{
-    ClipRow, clip_markers, fit, fp8, int_clip_rows, list_title, panel, short_label, sqnr_color,
+    ClipRow, clip_markers, fit, fp8, int_clip_rows, list_title, metric_cells, panel, short_label,
+    sqnr_color,
 };
 use crate::analysis::cast::F16_MAX;
 use crate::report::fmt::{db_short, num_short, pct_short, shape};
@@ -530,9 +531,6 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
                 .get(i)
                 .map_or((' ', Color::Reset), |r| (r.tag, r.color));
             let star = if layer.is_recommended(m) { "★" } else { " " };
-            let mx = &m.metrics;
-            let sq = Cell::from(db_short(mx.sqnr_db))
-                .style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
             let name = format!("{star}{}", short_label(m));
             let mut cells = vec![
                 Cell::from(tag.to_string()).style(Style::new().fg(color).bold()),
@@ -544,19 +542,9 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
                 cells.extend([
                     Cell::from(num_short(m.scale)),
                     Cell::from(m.zero_point.to_string()),
-                    Cell::from(pct_short(mx.clipped_below)),
-                    Cell::from(pct_short(mx.clipped_above)),
-                    Cell::from(num_short(mx.mse)),
-                    sq,
-                    Cell::from(format!("{:.6}", mx.cosine)),
-                ]);
-            } else {
-                cells.extend([
-                    Cell::from(pct_short(mx.clipped())),
-                    sq,
-                    Cell::from(format!("{:.4}", mx.cosine)),
                 ]);
             }
+            cells.extend(metric_cells(&m.metrics, floor, wide));
             if let Some(v) = v {
                 let h = v.method(&m.label()).map(|h| &h.heldout);
                 cells.extend([

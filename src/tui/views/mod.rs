@@ -18,7 +18,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::analysis::formats::MSE_FP8;
+use crate::analysis::metrics::Metrics;
 use crate::analysis::{MethodKind, MethodResult};
+use crate::report::fmt::{db_short, num_short, pct_short};
 
 use super::app::App;
 use super::layout::{self, MIN_HEIGHT, MIN_WIDTH, View};
@@ -112,6 +114,28 @@ fn marks<'a>(methods: impl IntoIterator<Item = &'a str>) -> Vec<(char, Color)> {
             mark
         })
         .collect()
+}
+
+/// A method table's metric cells, the same in the int and FP8 tables: wide, clip↓% clip↑% MSE
+/// SQNR cosine; narrow, clip% SQNR cosine. The SQNR badge follows the floor.
+fn metric_cells(mx: &Metrics, floor: f64, wide: bool) -> Vec<ratatui::widgets::Cell<'static>> {
+    use ratatui::widgets::Cell;
+    let sq = Cell::from(db_short(mx.sqnr_db)).style(Style::new().fg(sqnr_color(mx.sqnr_db, floor)));
+    if wide {
+        vec![
+            Cell::from(pct_short(mx.clipped_below)),
+            Cell::from(pct_short(mx.clipped_above)),
+            Cell::from(num_short(mx.mse)),
+            sq,
+            Cell::from(format!("{:.6}", mx.cosine)),
+        ]
+    } else {
+        vec![
+            Cell::from(pct_short(mx.clipped())),
+            sq,
+            Cell::from(format!("{:.4}", mx.cosine)),
+        ]
+    }
 }
 
 /// The mark of the int method table's row `i` (the convergence chart draws its lines in it).
