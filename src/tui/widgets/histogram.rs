@@ -380,9 +380,24 @@ mod tests {
         (0..buf.area.height).map(|y| buf[(x, y)].symbol()).collect()
     }
 
+    /// The histogram of [`hist`] over [-1, 1], 20 columns wide, with these markers.
+    fn plot(markers: &[Marker], height: u16) -> Buffer {
+        let area = Rect::new(0, 0, 20, height);
+        let mut buf = Buffer::empty(area);
+        HistogramPlot {
+            hist: &hist(),
+            lo: -1.0,
+            hi: 1.0,
+            log: false,
+            markers,
+            keep: None,
+        }
+        .render(area, &mut buf);
+        buf
+    }
+
     #[test]
     fn markers_in_one_column_stack_instead_of_hiding_each_other() {
-        let h = hist();
         // minmax and p99.999 both at the data's ends (as on a tensor whose max is rare); the
         // selected percentile's tag goes first, then the line below the stack is its own.
         let markers = [
@@ -392,16 +407,7 @@ mod tests {
             marker(0.999, '3', true),
             marker(0.0, 'H', false),
         ];
-        let mut buf = Buffer::empty(Rect::new(0, 0, 20, 5));
-        HistogramPlot {
-            hist: &h,
-            lo: -1.0,
-            hi: 1.0,
-            log: false,
-            markers: &markers,
-            keep: None,
-        }
-        .render(Rect::new(0, 0, 20, 5), &mut buf);
+        let buf = plot(&markers, 5);
         assert_eq!(&column(&buf, 0)[..], "3M┃┃┃");
         assert_eq!(&column(&buf, 19)[..], "3M┃┃┃");
         assert!(column(&buf, 10).starts_with('H'));
@@ -409,7 +415,6 @@ mod tests {
 
     #[test]
     fn tags_past_the_view_do_not_hide_tags_in_it() {
-        let h = hist();
         // M past the left end, 3 past the right; S and A in view in the edge columns.
         let markers = [
             marker(-2.0, 'M', false),
@@ -417,16 +422,7 @@ mod tests {
             marker(0.99, 'A', false),
             marker(2.0, '3', false),
         ];
-        let mut buf = Buffer::empty(Rect::new(0, 0, 20, 4));
-        HistogramPlot {
-            hist: &h,
-            lo: -1.0,
-            hi: 1.0,
-            log: false,
-            markers: &markers,
-            keep: None,
-        }
-        .render(Rect::new(0, 0, 20, 4), &mut buf);
+        let buf = plot(&markers, 4);
         let top: String = (0..20).map(|x| buf[(x, 0)].symbol()).collect();
         assert!(top.starts_with("◂M") && top.ends_with("3▸"), "{top:?}");
         // The in-view tags go below the edge's row.
