@@ -8,7 +8,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table, Wrap};
 
-use super::{ClipRow, marks, metric_cells, panel, short_name};
+use super::{ClipRow, marks, method_row, metric_cells, panel, short_name};
 use crate::analysis::{FormatKind, FormatResult, LayerAnalysis};
 use crate::report::fmt::{count_short, num_short};
 use crate::tui::app::App;
@@ -147,15 +147,7 @@ pub(super) fn draw_table(
                 None => Cell::from("—").fg(Color::DarkGray),
             });
         }
-        let mut row = Row::new(cells);
-        if sel == Some(i) {
-            row = row.style(if focused {
-                Style::new().bg(Color::Blue).bold()
-            } else {
-                Style::new().bg(Color::DarkGray)
-            });
-        }
-        row
+        method_row(cells, sel == Some(i), focused)
     });
     let table = Table::new(table_rows, widths.into_iter().map(Constraint::Length))
         .header(Row::new(header).style(Style::new().fg(Color::DarkGray).bold()))

@@ -11,8 +11,8 @@ use crate::analysis::LayerAnalysis;
 
 use super::status::{draw_header, draw_status};
 use super::{
-    ClipRow, clip_markers, fit, fp8, int_clip_rows, list_title, metric_cells, panel, short_label,
-    sqnr_color,
+    ClipRow, clip_markers, fit, fp8, int_clip_rows, list_title, method_row, metric_cells, panel,
+    short_label, sqnr_color,
 };
 use crate::analysis::cast::F16_MAX;
 use crate::report::fmt::{db_short, num_short, pct_short, shape};
@@ -555,15 +555,7 @@ fn draw_methods(frame: &mut Frame, app: &App, layer: Option<&LayerAnalysis>, are
                     Cell::from(h.map_or("-".to_string(), |h| pct_short(h.clipped_fraction))),
                 ]);
             }
-            let mut row = Row::new(cells);
-            if sel == Some(i) {
-                row = row.style(if focused {
-                    Style::new().bg(Color::Blue).bold()
-                } else {
-                    Style::new().bg(Color::DarkGray)
-                });
-            }
-            row
+            method_row(cells, sel == Some(i), focused)
         });
     let mut widths: Vec<Constraint> = if wide {
         vec![

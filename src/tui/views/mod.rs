@@ -138,6 +138,20 @@ fn metric_cells(mx: &Metrics, floor: f64, wide: bool) -> Vec<ratatui::widgets::C
     }
 }
 
+/// A method table's row, highlighted when it is the selected one (brighter with the focus).
+fn method_row(
+    cells: Vec<ratatui::widgets::Cell<'static>>,
+    selected: bool,
+    focused: bool,
+) -> ratatui::widgets::Row<'static> {
+    let row = ratatui::widgets::Row::new(cells);
+    match (selected, focused) {
+        (false, _) => row,
+        (true, true) => row.style(Style::new().bg(Color::Blue).bold()),
+        (true, false) => row.style(Style::new().bg(Color::DarkGray)),
+    }
+}
+
 /// The mark of the int method table's row `i` (the convergence chart draws its lines in it).
 fn int_mark(methods: &[MethodResult], i: usize) -> (char, Color) {
     marks(methods.iter().map(|m| m.method.name()))
