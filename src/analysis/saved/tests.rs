@@ -585,14 +585,11 @@ fn held_out_metrics_survive_a_save() {
         &opts,
         &Progress::default(),
     );
-    let before: Vec<_> = a.layers[0]
-        .validation
-        .as_ref()
-        .unwrap()
-        .methods
-        .iter()
-        .map(|m| m.heldout.clone())
-        .collect();
+    let heldout = |a: &Analysis| -> Vec<crate::analysis::validation::HeldOut> {
+        let v = a.layers[0].validation.as_ref().unwrap();
+        v.methods.iter().map(|m| m.heldout.clone()).collect()
+    };
+    let before = heldout(&a);
     assert!(before.iter().all(|h| h.metrics.mse.is_finite()));
     let part = shard::part(std::slice::from_ref(&spec), &[], 0, 1);
     let saved = Saved::new(
@@ -603,14 +600,7 @@ fn held_out_metrics_survive_a_save() {
         part.shard,
     );
     let back = decode(&encode(&saved).unwrap()).unwrap().into_analysis();
-    let after: Vec<_> = back.layers[0]
-        .validation
-        .as_ref()
-        .unwrap()
-        .methods
-        .iter()
-        .map(|m| m.heldout.clone())
-        .collect();
+    let after = heldout(&back);
     let bits = |h: &[crate::analysis::validation::HeldOut]| -> Vec<[u64; 4]> {
         h.iter()
             .map(|h| {
