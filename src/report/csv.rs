@@ -12,6 +12,7 @@
 use std::fmt::Write;
 
 use crate::analysis::Analysis;
+use crate::analysis::metrics::Metrics;
 
 const HEADER: &str = "layer,source,shape,dtype,method,percentile,scheme,bits,lo,hi,scale,zero_point,candidates,mse,sqnr_db,max_abs_error,cosine,clipped_below,clipped_above,recommended,warnings,error";
 
@@ -22,6 +23,14 @@ pub(super) fn field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// The six metric columns, mse to clipped_above, as every kind of row writes them.
+fn metric_fields(m: &Metrics) -> String {
+    format!(
+        "{},{},{},{},{},{}",
+        m.mse, m.sqnr_db, m.max_abs_error, m.cosine, m.clipped_below, m.clipped_above
+    )
 }
 
 pub fn render(a: &Analysis) -> String {
@@ -55,7 +64,7 @@ pub fn render(a: &Analysis) -> String {
             let rec = l.is_recommended(m);
             let _ = writeln!(
                 out,
-                "{head},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{warnings},{error}",
+                "{head},{},{},{},{},{},{},{},{},{},{},{rec},{warnings},{error}",
                 m.method.name(),
                 m.percentile.map(|p| p.to_string()).unwrap_or_default(),
                 m.scheme.name(),
@@ -65,13 +74,7 @@ pub fn render(a: &Analysis) -> String {
                 m.scale,
                 m.zero_point,
                 m.candidates,
-                m.metrics.mse,
-                m.metrics.sqnr_db,
-                m.metrics.max_abs_error,
-                m.metrics.cosine,
-                m.metrics.clipped_below,
-                m.metrics.clipped_above,
-                rec,
+                metric_fields(&m.metrics),
             );
         }
         let rows = l
@@ -92,30 +95,23 @@ pub fn render(a: &Analysis) -> String {
         for (method, bits, m) in rows.chain(in_float) {
             let _ = writeln!(
                 out,
-                "{head},{method},,symmetric,{bits},,,,,,{},{},{},{},{},{},,{warnings},{error}",
-                m.mse, m.sqnr_db, m.max_abs_error, m.cosine, m.clipped_below, m.clipped_above,
+                "{head},{method},,symmetric,{bits},,,,,,{},,{warnings},{error}",
+                metric_fields(m),
             );
         }
         for h in l.validation.iter().flat_map(|v| &v.methods) {
-            let m = &h.heldout.metrics;
             let _ = writeln!(
                 out,
-                "{head},heldout:{},{},{},{},,,,,,{},{},{},{},{},{},{},{warnings},{error}",
+                "{head},heldout:{},{},{},{},,,,,,{},{},{warnings},{error}",
                 h.method.name(),
                 h.percentile.map(|p| p.to_string()).unwrap_or_default(),
                 a.settings.scheme.name(),
                 a.settings.bits,
-                m.mse,
-                m.sqnr_db,
-                m.max_abs_error,
-                m.cosine,
-                m.clipped_below,
-                m.clipped_above,
+                metric_fields(&h.heldout.metrics),
                 l.recommended.as_deref() == Some(h.label().as_str()),
             );
         }
         for r in &l.formats {
-            let m = &r.metrics;
             // Per-tensor rows: the range ±amax and the scale amax/M (float32, as used).
             let (lo, hi, scale) = match (r.amax, r.scale()) {
                 (Some(a), Some(s)) => ((-a).to_string(), a.to_string(), s.to_string()),
@@ -123,16 +119,11 @@ pub fn render(a: &Analysis) -> String {
             };
             let _ = writeln!(
                 out,
-                "{head},{},{},,{},{lo},{hi},{scale},,,{},{},{},{},{},{},,{warnings},{error}",
+                "{head},{},{},,{},{lo},{hi},{scale},,,{},,{warnings},{error}",
                 field(&r.csv_method()),
                 r.percentile.map(|p| p.to_string()).unwrap_or_default(),
                 r.format.bits(),
-                m.mse,
-                m.sqnr_db,
-                m.max_abs_error,
-                m.cosine,
-                m.clipped_below,
-                m.clipped_above,
+                metric_fields(&r.metrics),
             );
         }
     }
