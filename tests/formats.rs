@@ -13,25 +13,11 @@ use calibscope::formats::{E2M1, E4M3, E5M2, FpFormat};
 use calibscope::source::{LayerSpec, Location};
 use serde_json::Value;
 
+mod common;
+
 /// A little-endian float32 C-order `.npy` file.
 fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut buf = b"\x93NUMPY\x01\x00".to_vec();
-    buf.extend((dict.len() as u16).to_le_bytes());
-    buf.extend(dict.as_bytes());
-    for v in values {
-        buf.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, buf).unwrap();
+    common::write_f32_npy(path, shape, false, values);
 }
 
 fn all_formats() -> Options {

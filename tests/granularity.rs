@@ -14,27 +14,8 @@ use calibscope::calib::Scheme;
 use calibscope::source::{LayerSpec, Location};
 use serde_json::Value;
 
-/// A little-endian float32 `.npy` file in C or Fortran order (`values` in file order).
-fn write_npy(path: &Path, shape: &[usize], fortran: bool, values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let f = if fortran { "True" } else { "False" };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': {f}, 'shape': {shape}, }}");
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut buf = b"\x93NUMPY\x01\x00".to_vec();
-    buf.extend((dict.len() as u16).to_le_bytes());
-    buf.extend(dict.as_bytes());
-    for v in values {
-        buf.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, buf).unwrap();
-}
+mod common;
+use common::write_f32_npy as write_npy;
 
 fn spec_of(paths: Vec<PathBuf>) -> LayerSpec {
     LayerSpec {

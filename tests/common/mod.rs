@@ -25,6 +25,19 @@ pub fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A little-endian float32 `.npy` file in C or Fortran order (`values` in file order).
+pub fn write_f32_npy(path: &Path, shape: &[usize], fortran: bool, values: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let f = if fortran { "True" } else { "False" };
+    let dict = format!("{{'descr': '<f4', 'fortran_order': {f}, 'shape': {shape}, }}");
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, npy_with_dict(&dict, &data)).unwrap();
+}
+
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> R<PathBuf> {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
